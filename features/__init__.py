@@ -1,0 +1,1 @@
+"""Table contracts and feature math: pure functions, no I/O, no orchestration."""

@@ -1,0 +1,302 @@
+"""Typed project settings, read from one YAML file and overridden by environment variables.
+
+Resolution order (later wins):
+
+1. defaults declared on the fields below (the documented defaults; ``recfeat.yaml`` at the
+   repository root repeats them with comments);
+2. the YAML file: ``--config FILE``, else ``$RECFEAT_CONFIG``, else ``./recfeat.yaml`` if present;
+3. environment variables: ``RECFEAT_WAREHOUSE`` (warehouse.root), ``RECFEAT_SPARK_MASTER``
+   (spark.master), ``RECFEAT_ACTIVE_SOURCE`` (active_source), ``RECFEAT_SOURCES_ROOT``
+   (sources_root).
+
+Every model forbids unknown keys, so a typo fails at load with the dotted name of the field
+(``warehouse.roots: extra inputs are not permitted``). Relative paths in the file are resolved
+against the directory of the file, so a config works from any working directory.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "RECFEAT_WAREHOUSE": ("warehouse", "root"),
+    "RECFEAT_SPARK_MASTER": ("spark", "master"),
+    "RECFEAT_ACTIVE_SOURCE": ("active_source",),
+    "RECFEAT_SOURCES_ROOT": ("sources_root",),
+}
+DEFAULT_CONFIG_NAME = "recfeat.yaml"
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is one line naming the field."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+class WarehouseSettings(StrictModel):
+    root: str = Field("var/warehouse", description="Warehouse root: a local path or an fsspec URI (s3://, gs://, hdfs://, file://).")
+    keep_versions: Annotated[int, Field(ge=1)] = Field(
+        5, description="Committed versions kept per table; older ones are removed after a commit."
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _root_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class SparkSettings(StrictModel):
+    master: str = Field("local[*]", description="Spark master URL: local[*], local[N], spark://host:7077, yarn, k8s://...")
+    app_name: str = "recfeat"
+    driver_memory: str = Field("4g", description="spark.driver.memory (local mode: the whole job's memory).")
+    shuffle_partitions: Annotated[int, Field(ge=1)] = Field(8, description="spark.sql.shuffle.partitions.")
+    conf: dict[str, str] = Field(default_factory=dict, description="Further Spark conf, passed as is.")
+
+    @field_validator("master")
+    @classmethod
+    def _master_form(cls, v: str) -> str:
+        ok = v.startswith(("local", "spark://", "yarn", "k8s://", "mesos://", "sc://"))
+        if not ok:
+            raise ValueError(f"{v!r} is not a Spark master URL (local[*], spark://host:port, yarn, k8s://...)")
+        return v
+
+
+class ColumnMapping(StrictModel):
+    """Source column names for the canonical event fields (generic CSV/Parquet sources)."""
+
+    user_id: str
+    item_id: str
+    timestamp: str
+    play_time_ms: str | None = None
+    duration_ms: str | None = None
+    rating: str | None = None
+    flags: dict[str, str] = Field(default_factory=dict, description="canonical flag (is_click, ...) -> source column")
+
+    @field_validator("flags")
+    @classmethod
+    def _known_flags(cls, v: dict[str, str]) -> dict[str, str]:
+        from features.events import FEEDBACK_FLAGS
+
+        unknown = sorted(set(v) - set(FEEDBACK_FLAGS))
+        if unknown:
+            raise ValueError(f"unknown flags {unknown}; known: {list(FEEDBACK_FLAGS)}")
+        return v
+
+
+class DimensionFile(StrictModel):
+    """A user or item attribute file of a generic source."""
+
+    path: str
+    id_column: str
+
+
+class SourceConfig(StrictModel):
+    """One source of events.
+
+    ``kind`` picks the adapter: ``synthetic`` (the generator's output, KuaiRand format),
+    ``kuairand`` (official KuaiRand CSVs, plain or gzipped), ``movielens`` (RecBole atomic
+    files or GroupLens ``u.data`` / ``ratings.dat`` / ``ratings.csv``), ``csv`` and ``parquet``
+    (generic files described by ``mapping``). ``path`` is a directory or a single file.
+    """
+
+    kind: Literal["synthetic", "kuairand", "movielens", "csv", "parquet"]
+    path: str
+    mapping: ColumnMapping | None = None
+    timestamp_unit: Literal["s", "ms", "us", "iso"] = Field(
+        "s", description="generic sources: unit of numeric timestamps, or iso for ISO-8601 text"
+    )
+    time_zone: str = Field("UTC", description="generic sources: zone of timestamps that carry none")
+    delimiter: str = Field(",", description="generic CSV: field delimiter")
+    users: DimensionFile | None = None
+    items: DimensionFile | None = None
+
+    @model_validator(mode="after")
+    def _mapping_for_generic(self) -> "SourceConfig":
+        if self.kind in ("csv", "parquet") and self.mapping is None:
+            raise ValueError(f"a {self.kind} source needs 'mapping' (user_id, item_id, timestamp columns)")
+        return self
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone_exists(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class SyntheticSettings(StrictModel):
+    """Size and shape of the embedded synthetic source (see docs/synthetic.md)."""
+
+    events: Annotated[int, Field(ge=1_000, le=100_000_000)] = 200_000
+    users: Annotated[int, Field(ge=10)] | None = Field(None, description="default: events // 50")
+    items: Annotated[int, Field(ge=10)] | None = Field(None, description="default: events // 100")
+    seed: int = 20220408
+    start_date: dt.date = dt.date(2022, 4, 8)
+    days: Annotated[int, Field(ge=1, le=366)] = 14
+
+
+class PartitionSettings(StrictModel):
+    """Daily partitions of the event tables (UTC days)."""
+
+    start_date: dt.date = Field(dt.date(2022, 4, 8), description="first partition (inclusive)")
+    end_date: dt.date | None = Field(dt.date(2022, 4, 22), description="last partition (exclusive); null: up to today")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PartitionSettings":
+        if self.end_date is not None and self.end_date <= self.start_date:
+            raise ValueError("end_date must be after start_date")
+        return self
+
+
+class Settings(StrictModel):
+    """The whole project configuration."""
+
+    warehouse: WarehouseSettings = WarehouseSettings()
+    spark: SparkSettings = SparkSettings()
+    sources_root: str = Field("var/sources", description="where generated sources are written")
+    sources: dict[str, SourceConfig] = Field(
+        default_factory=lambda: {"synthetic": SourceConfig(kind="synthetic", path="var/sources/synthetic")}
+    )
+    active_source: str = Field("synthetic", description="the source the Dagster assets ingest")
+    partitions: PartitionSettings = PartitionSettings()
+    synthetic: SyntheticSettings = SyntheticSettings()
+    ingest_chunk_rows: Annotated[int, Field(ge=1_000)] = Field(
+        500_000, description="rows per chunk when streaming a source file (bounds memory)"
+    )
+
+    @model_validator(mode="after")
+    def _active_source_known(self) -> "Settings":
+        if self.active_source not in self.sources:
+            raise ValueError(f"active_source {self.active_source!r} is not one of sources {sorted(self.sources)}")
+        return self
+
+    @property
+    def source(self) -> SourceConfig:
+        return self.sources[self.active_source]
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative local paths in the file relative to the file's directory."""
+
+    def fix(p: Any) -> Any:
+        if isinstance(p, str) and p and not _is_uri(p) and not os.path.isabs(p):
+            return str((base / p).resolve())
+        return p
+
+    data = dict(data)
+    if isinstance(data.get("warehouse"), dict) and "root" in data["warehouse"]:
+        data["warehouse"] = {**data["warehouse"], "root": fix(data["warehouse"]["root"])}
+    if "sources_root" in data:
+        data["sources_root"] = fix(data["sources_root"])
+    if isinstance(data.get("sources"), dict):
+        fixed = {}
+        for name, src in data["sources"].items():
+            if isinstance(src, dict):
+                src = dict(src)
+                if "path" in src:
+                    src["path"] = fix(src["path"])
+                for dim in ("users", "items"):
+                    if isinstance(src.get(dim), dict) and "path" in src[dim]:
+                        src[dim] = {**src[dim], "path": fix(src[dim]["path"])}
+            fixed[name] = src
+        data["sources"] = fixed
+    return data
+
+
+def _set_path(data: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+    node = data
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _describe(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"bad configuration in {origin}: {loc}: {msg}{more}"
+
+
+def find_config_file(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The config file to read: explicit, else ``$RECFEAT_CONFIG``, else ``./recfeat.yaml``."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    env = os.environ.get("RECFEAT_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (from RECFEAT_CONFIG)")
+        return path
+    default = Path.cwd() / DEFAULT_CONFIG_NAME
+    return default if default.is_file() else None
+
+
+def load_settings(
+    config_file: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Read, merge and validate the settings; raise :class:`ConfigError` with one line on error.
+
+    ``overrides`` maps dotted field names to values (used by CLI flags such as
+    ``--warehouse``) and wins over everything.
+    """
+    environ = os.environ if environ is None else environ
+    path = find_config_file(config_file)
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"bad configuration in {origin}:{where} not valid YAML") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"bad configuration in {origin}: the file must hold a mapping of settings")
+        data = _resolve_paths(loaded, path.parent.resolve())
+    for var, dotted in ENV_OVERRIDES.items():
+        if environ.get(var):
+            _set_path(data, dotted, environ[var])
+            origin += f" + ${var}"
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(data, tuple(dotted.split(".")), value)
+    if "sources" not in data:
+        # The default synthetic source lives under sources_root.
+        root = data.get("sources_root", Settings.model_fields["sources_root"].default)
+        data["sources"] = {"synthetic": {"kind": "synthetic", "path": str(Path(root) / "synthetic")}}
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, origin)) from None
