@@ -68,7 +68,11 @@ class SparkSettings(StrictModel):
     @field_validator("master")
     @classmethod
     def _master_form(cls, v: str) -> str:
-        ok = v.startswith(("local", "spark://", "yarn", "k8s://", "mesos://", "sc://"))
+        import re
+
+        ok = bool(re.fullmatch(r"local(\[(\*|\d+)(,\s*\d+)?\])?", v)) or v == "yarn" or v.startswith(
+            ("spark://", "k8s://", "mesos://", "sc://")
+        )
         if not ok:
             raise ValueError(f"{v!r} is not a Spark master URL (local[*], spark://host:port, yarn, k8s://...)")
         return v

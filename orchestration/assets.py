@@ -1,0 +1,186 @@
+"""Table assets. Each body only wires: it calls one pipeline job and reports metadata."""
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from features.dimensions import ITEMS, USERS
+from features.events import EVENTS
+from features.synthetic_truth import SYNTHETIC_TRUTH
+from orchestration.metadata import table_metadata
+from orchestration.resources import SettingsResource, SparkResource, WarehouseResource
+from pipelines.settings import Settings
+
+SOURCES_GROUP = "sources"
+CORE_GROUP = "core"
+
+
+def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    p = settings.partitions
+    return dg.DailyPartitionsDefinition(
+        start_date=p.start_date.isoformat(),
+        end_date=p.end_date.isoformat() if p.end_date else None,
+        timezone="UTC",
+    )
+
+
+def _window(context: dg.AssetExecutionContext):
+    from pipelines.ingest import DateWindow
+
+    tw = context.partition_time_window
+    return DateWindow(tw.start.date(), tw.end.date())
+
+
+def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """The asset graph for the active source (synthetic adds the generator and its truth)."""
+    partitions = daily_partitions(settings)
+    synthetic = settings.source.kind == "synthetic"
+    upstream = [dg.AssetKey("synthetic_source")] if synthetic else []
+    assets: list[dg.AssetsDefinition] = []
+
+    if synthetic:
+
+        @dg.asset(
+            name="synthetic_source",
+            group_name=SOURCES_GROUP,
+            description="The embedded synthetic source: KuaiRand-format logs, user/video files and ground truth (docs/synthetic.md).",
+            kinds={"python"},
+        )
+        def synthetic_source(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.MaterializeResult:
+            from pipelines.synthetic import GeneratorParams, generate
+
+            s = settings.get()
+            out = generate(s.source.path, GeneratorParams.from_settings(s.synthetic))
+            return dg.MaterializeResult(
+                metadata={
+                    "events": out.events,
+                    "log_files": len(out.log_files),
+                    "path": dg.MetadataValue.path(str(out.root)),
+                    "seed": s.synthetic.seed,
+                }
+            )
+
+        assets.append(synthetic_source)
+
+    @dg.asset(
+        name=EVENTS.name,
+        group_name=CORE_GROUP,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=upstream,
+        description=EVENTS.description,
+        kinds={"spark", "parquet"},
+    )
+    def events(
+        context: dg.AssetExecutionContext,
+        settings: SettingsResource,
+        warehouse: WarehouseResource,
+        spark: SparkResource,
+    ) -> dg.MaterializeResult:
+        from pipelines.ingest import ingest_events
+        from pipelines.sources import adapter_for
+
+        s = settings.get()
+        wh = warehouse.get()
+        result = ingest_events(
+            spark.get_session(),
+            wh,
+            adapter_for(s.active_source, s.source),
+            window=_window(context),
+            chunk_rows=s.ingest_chunk_rows,
+            run_id=context.run_id,
+        )
+        context.log.info(result.summary())
+        meta = table_metadata(wh, result.manifest, result.partitions)
+        meta.update(
+            {
+                "dagster/row_count": sum(result.manifest.partitions[p].row_count for p in result.partitions if p in result.manifest.partitions),
+                "table_rows_total": result.manifest.row_count,
+                "records_in": result.records_in,
+                "records_in_window": result.in_window,
+                "duplicates": result.duplicates,
+                "new_events": result.new_events,
+                "source_files": len(result.files),
+            }
+        )
+        return dg.MaterializeResult(metadata=meta)
+
+    assets.append(events)
+
+    def dimension_asset(contract):
+        @dg.asset(
+            name=contract.name,
+            group_name=CORE_GROUP,
+            deps=upstream,
+            description=contract.description,
+            kinds={"parquet"},
+        )
+        def _dimension(settings: SettingsResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+            from pipelines.ingest import ingest_dimension
+            from pipelines.sources import adapter_for
+
+            s = settings.get()
+            wh = warehouse.get()
+            manifest = ingest_dimension(wh, adapter_for(s.active_source, s.source), contract.name)
+            if manifest is None:
+                return dg.MaterializeResult(metadata={"dagster/row_count": 0, "note": "the source has no such file"})
+            return dg.MaterializeResult(metadata=table_metadata(wh, manifest))
+
+        return _dimension
+
+    assets += [dimension_asset(USERS), dimension_asset(ITEMS)]
+
+    if synthetic:
+
+        @dg.asset(
+            name=SYNTHETIC_TRUTH.name,
+            group_name=CORE_GROUP,
+            deps=[dg.AssetKey("synthetic_source"), dg.AssetKey(EVENTS.name)],
+            description=SYNTHETIC_TRUTH.description,
+            kinds={"spark", "parquet"},
+        )
+        def synthetic_truth(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+            from pipelines.synthetic import truth_path
+            from pipelines.synthetic_truth import build_synthetic_truth
+
+            s = settings.get()
+            wh = warehouse.get()
+            manifest = build_synthetic_truth(spark.get_session(), wh, str(truth_path(s.source.path)), s.active_source)
+            return dg.MaterializeResult(metadata=table_metadata(wh, manifest))
+
+        assets.append(synthetic_truth)
+    return assets
+
+
+def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
+    """Blocking contract checks (keys present and unique, schema as declared) per table."""
+    names = [EVENTS.name, USERS.name, ITEMS.name] + ([SYNTHETIC_TRUTH.name] if settings.source.kind == "synthetic" else [])
+    checks = []
+    for name in names:
+        checks.append(_contract_check(name))
+    return checks
+
+
+def _contract_check(table: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=table,
+        name=f"{table}_contract",
+        blocking=True,
+        description=f"{table}: key present and unique, schema matches the table contract.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, spark: SparkResource) -> dg.AssetCheckResult:
+        from features.contracts import get_contract
+        from pipelines.quality import check_contract
+
+        wh = warehouse.get()
+        if not wh.exists(table):
+            return dg.AssetCheckResult(passed=False, description=f"table {table!r} has no committed version")
+        outcome = check_contract(spark.get_session(), wh, get_contract(table))
+        return dg.AssetCheckResult(
+            passed=outcome.passed,
+            description=outcome.description,
+            metadata={k: v for k, v in outcome.details.items()},
+        )
+
+    return _check

@@ -1,0 +1,340 @@
+"""The ``recfeat`` command line.
+
+Stable forms (scripts and schedulers call them)::
+
+    recfeat [--config FILE] demo
+    recfeat generate --events N --seed S --out DIR
+    recfeat ingest --source {kuairand,movielens,csv,parquet} --input PATH [--warehouse DIR]
+    recfeat materialize [--select ASSET,...] [--partition DAY | --from DAY --to DAY] [--warehouse DIR]
+    recfeat tables [--warehouse DIR]
+    recfeat show TABLE [--warehouse DIR] [--rows N]
+    recfeat export TABLE OUT.parquet [--warehouse DIR]
+
+Exit code 0 on success; on failure one line ``recfeat: error: <reason>`` and exit code 1
+(2 for usage errors).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+
+
+class CliError(Exception):
+    """A failure reported as one line."""
+
+
+def _settings(args, **overrides):
+    from pipelines.settings import load_settings
+
+    if getattr(args, "warehouse", None):
+        overrides["warehouse.root"] = os.path.abspath(args.warehouse) if "://" not in args.warehouse else args.warehouse
+    return load_settings(args.config, overrides=overrides)
+
+
+def _warehouse(settings):
+    from pipelines.warehouse import Warehouse
+
+    return Warehouse(settings.warehouse.root, keep_versions=settings.warehouse.keep_versions)
+
+
+def _ensure_dagster_home() -> None:
+    """Runs launched from the CLI are recorded in $DAGSTER_HOME (default var/dagster), telemetry off."""
+    home = Path(os.environ.get("DAGSTER_HOME") or Path("var/dagster").resolve())
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+
+
+# ---- commands ------------------------------------------------------------------------
+def cmd_generate(args) -> int:
+    from pipelines.synthetic import GeneratorParams, generate
+
+    settings = _settings(args)
+    base = GeneratorParams.from_settings(settings.synthetic)
+    params = GeneratorParams(
+        **{
+            **base.__dict__,
+            "events": args.events if args.events is not None else base.events,
+            "seed": args.seed if args.seed is not None else base.seed,
+            "days": args.days if args.days is not None else base.days,
+            "users": args.users if args.users is not None else base.users,
+            "items": args.items if args.items is not None else base.items,
+        }
+    )
+    t0 = time.perf_counter()
+    out = generate(args.out, params)
+    print(f"generated {out.events:,} events in {time.perf_counter() - t0:.1f} s into {out.root}")
+    print(f"  logs:  {len(out.log_files)} file(s), e.g. {out.log_files[0].name}")
+    print(f"  users: {out.user_file}")
+    print(f"  items: {out.item_file}")
+    print(f"  truth: {out.truth_file}")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from pipelines.ingest import ingest_dimension, ingest_events
+    from pipelines.settings import SourceConfig
+    from pipelines.sources import adapter_for
+    from pipelines.spark import get_spark
+
+    settings = _settings(args)
+    name = args.name or args.source
+    configured = [(n, s) for n, s in settings.sources.items() if s.kind == args.source]
+    if configured:
+        name = args.name or configured[0][0]
+        config = configured[0][1].model_copy(update={"path": os.path.abspath(args.input)})
+    elif args.source in ("csv", "parquet"):
+        raise CliError(
+            f"a {args.source} source needs a column mapping: define one under 'sources:' in the config file "
+            "(see docs/sources.md)"
+        )
+    else:
+        config = SourceConfig(kind=args.source, path=os.path.abspath(args.input))
+    adapter = adapter_for(name, config)
+    wh = _warehouse(settings)
+    result = ingest_events(get_spark(settings.spark), wh, adapter, chunk_rows=settings.ingest_chunk_rows)
+    print(result.summary())
+    for table in ("users", "items"):
+        m = ingest_dimension(wh, adapter, table)
+        if m is not None:
+            print(f"{table}: v{m.version}, {m.row_count:,} rows")
+    print(f"warehouse: {wh.uri}")
+    return 0
+
+
+def _resolve_selection(defs, select: str | None) -> list[str]:
+    graph = defs.resolve_asset_graph()
+    keys = [k.to_user_string() for k in graph.toposorted_asset_keys]
+    if not select:
+        return keys
+    wanted = [s.strip() for s in select.split(",") if s.strip()]
+    unknown = [w for w in wanted if w not in keys]
+    if unknown:
+        raise CliError(f"unknown asset(s) {unknown}; known: {keys}")
+    return [k for k in keys if k in wanted]
+
+
+def materialize_assets(settings, config_file: str | None, select: str | None, start: str | None = None, end: str | None = None, log=print) -> list[str]:
+    """Materialize the selected assets in process, in dependency order, checks included.
+
+    Daily-partitioned assets run once over the whole range ``start..end`` (inclusive partition
+    keys; default: every configured partition) as a single-run backfill.
+    """
+    import dagster as dg
+
+    from orchestration.automation import partition_range_tags
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions(settings, config_file)
+    order = _resolve_selection(defs, select)
+    graph = defs.resolve_asset_graph()
+    assets = list(defs.assets) + list(defs.asset_checks or [])
+    instance = dg.DagsterInstance.get()
+    done = []
+    for key in order:
+        asset_key = dg.AssetKey.from_user_string(key)
+        pdef = graph.get(asset_key).partitions_def
+        tags = partition_range_tags(pdef, start, end) if pdef is not None else None
+        label = f" [{tags['dagster/asset_partition_range_start']} .. {tags['dagster/asset_partition_range_end']}]" if tags else ""
+        t0 = time.perf_counter()
+        result = dg.materialize(
+            assets,
+            selection=dg.AssetSelection.assets(asset_key),
+            resources=defs.resources,
+            instance=instance,
+            tags=tags,
+            raise_on_error=False,
+        )
+        if not result.success:
+            raise CliError(f"materializing {key}{label} failed: {_first_failure(result)}")
+        failed_checks = [
+            f"{e.asset_check_evaluation_data.check_name}: {e.asset_check_evaluation_data.description}"
+            for e in result.get_asset_check_evaluations()
+            if not e.passed
+        ] if hasattr(result, "get_asset_check_evaluations") else []
+        if failed_checks:
+            raise CliError(f"{key}: blocking check failed: {failed_checks[0]}")
+        log(f"materialized {key}{label} in {time.perf_counter() - t0:.1f} s")
+        done.append(key)
+    return done
+
+
+def _first_failure(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            while err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
+                err = err.cause
+            return f"{err.cls_name}: {err.message.strip().splitlines()[0] if err.message.strip() else ''}"
+    return "see the Dagster run log"
+
+
+def cmd_materialize(args) -> int:
+    _ensure_dagster_home()
+    settings = _settings(args)
+    start, end = args.start, args.end
+    if args.partition:
+        start = end = args.partition
+    materialize_assets(settings, args.config, args.select, start, end)
+    print(f"warehouse: {settings.warehouse.root}")
+    return 0
+
+
+def _print_tables(wh) -> None:
+    names = wh.tables()
+    if not names:
+        print(f"no tables in {wh.uri}")
+        return
+    print(f"{'table':<20} {'version':>7} {'rows':>12} {'partitions':>10}  committed_at")
+    for name in names:
+        m = wh.manifest(name)
+        print(f"{name:<20} {m.version:>7} {m.row_count:>12,} {len(m.partitions):>10}  {m.committed_at}")
+    print(f"warehouse: {wh.uri}")
+
+
+def cmd_tables(args) -> int:
+    _print_tables(_warehouse(_settings(args)))
+    return 0
+
+
+def cmd_show(args) -> int:
+    wh = _warehouse(_settings(args))
+    m = wh.manifest(args.table)
+    print(f"table:        {m.table}")
+    print(f"version:      {m.version} (kept: {', '.join(map(str, wh.versions(args.table)))})")
+    print(f"committed_at: {m.committed_at}")
+    print(f"rows:         {m.row_count:,}")
+    print(f"partitioned:  {m.partition_column or 'no'}" + (f" ({len(m.partitions)} partitions: {min(m.partitions)} .. {max(m.partitions)})" if m.partition_column and m.partitions else ""))
+    print(f"path:         {wh.table_path(m.table)}")
+    print("schema:")
+    for name, typ in m.schema:
+        print(f"  {name:<20} {typ}")
+    files = m.file_paths(wh.root)
+    if files and args.rows > 0:
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        batch = next(pq.ParquetFile(files[0], filesystem=wh.fs).iter_batches(batch_size=args.rows), None)
+        if batch is not None:
+            with pd.option_context("display.width", 200, "display.max_columns", 30):
+                print("sample:")
+                print(batch.to_pandas().head(args.rows).to_string(index=False))
+    return 0
+
+
+def cmd_export(args) -> int:
+    wh = _warehouse(_settings(args))
+    rows = wh.export(args.table, args.out)
+    print(f"exported {args.table} v{wh.current_version(args.table)}: {rows:,} rows to {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    _ensure_dagster_home()
+    settings = _settings(args)
+    if settings.source.kind != "synthetic":
+        print(f"note: the active source is {settings.active_source!r} ({settings.source.kind}), not the synthetic default")
+    t0 = time.perf_counter()
+    print(f"recfeat demo: {settings.synthetic.events:,} synthetic events, warehouse {settings.warehouse.root}")
+    materialize_assets(settings, args.config, None)
+    print(f"pipeline finished in {time.perf_counter() - t0:.1f} s\n")
+    wh = _warehouse(settings)
+    _print_tables(wh)
+    print("\nwhere everything is:")
+    print(f"  source files:    {settings.source.path}")
+    for name in wh.tables():
+        print(f"  {name + ':':<16} {wh.table_path(name)}")
+    print(f"  dagster runs:    {os.environ['DAGSTER_HOME']}")
+    print("next: `recfeat show events`, or `make dev` for the Dagster UI on http://127.0.0.1:3000")
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recfeat", description="recfeat: a feature platform for recommender systems.")
+    p.add_argument("--config", metavar="FILE", help="project config (default: $RECFEAT_CONFIG or ./recfeat.yaml)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def warehouse_opt(sp):
+        sp.add_argument("--warehouse", metavar="DIR", help="warehouse root (overrides config and $RECFEAT_WAREHOUSE)")
+
+    sp = sub.add_parser("demo", help="generate the synthetic default and run the whole pipeline")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("generate", help="write a synthetic source data set (KuaiRand format + ground truth)")
+    sp.add_argument("--events", type=int, help="number of events (1,000 .. 100,000,000)")
+    sp.add_argument("--seed", type=int, help="random seed (same seed, byte-identical files)")
+    sp.add_argument("--days", type=int, help="number of UTC days covered")
+    sp.add_argument("--users", type=int, help="number of users (default events // 50)")
+    sp.add_argument("--items", type=int, help="number of videos (default events // 100)")
+    sp.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    sp.set_defaults(func=cmd_generate)
+
+    sp = sub.add_parser("ingest", help="ingest source files into events, users and items")
+    sp.add_argument("--source", required=True, choices=["kuairand", "movielens", "csv", "parquet"], help="source format")
+    sp.add_argument("--input", required=True, metavar="PATH", help="a source directory or file")
+    sp.add_argument("--name", help="source name written to the events (default: the configured name or the format)")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_ingest)
+
+    sp = sub.add_parser("materialize", help="materialize Dagster assets in process (checks included)")
+    sp.add_argument("--select", metavar="ASSET,...", help="comma-separated asset names (default: all)")
+    sp.add_argument("--partition", metavar="DAY", help="one daily partition (YYYY-MM-DD)")
+    sp.add_argument("--from", dest="start", metavar="DAY", help="first daily partition of a range")
+    sp.add_argument("--to", dest="end", metavar="DAY", help="last daily partition of a range (inclusive)")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_materialize)
+
+    sp = sub.add_parser("tables", help="list the warehouse's tables")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_tables)
+
+    sp = sub.add_parser("show", help="schema, version, row count and a sample of a table")
+    sp.add_argument("table")
+    sp.add_argument("--rows", type=int, default=5, help="sample rows (default 5)")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_show)
+
+    sp = sub.add_parser("export", help="write the committed version of a table as one Parquet file")
+    sp.add_argument("table")
+    sp.add_argument("out", metavar="OUT.parquet")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pipelines.settings import ConfigError
+    from pipelines.spark import SparkSetupError
+    from pipelines.warehouse import WarehouseError
+
+    known = (CliError, ConfigError, WarehouseError, SparkSetupError, FileNotFoundError)
+    try:
+        from pipelines.sources import SourceError
+
+        known = known + (SourceError,)
+    except ImportError:  # pragma: no cover - sources are part of the package
+        pass
+    try:
+        return args.func(args)
+    except known as exc:
+        print(f"recfeat: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"recfeat: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("recfeat: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The Dagster code location: ``dagster dev`` (from the repository root) loads ``defs``.
+
+Settings come from ``recfeat.yaml`` in the working directory, ``$RECFEAT_CONFIG`` or the
+defaults (see ``pipelines.settings``); the asset graph depends on the active source.
+"""
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.assets import build_assets, build_checks, daily_partitions
+from orchestration.automation import build_jobs, build_schedule, build_sensor
+from orchestration.resources import build_resources
+from pipelines.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings, config_file: str | None = None) -> dg.Definitions:
+    partitions = daily_partitions(settings)
+    jobs = build_jobs(partitions)
+    return dg.Definitions(
+        assets=build_assets(settings),
+        asset_checks=build_checks(settings),
+        jobs=jobs,
+        schedules=[build_schedule(jobs[0])],
+        sensors=[build_sensor(partitions)],
+        resources=build_resources(settings, config_file),
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,66 @@
+"""Dagster resources: settings, warehouse and Spark, each a ``ConfigurableResource``.
+
+Their fields default to the loaded project settings (``recfeat.yaml`` + environment), and can
+be overridden per run in the launchpad or in run config.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import dagster as dg
+
+from pipelines.settings import Settings, SparkSettings, load_settings
+from pipelines.warehouse import Warehouse
+
+
+class SettingsResource(dg.ConfigurableResource):
+    """The project settings; ``config_file`` picks another ``recfeat.yaml``."""
+
+    config_file: Optional[str] = None
+
+    def get(self) -> Settings:
+        return load_settings(self.config_file)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse at ``root`` (local path or fsspec URI)."""
+
+    root: str
+    keep_versions: int = 5
+
+    def get(self) -> Warehouse:
+        return Warehouse(self.root, keep_versions=self.keep_versions)
+
+
+class SparkResource(dg.ConfigurableResource):
+    """The process's Spark session (built once by ``pipelines.spark.get_spark``)."""
+
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    conf: dict[str, str] = {}
+
+    def get_session(self):
+        from pipelines.spark import get_spark
+
+        return get_spark(
+            SparkSettings(
+                master=self.master,
+                driver_memory=self.driver_memory,
+                shuffle_partitions=self.shuffle_partitions,
+                conf=dict(self.conf),
+            )
+        )
+
+
+def build_resources(settings: Settings, config_file: str | None = None) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "settings": SettingsResource(config_file=config_file),
+        "warehouse": WarehouseResource(root=settings.warehouse.root, keep_versions=settings.warehouse.keep_versions),
+        "spark": SparkResource(
+            master=settings.spark.master,
+            driver_memory=settings.spark.driver_memory,
+            shuffle_partitions=settings.spark.shuffle_partitions,
+            conf=dict(settings.spark.conf),
+        ),
+    }

@@ -1,0 +1,101 @@
+"""Settings: defaults, file, environment overrides, and one-line errors naming the field."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.settings import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recfeat.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_committed_default_file_matches_code_defaults(monkeypatch):
+    from_file = load_settings(REPO / "recfeat.yaml")
+    monkeypatch.chdir(REPO.parent)  # no recfeat.yaml there: pure code defaults
+    from_code = load_settings()
+    assert from_file.spark == from_code.spark
+    assert from_file.synthetic == from_code.synthetic
+    assert from_file.partitions == from_code.partitions
+    assert from_file.active_source == from_code.active_source
+    assert Path(from_file.warehouse.root) == REPO / "var" / "warehouse"
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    cfg = write(tmp_path, "warehouse: {root: wh}\nsources: {s: {kind: kuairand, path: data}}\nactive_source: s\n")
+    s = load_settings(cfg)
+    assert s.warehouse.root == str(tmp_path / "wh")
+    assert s.source.path == str(tmp_path / "data")
+
+
+def test_uri_root_kept(tmp_path):
+    s = load_settings(write(tmp_path, "warehouse: {root: 's3://bucket/recfeat'}\n"))
+    assert s.warehouse.root == "s3://bucket/recfeat"
+
+
+def test_environment_overrides(tmp_path):
+    cfg = write(tmp_path, "warehouse: {root: wh}\n")
+    s = load_settings(cfg, environ={"RECFEAT_WAREHOUSE": "/elsewhere", "RECFEAT_SPARK_MASTER": "spark://127.0.0.1:7077"})
+    assert s.warehouse.root == "/elsewhere"
+    assert s.spark.master == "spark://127.0.0.1:7077"
+
+
+def test_cli_overrides_win(tmp_path):
+    cfg = write(tmp_path, "warehouse: {root: wh}\n")
+    s = load_settings(cfg, overrides={"warehouse.root": "/cli"}, environ={"RECFEAT_WAREHOUSE": "/env"})
+    assert s.warehouse.root == "/cli"
+
+
+@pytest.mark.parametrize(
+    "text, field, words",
+    [
+        ("warehouse: {roots: x}\n", "warehouse.roots", "unknown key"),
+        ("sparkk: {}\n", "sparkk", "unknown key"),
+        ("spark: {shuffle_partitions: many}\n", "spark.shuffle_partitions", "integer"),
+        ("spark: {master: localhost}\n", "spark.master", "not a Spark master URL"),
+        ("synthetic: {events: 10}\n", "synthetic.events", "greater than or equal to 1000"),
+        ("partitions: {start_date: 2022-04-10, end_date: 2022-04-01}\n", "partitions", "end_date must be after"),
+        ("sources: {x: {kind: csv, path: a}}\nactive_source: x\n", "sources.x", "needs 'mapping'"),
+        ("sources: {x: {kind: kuairand}}\nactive_source: x\n", "sources.x.path", "required field is missing"),
+        ("sources: {x: {kind: avro, path: a}}\nactive_source: x\n", "sources.x.kind", "Input should be"),
+        ("active_source: nope\n", "(top level)", "is not one of sources"),
+        ("sources: {x: {kind: csv, path: a, time_zone: Mars/Base, mapping: {user_id: u, item_id: i, timestamp: t}}}\nactive_source: x\n", "sources.x.time_zone", "unknown time zone"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path, text, field, words):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    message = str(info.value)
+    assert "\n" not in message
+    assert f": {field}: " in message
+    assert words in message
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "warehouse: [unclosed\n"))
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_settings(write(tmp_path, "- a list\n"))
+
+
+def test_cli_reports_one_line_not_a_traceback(tmp_path):
+    cfg = write(tmp_path, "warehouse: {root: wh, colour: blue}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "--config", str(cfg), "tables"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"recfeat: error: bad configuration in {cfg}: warehouse.colour: unknown key"
+    ]
+    assert "Traceback" not in proc.stderr
