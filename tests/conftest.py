@@ -55,3 +55,13 @@ def _isolated_env(monkeypatch, tmp_path):
 def spark_session_for_hypothesis(spark):
     """The shared session under a name that reads well in hypothesis tests (session-scoped)."""
     return spark
+
+
+@pytest.fixture
+def kuairand_dir() -> Path:
+    return shared_data("kuairand-pure-slice")
+
+
+@pytest.fixture
+def ml100k_dir() -> Path:
+    return shared_data("ml-100k")
