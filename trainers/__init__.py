@@ -1,0 +1,1 @@
+"""PyTorch trainers. They read warehouse tables through ``features`` contracts and never Spark."""
