@@ -9,7 +9,7 @@ Identity of a record
 ``record_key`` is the record's raw field text joined with ``\\x1f`` in the source's column
 order, so a record read from a plain or a gzipped copy of a file has the same key, and any
 change to any field changes it. Real logs repeat records byte for byte (the KuaiRand slice
-has 5,452 repeated lines that are distinct impressions), so the id also counts the
+repeats 5,460 lines byte for byte within their files, distinct impressions), so the id also counts the
 occurrence: the *k*-th record (0-based, in line order) with a given key within one source file
 gets occurrence *k*. Then::
 

@@ -1,0 +1,104 @@
+"""Generic event files described by a column mapping: CSV (plain or gzipped) and Parquet.
+
+``config.path`` is one file or a directory of ``*.csv`` / ``*.csv.gz`` (kind ``csv``) or
+``*.parquet`` (kind ``parquet``) files, read in name order. ``config.mapping`` names the source
+columns of the canonical fields; ``timestamp_unit`` (``s``, ``ms``, ``us`` or ``iso``) says how
+to read the event time, ``time_zone`` which zone times without an offset are in, ``delimiter``
+the CSV field separator. ``config.users`` / ``config.items`` optionally name attribute files.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from pipelines.settings import SourceConfig
+from pipelines.sources.base import (
+    CsvFormat,
+    EventMapping,
+    SourceAdapter,
+    SourceError,
+    existing_path,
+    iter_parquet,
+    parquet_columns,
+    pipelined,
+    raise_on_rejected,
+    read_dimension_file,
+)
+
+
+def mapping_from_config(config: SourceConfig) -> EventMapping:
+    m = config.mapping
+    if m is None:
+        raise SourceError(f"{config.path}: a {config.kind} source needs a column mapping")
+    return EventMapping(
+        user_id=m.user_id,
+        item_id=m.item_id,
+        timestamp=m.timestamp,
+        timestamp_unit=config.timestamp_unit,
+        time_zone=config.time_zone,
+        play_time_ms=m.play_time_ms,
+        duration_ms=m.duration_ms,
+        rating=m.rating,
+        flags=dict(m.flags),
+    )
+
+
+class _GenericAdapter(SourceAdapter):
+    #: Default; naive times are read in the configured ``config.time_zone``.
+    source_zone = "UTC"
+
+    def __init__(self, name: str, config: SourceConfig):
+        super().__init__(name, config)
+        self.mapping = mapping_from_config(config)
+
+    def read_users(self) -> pa.Table | None:
+        d = self.config.users
+        if d is None:
+            return None
+        return read_dimension_file(
+            d.path, id_column=d.id_column, key="user_id", source=self.name, delimiter=self.config.delimiter
+        )
+
+    def read_items(self) -> pa.Table | None:
+        d = self.config.items
+        if d is None:
+            return None
+        return read_dimension_file(
+            d.path, id_column=d.id_column, key="item_id", source=self.name, delimiter=self.config.delimiter
+        )
+
+
+class CsvAdapter(_GenericAdapter):
+    """Delimited text files with a header row (UTF-8, optionally gzipped)."""
+
+    kind = "csv"
+
+    @property
+    def format(self) -> CsvFormat:
+        return CsvFormat(delimiter=self.config.delimiter, has_header=True, quoting=True)
+
+    def event_files(self) -> list[str]:
+        return self._files_or_error(["*.csv", "*.csv.gz"], "CSV files")
+
+    def read_events(self, file: str, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
+        yield from self._staged_from_csv(file, self.format, self.mapping, chunk_rows)
+
+
+class ParquetAdapter(_GenericAdapter):
+    """Parquet files; native types are used as they are, text is parsed like CSV."""
+
+    kind = "parquet"
+
+    def event_files(self) -> list[str]:
+        return self._files_or_error(["*.parquet"], "Parquet files")
+
+    def read_events(self, file: str, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
+        existing_path(file, "event file")
+        self.mapping.check_columns(parquet_columns(file), file)
+
+        def convert(item: tuple[int, pa.Table]) -> pa.Table:
+            first_line, raw = item
+            return raise_on_rejected(self._convert(raw, file, first_line, self.mapping), file)
+
+        yield from pipelined(iter_parquet(file, chunk_rows), convert)
