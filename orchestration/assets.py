@@ -1,5 +1,4 @@
 """Table assets. Each body only wires: it calls one pipeline job and reports metadata."""
-from __future__ import annotations
 
 import datetime as dt
 

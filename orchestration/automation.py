@@ -1,5 +1,4 @@
 """Jobs, the daily schedule and the new-source-file sensor."""
-from __future__ import annotations
 
 import hashlib
 import json
@@ -30,7 +29,6 @@ def build_jobs(partitions: dg.DailyPartitionsDefinition) -> list:
     daily = dg.define_asset_job(
         INGEST_JOB,
         selection=dg.AssetSelection.assets(EVENTS.name),
-        partitions_def=partitions,
         description="Ingest one day of source events into the events table (plus its blocking checks).",
     )
     refresh = dg.define_asset_job(

@@ -97,6 +97,7 @@ def cmd_ingest(args) -> int:
     else:
         config = SourceConfig(kind=args.source, path=os.path.abspath(args.input))
     adapter = adapter_for(name, config)
+    adapter.event_files()  # fail on a missing or empty source before Spark starts
     wh = _warehouse(settings)
     result = ingest_events(get_spark(settings.spark), wh, adapter, chunk_rows=settings.ingest_chunk_rows)
     print(result.summary())
