@@ -88,7 +88,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             adapter_for(s.active_source, s.source),
             window=_window(context),
             chunk_rows=s.ingest_chunk_rows,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
         )
         context.log.info(result.summary())
         meta = table_metadata(wh, result.manifest, result.partitions)

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 from pipelines.settings import SourceConfig
-from pipelines.sources.base import SourceAdapter, SourceError
+from pipelines.sources.base import SourceAdapter
+from pipelines.sources.errors import SourceError
 from pipelines.sources.generic import CsvAdapter, ParquetAdapter
 from pipelines.sources.kuairand import KuaiRandAdapter
 from pipelines.sources.movielens import MovieLensAdapter

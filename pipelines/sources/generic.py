@@ -12,19 +12,13 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from pipelines.settings import SourceConfig
-from pipelines.sources.base import (
-    CsvFormat,
-    EventMapping,
-    SourceAdapter,
-    SourceError,
-    existing_path,
-    iter_parquet,
-    parquet_columns,
-    pipelined,
-    raise_on_rejected,
-    read_dimension_file,
-)
+from pipelines.settings import DimensionFile, SourceConfig
+from pipelines.sources.base import SourceAdapter
+from pipelines.sources.convert import EventMapping
+from pipelines.sources.csvio import CsvFormat
+from pipelines.sources.dimensions import read_dimension_file
+from pipelines.sources.errors import SourceError
+from pipelines.sources.files import existing_path, iter_parquet, parquet_columns, pipelined
 
 
 def mapping_from_config(config: SourceConfig) -> EventMapping:
@@ -53,19 +47,16 @@ class _GenericAdapter(SourceAdapter):
         self.mapping = mapping_from_config(config)
 
     def read_users(self) -> pa.Table | None:
-        d = self.config.users
-        if d is None:
-            return None
-        return read_dimension_file(
-            d.path, id_column=d.id_column, key="user_id", source=self.name, delimiter=self.config.delimiter
-        )
+        return self._read_dimension(self.config.users, "user_id")
 
     def read_items(self) -> pa.Table | None:
-        d = self.config.items
+        return self._read_dimension(self.config.items, "item_id")
+
+    def _read_dimension(self, d: DimensionFile | None, key: str) -> pa.Table | None:
         if d is None:
             return None
         return read_dimension_file(
-            d.path, id_column=d.id_column, key="item_id", source=self.name, delimiter=self.config.delimiter
+            d.path, id_column=d.id_column, key=key, source=self.name, delimiter=self.config.delimiter
         )
 
 
@@ -96,9 +87,4 @@ class ParquetAdapter(_GenericAdapter):
     def read_events(self, file: str, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
         existing_path(file, "event file")
         self.mapping.check_columns(parquet_columns(file), file)
-
-        def convert(item: tuple[int, pa.Table]) -> pa.Table:
-            first_line, raw = item
-            return raise_on_rejected(self._convert(raw, file, first_line, self.mapping), file)
-
-        yield from pipelined(iter_parquet(file, chunk_rows), convert)
+        yield from pipelined(iter_parquet(file, chunk_rows), self._chunk_converter(file, self.mapping))

@@ -20,16 +20,12 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.sources.base import (
-    CsvFormat,
-    EventMapping,
-    SourceAdapter,
-    SourceError,
-    finish_dimension,
-    match_files,
-    read_header,
-    read_text_table,
-)
+from pipelines.sources.base import SourceAdapter
+from pipelines.sources.convert import EventMapping
+from pipelines.sources.csvio import CsvFormat, read_header
+from pipelines.sources.dimensions import finish_dimension, read_text_table
+from pipelines.sources.errors import SourceError
+from pipelines.sources.files import match_files
 
 LOG_PATTERNS = ["log_*.csv", "log_*.csv.gz"]
 USER_PATTERNS = ["user_features*.csv", "user_features*.csv.gz"]

@@ -31,20 +31,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.events import ID_SEPARATOR
-from pipelines.sources.base import (
-    CsvFormat,
-    EventMapping,
-    SourceAdapter,
-    SourceError,
-    constant_strings,
-    convert_csv_stream,
-    existing_path,
-    match_files,
-    raise_on_rejected,
-    read_header,
-    read_text_table,
-    strip_gz,
-)
+from pipelines.sources.base import SourceAdapter
+from pipelines.sources.columns import FLOAT_TEXT, INT_TEXT, as_array, constant_strings, is_missing
+from pipelines.sources.convert import EventMapping
+from pipelines.sources.csvio import CsvFormat, convert_csv_stream, read_header
+from pipelines.sources.dimensions import read_text_table
+from pipelines.sources.errors import SourceError
+from pipelines.sources.files import existing_path, match_files, strip_gz
 
 RECBOLE = "recbole"
 UDATA = "u.data"
@@ -146,8 +139,7 @@ class MovieLensAdapter(SourceAdapter):
             fields, reasons = split_double_colon(lines, len(names))
             keys = pc.replace_substring(lines, "::", ID_SEPARATOR)  # the raw fields joined with \x1f
             table = pa.Table.from_arrays(fields, names=list(names))
-            conversion = self._convert(table, file, first_line, mapping, keys=keys, reasons=reasons)
-            return raise_on_rejected(conversion, file)
+            return self._staged(table, file, first_line, mapping, keys=keys, reasons=reasons)
 
         yield from convert_csv_stream(file, _LINE_FORMAT, chunk_rows, convert)
 
@@ -248,8 +240,7 @@ def split_double_colon(lines: pa.ChunkedArray | pa.Array, expected: int) -> tupl
     Returns the columns (null where a line has the wrong number of fields) and, per line, the
     reason it is bad (``None`` when every line is fine).
     """
-    if isinstance(lines, pa.ChunkedArray):
-        lines = lines.combine_chunks()
+    lines = as_array(lines)
     parts = pc.split_pattern(lines, "::")
     counts = pc.list_value_length(parts)
     ok = pc.fill_null(pc.equal(counts, expected), False)
@@ -284,14 +275,14 @@ def _read_dat_table(f: Path, names: tuple[str, ...]) -> pa.Table:
 def _to_int_lenient(arr: pa.Array) -> pa.Array:
     """Text to int64, null where it is not an integer (MovieLens has 'unkonwn' years)."""
     text = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
-    ok = pc.match_substring_regex(text, r"^-?[0-9]{1,18}$")
+    ok = pc.match_substring_regex(text, INT_TEXT)
     return pc.cast(pc.if_else(ok, text, pa.scalar(None, pa.string())), pa.int64())
 
 
 def _recbole_typed(kind: str, arr: pa.Array) -> pa.Array:
     if kind == "float":
         text = pc.utf8_trim_whitespace(arr)
-        ok = pc.match_substring_regex(text, r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+        ok = pc.match_substring_regex(text, FLOAT_TEXT)
         return pc.cast(pc.if_else(ok, text, pa.scalar(None, pa.string())), pa.float64())
     if kind == "token_seq":
         return _split_genres(arr, " ")
@@ -302,11 +293,11 @@ def _recbole_typed(kind: str, arr: pa.Array) -> pa.Array:
 
 def _users(t: pa.Table, source: str, f: Path, extra: dict[str, pa.Array] | None = None) -> pa.Table:
     n = t.num_rows
-    ids = t.column("user_id").combine_chunks()
+    ids = as_array(t.column("user_id"))
     _check_ids(ids, f, "user_id")
 
     def text(name: str) -> pa.Array:
-        return t.column(name).combine_chunks() if name in t.column_names else pa.nulls(n, pa.string())
+        return as_array(t.column(name)) if name in t.column_names else pa.nulls(n, pa.string())
 
     cols = {
         "user_id": ids,
@@ -323,8 +314,7 @@ def _users(t: pa.Table, source: str, f: Path, extra: dict[str, pa.Array] | None 
 def _items(
     ids, titles, genres, source: str, f: Path, year=None, fallback_year=None, extra: dict[str, pa.Array] | None = None
 ) -> pa.Table:
-    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    titles = titles.combine_chunks() if isinstance(titles, pa.ChunkedArray) else titles
+    ids, titles = as_array(ids), as_array(titles)
     _check_ids(ids, f, "item_id")
     n = len(ids)
     parsed = pc.extract_regex(titles, _TITLE_YEAR)
@@ -340,21 +330,21 @@ def _items(
         "source": constant_strings(source, n),
         "title": clean_title,
         "release_year": _to_int_lenient(year),
-        "genres": genres.combine_chunks() if isinstance(genres, pa.ChunkedArray) else genres,
+        "genres": as_array(genres),
     }
     cols.update(extra or {})
     return pa.table(cols)
 
 
 def _check_ids(ids: pa.Array, f: Path, what: str) -> None:
-    missing = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True)
+    missing = is_missing(ids)
     if pc.any(missing).as_py():
         raise SourceError(f"{f}: line {pc.index(missing, True).as_py() + 1}: {what} is empty")
 
 
 def _split_genres(arr, separator: str) -> pa.Array:
     """``"A|B"`` -> ``["A", "B"]``; empty text and ``(no genres listed)`` -> ``[]``."""
-    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    arr = as_array(arr)
     arr = pc.if_else(pc.equal(arr, "(no genres listed)"), "", arr)
     arr = pc.fill_null(arr, "")
     parts = pc.split_pattern(arr, separator)
