@@ -121,7 +121,15 @@ def _resolve_selection(defs, select: str | None) -> list[str]:
     return [k for k in keys if k in wanted]
 
 
-def materialize_assets(settings, config_file: str | None, select: str | None, start: str | None = None, end: str | None = None, log=print) -> list[str]:
+def materialize_assets(
+    settings,
+    config_file: str | None,
+    select: str | None,
+    start: str | None = None,
+    end: str | None = None,
+    log=print,
+    log_level: str = "WARNING",
+) -> list[str]:
     """Materialize the selected assets in process, in dependency order, checks included.
 
     Daily-partitioned assets run once over the whole range ``start..end`` (inclusive partition
@@ -151,6 +159,7 @@ def materialize_assets(settings, config_file: str | None, select: str | None, st
             instance=instance,
             tags=tags,
             raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         if not result.success:
             raise CliError(f"materializing {key}{label} failed: {_first_failure(result)}")
@@ -176,13 +185,17 @@ def _first_failure(result) -> str:
     return "see the Dagster run log"
 
 
+def _log_level(args) -> str:
+    return "INFO" if getattr(args, "verbose", False) else "WARNING"
+
+
 def cmd_materialize(args) -> int:
     _ensure_dagster_home()
     settings = _settings(args)
     start, end = args.start, args.end
     if args.partition:
         start = end = args.partition
-    materialize_assets(settings, args.config, args.select, start, end)
+    materialize_assets(settings, args.config, args.select, start, end, log_level=_log_level(args))
     print(f"warehouse: {settings.warehouse.root}")
     return 0
 
@@ -243,7 +256,7 @@ def cmd_demo(args) -> int:
         print(f"note: the active source is {settings.active_source!r} ({settings.source.kind}), not the synthetic default")
     t0 = time.perf_counter()
     print(f"recfeat demo: {settings.synthetic.events:,} synthetic events, warehouse {settings.warehouse.root}")
-    materialize_assets(settings, args.config, None)
+    materialize_assets(settings, args.config, None, log_level=_log_level(args))
     print(f"pipeline finished in {time.perf_counter() - t0:.1f} s\n")
     wh = _warehouse(settings)
     _print_tables(wh)
@@ -260,6 +273,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recfeat", description="recfeat: a feature platform for recommender systems.")
     p.add_argument("--config", metavar="FILE", help="project config (default: $RECFEAT_CONFIG or ./recfeat.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's run log (INFO)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def warehouse_opt(sp):
@@ -313,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     from pipelines.settings import ConfigError
     from pipelines.spark import SparkSetupError
     from pipelines.warehouse import WarehouseError

@@ -32,8 +32,12 @@ def _check_java() -> None:
     )
 
 
+LOG4J_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
+
+
 def spark_conf(settings: SparkSettings) -> dict[str, str]:
     """The Spark conf recfeat uses, with the user's ``spark.conf`` applied last."""
+    java_opts = f"-Duser.timezone=UTC -Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"
     conf = {
         "spark.app.name": settings.app_name,
         "spark.sql.session.timeZone": "UTC",
@@ -44,7 +48,7 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": settings.driver_memory,
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.driver.extraJavaOptions": java_opts,
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.hadoop.parquet.summary.metadata.level": "NONE",
