@@ -110,29 +110,35 @@ def record_key(fields: list[str | None]) -> str:
     return ID_SEPARATOR.join("" if f is None else f for f in fields)
 
 
-def assign_event_ids(staged):
-    """Spark: staged rows (``STAGED_EVENT_SCHEMA``) to ``events`` rows, ids and dates added.
+def add_event_ids(staged):
+    """Spark: staged rows (``STAGED_EVENT_SCHEMA``) plus their ``event_id`` column.
 
-    Pure DataFrame-to-DataFrame function. It does not de-duplicate; see
-    :func:`deduplicate_events`.
+    Pure DataFrame-to-DataFrame function; the staged columns are kept.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     occurrence_window = Window.partitionBy("source", "source_file", "record_key").orderBy("source_line")
-    with_occ = staged.withColumn("_occurrence", F.row_number().over(occurrence_window) - 1)
+    occurrence = (F.row_number().over(occurrence_window) - 1).cast("string")
     event_id_col = F.substring(
-        F.sha2(
-            F.concat_ws(ID_SEPARATOR, F.col("source"), F.col("record_key"), F.col("_occurrence").cast("string")),
-            256,
-        ),
+        F.sha2(F.concat_ws(ID_SEPARATOR, F.col("source"), F.col("record_key"), occurrence), 256),
         1,
         EVENT_ID_HEX_CHARS,
     )
-    out = with_occ.withColumn("event_id", event_id_col).withColumn(
-        "event_date", F.to_date(F.col("event_ts"))
-    )
-    return out.select(*EVENTS.columns)
+    return staged.withColumn("event_id", event_id_col)
+
+
+def to_events(with_ids):
+    """Spark: rows with ``event_id`` and the staged columns to ``events`` rows (date added)."""
+    from pyspark.sql import functions as F
+
+    return with_ids.withColumn("event_date", F.to_date(F.col("event_ts"))).select(*EVENTS.columns)
+
+
+def assign_event_ids(staged):
+    """Spark: staged rows to ``events`` rows, ids and dates added. Does not de-duplicate
+    (see :func:`deduplicate_events`)."""
+    return to_events(add_event_ids(staged))
 
 
 def deduplicate_events(events):

@@ -7,6 +7,7 @@ import dagster as dg
 from features.dimensions import ITEMS, USERS
 from features.events import EVENTS
 from features.synthetic_truth import SYNTHETIC_TRUTH
+from orchestration.checks import build_checks  # noqa: F401  (checks live in orchestration/checks.py)
 from orchestration.metadata import table_metadata
 from orchestration.resources import SettingsResource, SparkResource, WarehouseResource
 from pipelines.settings import Settings
@@ -151,35 +152,3 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         assets.append(synthetic_truth)
     return assets
 
-
-def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
-    """Blocking contract checks (keys present and unique, schema as declared) per table."""
-    names = [EVENTS.name, USERS.name, ITEMS.name] + ([SYNTHETIC_TRUTH.name] if settings.source.kind == "synthetic" else [])
-    checks = []
-    for name in names:
-        checks.append(_contract_check(name))
-    return checks
-
-
-def _contract_check(table: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=table,
-        name=f"{table}_contract",
-        blocking=True,
-        description=f"{table}: key present and unique, schema matches the table contract.",
-    )
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, spark: SparkResource) -> dg.AssetCheckResult:
-        from features.contracts import get_contract
-        from pipelines.quality import check_contract
-
-        wh = warehouse.get()
-        if not wh.exists(table):
-            return dg.AssetCheckResult(passed=False, description=f"table {table!r} has no committed version")
-        outcome = check_contract(spark.get_session(), wh, get_contract(table))
-        return dg.AssetCheckResult(
-            passed=outcome.passed,
-            description=outcome.description,
-            metadata={k: v for k, v in outcome.details.items()},
-        )
-
-    return _check

@@ -9,6 +9,7 @@ Stable forms (scripts and schedulers call them)::
     recfeat tables [--warehouse DIR]
     recfeat show TABLE [--warehouse DIR] [--rows N]
     recfeat export TABLE OUT.parquet [--warehouse DIR]
+    recfeat report [--warehouse DIR]
 
 Exit code 0 on success; on failure one line ``recfeat: error: <reason>`` and exit code 1
 (2 for usage errors).
@@ -269,6 +270,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """The last quality validation per table (read from the reports folder; runs nothing)."""
+    from pipelines.quality_suites import QualitySettings, load_results, render_report, reports_root
+
+    settings = _settings(args)
+    reports = reports_root(_warehouse(settings), getattr(settings, "quality", None) or QualitySettings())
+    print(render_report(load_results(reports), reports))
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recfeat", description="recfeat: a feature platform for recommender systems.")
@@ -322,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out", metavar="OUT.parquet")
     warehouse_opt(sp)
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("report", help="the last data-quality validation per table and the data docs path")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_report)
     return p
 
 

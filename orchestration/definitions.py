@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.assets import build_assets, build_checks, daily_partitions
+from orchestration.assets import build_assets, daily_partitions
 from orchestration.automation import build_jobs, build_schedule, build_sensor
+from orchestration.checks import build_checks
 from orchestration.resources import build_resources
 from pipelines.settings import Settings, load_settings
 

@@ -126,11 +126,25 @@ class SourceConfig(StrictModel):
     delimiter: str = Field(",", description="generic CSV: field delimiter")
     users: DimensionFile | None = None
     items: DimensionFile | None = None
+    require_duration: bool | None = Field(
+        None,
+        description=(
+            "true: every record needs duration_ms > 0 (empty: missing_required_field; <= 0: "
+            "nonpositive_duration); false: duration optional, 0 allowed, negative rejected; "
+            "null: the kind's default (kuairand/synthetic: required but 0 allowed, for picture "
+            "posts; others: false). Checked only when ingestion rules apply."
+        ),
+    )
 
     @model_validator(mode="after")
     def _mapping_for_generic(self) -> "SourceConfig":
         if self.kind in ("csv", "parquet") and self.mapping is None:
             raise ValueError(f"a {self.kind} source needs 'mapping' (user_id, item_id, timestamp columns)")
+        if self.require_duration:
+            if self.kind == "movielens":
+                raise ValueError("require_duration: MovieLens ratings have no durations")
+            if self.kind in ("csv", "parquet") and self.mapping is not None and self.mapping.duration_ms is None:
+                raise ValueError("require_duration needs mapping.duration_ms")
         return self
 
     @field_validator("time_zone")
@@ -169,6 +183,44 @@ class PartitionSettings(StrictModel):
         return self
 
 
+class IngestRules(StrictModel):
+    """Record-level validation rules of ingestion; a record that breaks one is rejected (docs/sources.md).
+
+    Applied by ``SourceAdapter.read_records`` to every adapter alike. Event-time bounds are UTC
+    dates (midnight UTC).
+    """
+
+    replay_factor: Annotated[float, Field(gt=0)] = Field(
+        100.0,
+        description=(
+            "play_time_ms > replay_factor * duration_ms is play_beyond_duration (only where "
+            "duration_ms > 0). Short clips loop: the KuaiRand-Pure slice reaches 62.9x (49 rows above 10x)."
+        ),
+    )
+    max_play_time_ms: Annotated[int, Field(ge=1)] = Field(
+        6 * 3600 * 1000, description="play_time_ms above this (6 hours) is absurd_play_time"
+    )
+    min_event_ts: dt.date = Field(
+        dt.date(1995, 1, 1),
+        description="events before this UTC date are timestamp_out_of_range (MovieLens starts 1995-01-09)",
+    )
+    max_event_ts: dt.date | None = Field(
+        None, description="events on or after this UTC date are timestamp_out_of_range; null: no upper bound"
+    )
+    future_tolerance_s: Annotated[int, Field(ge=0)] = Field(
+        3600, description="events later than now + this many seconds are timestamp_in_future (clock skew)"
+    )
+    max_field_chars: Annotated[int, Field(ge=1)] = Field(
+        4096, description="a field longer than this many characters is oversized_field"
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> "IngestRules":
+        if self.max_event_ts is not None and self.max_event_ts <= self.min_event_ts:
+            raise ValueError("max_event_ts must be after min_event_ts")
+        return self
+
+
 class Settings(StrictModel):
     """The whole project configuration."""
 
@@ -184,6 +236,7 @@ class Settings(StrictModel):
     ingest_chunk_rows: Annotated[int, Field(ge=1_000)] = Field(
         500_000, description="rows per chunk when streaming a source file (bounds memory)"
     )
+    rules: IngestRules = Field(default_factory=IngestRules, description="record validation rules of ingestion")
 
     @model_validator(mode="after")
     def _active_source_known(self) -> "Settings":

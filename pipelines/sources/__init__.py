@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pipelines.settings import SourceConfig
 from pipelines.sources.base import SourceAdapter
+from pipelines.sources.convert import ChunkConversion
 from pipelines.sources.errors import SourceError
 from pipelines.sources.generic import CsvAdapter, ParquetAdapter
 from pipelines.sources.kuairand import KuaiRandAdapter
@@ -32,6 +33,7 @@ def adapter_for(name: str, config: SourceConfig) -> SourceAdapter:
 
 __all__ = [
     "ADAPTERS",
+    "ChunkConversion",
     "CsvAdapter",
     "KuaiRandAdapter",
     "MovieLensAdapter",

@@ -2,8 +2,13 @@
 
 Every converter takes one column (``pa.Array``), its source column name and a :class:`Rejects`,
 and returns the typed column; a value that cannot be read becomes null and its row is flagged
-in ``Rejects`` with a one-line reason (conversion never raises on a bad value). All work is
-vectorised ``pyarrow.compute``.
+in ``Rejects`` with a reason code (:class:`features.rejections.Reason`) and a one-line message
+(conversion never raises on a bad value). All work is vectorised ``pyarrow.compute``.
+
+Codes: an empty id or event time is ``missing_required_field``; a value that cannot be read
+as its type (numbers, times, a local time that does not exist) is ``wrong_type``; a flag other
+than 0/1/true/false is ``unknown_enum_value``; an event time outside 1900..2200 is
+``timestamp_out_of_range``.
 
 Units and time zones of :func:`to_event_ts` (output ``timestamp[us, UTC]``):
 
@@ -24,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.events import TS_TYPE
+from features.rejections import REASON_PRIORITY, Reason
 from pipelines.sources.errors import VALUE_PREVIEW_CHARS
 
 #: Event times outside [1900-01-01, 2200-01-01) UTC are rejected: they are almost always a
@@ -40,30 +46,57 @@ INT_TEXT = r"^-?[0-9]{1,18}$"
 FLOAT_TEXT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _ISO_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
 _ISO_WITH_OFFSET = r"[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+_RANK = {code: i for i, code in enumerate(REASON_PRIORITY)}
+_CODES = pa.array([code.value for code in REASON_PRIORITY], pa.string())
 _TRUE_TEXT = ["1", "true", "True", "TRUE", "t", "T", "1.0"]
 _FALSE_TEXT = ["0", "false", "False", "FALSE", "f", "F", "0.0"]
 
 
 class Rejects:
-    """Collects, per row, the first reason it cannot be converted (vectorised)."""
+    """Collects, per row, the reason it is rejected (vectorised).
+
+    A row flagged several times keeps the reason whose code comes first in
+    :data:`features.rejections.REASON_PRIORITY`; among flags with the same code, the first
+    flagged (the column converted first) wins.
+    """
 
     def __init__(self) -> None:
-        self.reason: pa.Array | None = None  # per row: the first reason, null for good rows
+        self.rank: pa.Array | None = None  # per row: priority rank of its reason (int8), null for good rows
+        self.reason: pa.Array | None = None  # per row: the message of that reason, null for good rows
 
-    def flag(self, bad: pa.Array, reason: str | pa.Array | Callable[[], pa.Array]) -> None:
-        """Mark rows where ``bad`` is true; ``reason`` is text, text per row, or makes it (lazily)."""
+    def flag(self, bad: pa.Array, code: Reason, reason: str | pa.Array | Callable[[], pa.Array]) -> None:
+        """Mark rows where ``bad`` is true with ``code``; ``reason`` is text, text per row, or makes it (lazily)."""
         bad = pc.fill_null(bad, False)
         if not pc.any(bad).as_py():
             return
+        rank = pa.scalar(_RANK[code], pa.int8())
+        if self.rank is not None:
+            bad = pc.and_(bad, pc.fill_null(pc.greater(self.rank, rank), True))
+            if not pc.any(bad).as_py():
+                return
         if callable(reason):
             reason = reason()
         text = pa.scalar(reason, _STR) if isinstance(reason, str) else reason
-        msg = pc.if_else(bad, text, _NULL_STR)
-        self.reason = msg if self.reason is None else pc.coalesce(self.reason, msg)
+        if self.rank is None:
+            self.rank = pc.if_else(bad, rank, pa.scalar(None, pa.int8()))
+            self.reason = pc.if_else(bad, text, _NULL_STR)
+        else:
+            self.rank = pc.if_else(bad, rank, self.rank)
+            self.reason = pc.if_else(bad, text, self.reason)
+
+    def flag_codes(self, codes: pa.Array, reasons: pa.Array) -> None:
+        """Mark rows already judged elsewhere: ``codes`` (a Reason value per row, null for none) and their messages."""
+        codes = as_array(codes)
+        for code in pc.unique(codes.drop_null()).to_pylist():
+            self.flag(pc.equal(codes, code), Reason(code), reasons)
 
     def good_mask(self) -> pa.Array | None:
         """True for the rows not flagged; ``None`` if no row was flagged."""
-        return None if self.reason is None else pc.is_null(self.reason)
+        return None if self.rank is None else pc.is_null(self.rank)
+
+    def codes(self) -> pa.Array | None:
+        """The reason code (a :class:`Reason` value) of every row, null for good rows."""
+        return None if self.rank is None else pc.take(_CODES, self.rank)
 
 
 def as_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -181,7 +214,9 @@ def to_int64(arr: pa.Array, column: str, rejects: Rejects) -> pa.Array:
         out = _text_to_int(pc.cast(arr, _STR))
     else:
         out = pa.nulls(len(arr), pa.int64())
-    rejects.flag(pc.and_(pc.is_valid(arr), pc.is_null(out)), lambda: _describe_bad(column, arr, "an integer"))
+    rejects.flag(
+        pc.and_(pc.is_valid(arr), pc.is_null(out)), Reason.WRONG_TYPE, lambda: _describe_bad(column, arr, "an integer")
+    )
     return out
 
 
@@ -195,7 +230,11 @@ def to_float64(arr: pa.Array, column: str, rejects: Rejects) -> pa.Array:
         out = _text_to_float(pc.cast(arr, _STR))
     else:
         out = pa.nulls(len(arr), pa.float64())
-    rejects.flag(pc.and_(pc.is_valid(arr), pc.is_null(out)), lambda: _describe_bad(column, arr, "a finite number"))
+    rejects.flag(
+        pc.and_(pc.is_valid(arr), pc.is_null(out)),
+        Reason.WRONG_TYPE,
+        lambda: _describe_bad(column, arr, "a finite number"),
+    )
     return out
 
 
@@ -217,14 +256,19 @@ def to_bool(arr: pa.Array, column: str, rejects: Rejects) -> pa.Array:
         is_true = is_false = pa.nulls(len(arr), pa.bool_())
     is_true, is_false = pc.fill_null(is_true, False), pc.fill_null(is_false, False)
     out = pc.if_else(is_true, True, pc.if_else(is_false, False, pa.scalar(None, pa.bool_())))
-    rejects.flag(pc.and_(pc.is_valid(arr), pc.is_null(out)), lambda: _describe_bad(column, arr, "a flag (0/1/true/false)"))
+    rejects.flag(
+        pc.and_(pc.is_valid(arr), pc.is_null(out)),
+        Reason.UNKNOWN_ENUM_VALUE,
+        lambda: _describe_bad(column, arr, "a flag (0/1/true/false)"),
+    )
     return out
 
 
 def to_id(arr: pa.Array, column: str, rejects: Rejects) -> pa.Array:
-    """An id as text; empty or missing ids are rejected."""
+    """An id as text (kept exactly as written); missing, empty or only-blank ids are rejected."""
     out = as_text(arr)
-    rejects.flag(is_missing(out), f"column {column!r} is empty")
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(out)), 0)
+    rejects.flag(pc.or_kleene(pc.is_null(out), blank), Reason.MISSING_REQUIRED_FIELD, f"column {column!r} is empty")
     return out
 
 
@@ -265,7 +309,7 @@ def _naive_to_utc_us(naive_us: pa.Array, zone: str, column: str, rejects: Reject
     aware = pc.assume_timezone(naive_us, zone, ambiguous="earliest", nonexistent="earliest")
     back = pc.local_timestamp(aware)
     gap = pc.not_equal(pc.cast(back, pa.int64()), pc.cast(naive_us, pa.int64()))
-    rejects.flag(gap, lambda: pc.binary_join_element_wise(
+    rejects.flag(gap, Reason.WRONG_TYPE, lambda: pc.binary_join_element_wise(
         f"column {column!r}: local time '", pc.cast(naive_us, _STR), f"' does not exist in {zone} (clock change)", ""
     ))
     out = pc.cast(aware, pa.int64())
@@ -313,11 +357,12 @@ def to_event_ts(arr: pa.Array, column: str, unit: str, zone: str, rejects: Rejec
     else:
         us = _epoch_to_us(arr, unit)
         what = f"epoch {unit}"
-    rejects.flag(pc.is_null(arr), f"column {column!r} is empty")
-    rejects.flag(pc.and_(pc.is_valid(arr), pc.is_null(us)), lambda: _describe_bad(column, arr, what))
+    rejects.flag(pc.is_null(arr), Reason.MISSING_REQUIRED_FIELD, f"column {column!r} is empty")
+    rejects.flag(pc.and_(pc.is_valid(arr), pc.is_null(us)), Reason.WRONG_TYPE, lambda: _describe_bad(column, arr, what))
     outside = pc.or_(pc.less(us, MIN_EVENT_US), pc.greater_equal(us, MAX_EVENT_US))
     rejects.flag(
         outside,
+        Reason.TIMESTAMP_OUT_OF_RANGE,
         lambda: pc.binary_join_element_wise(
             f"column {column!r}: '",
             pc.utf8_slice_codeunits(as_text(arr), 0, VALUE_PREVIEW_CHARS),

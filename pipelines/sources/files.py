@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +21,31 @@ from pipelines.sources.errors import SourceError, error_line
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """Consecutive records of one file, before conversion.
+
+    ``table`` holds the file's columns (text for delimited files, native types for Parquet),
+    one row per record, in file order; ``first_line`` is the 1-based data line (Parquet: row) of
+    its first row. ``raw_records`` is each record's raw text (a delimited file's line; ``None``
+    for Parquet, whose records are described from their fields). ``codes`` / ``reasons`` mark
+    records the reader already rejected (a :class:`features.rejections.Reason` value and a
+    message per row, null for the others; ``None`` when there are none): their fields in
+    ``table`` are null. ``keys`` overrides the record keys (``::``-separated files).
+    """
+
+    first_line: int
+    table: pa.Table
+    raw_records: pa.Array | pa.ChunkedArray | None = None
+    codes: pa.Array | None = None
+    reasons: pa.Array | None = None
+    keys: pa.Array | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
 
 
 def existing_path(path: str | Path, what: str = "source path") -> Path:

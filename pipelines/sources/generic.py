@@ -8,17 +8,15 @@ the CSV field separator. ``config.users`` / ``config.items`` optionally name att
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pyarrow as pa
 
 from pipelines.settings import DimensionFile, SourceConfig
-from pipelines.sources.base import SourceAdapter
+from pipelines.sources.base import EventStream, SourceAdapter
 from pipelines.sources.convert import EventMapping
 from pipelines.sources.csvio import CsvFormat
 from pipelines.sources.dimensions import read_dimension_file
 from pipelines.sources.errors import SourceError
-from pipelines.sources.files import existing_path, iter_parquet, parquet_columns, pipelined
+from pipelines.sources.files import RawChunk, existing_path, iter_parquet, parquet_columns
 
 
 def mapping_from_config(config: SourceConfig) -> EventMapping:
@@ -72,8 +70,8 @@ class CsvAdapter(_GenericAdapter):
     def event_files(self) -> list[str]:
         return self._files_or_error(["*.csv", "*.csv.gz"], "CSV files")
 
-    def read_events(self, file: str, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
-        yield from self._staged_from_csv(file, self.format, self.mapping, chunk_rows)
+    def event_stream(self, file: str, chunk_rows: int) -> EventStream:
+        return self._csv_stream(file, self.format, self.mapping, chunk_rows)
 
 
 class ParquetAdapter(_GenericAdapter):
@@ -84,7 +82,9 @@ class ParquetAdapter(_GenericAdapter):
     def event_files(self) -> list[str]:
         return self._files_or_error(["*.parquet"], "Parquet files")
 
-    def read_events(self, file: str, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
+    def event_stream(self, file: str, chunk_rows: int) -> EventStream:
+        """Parquet rows; a rejected row's ``raw_record`` is a JSON object of its fields as text."""
         existing_path(file, "event file")
         self.mapping.check_columns(parquet_columns(file), file)
-        yield from pipelined(iter_parquet(file, chunk_rows), self._chunk_converter(file, self.mapping))
+        chunks = (RawChunk(first_line=line, table=table) for line, table in iter_parquet(file, chunk_rows))
+        return EventStream(self.mapping, chunks)

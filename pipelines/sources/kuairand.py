@@ -12,20 +12,24 @@ Files in the source directory (plain or gzipped; a file and its ``.gz`` copy cou
 ``hourmin`` (hhmm, always a whole hour) are a local Asia/Shanghai hour bucket of the
 impression; they are not derived from ``time_ms`` (in the Pure slice they differ from it by
 -2 h .. +1 h) and are kept only in the ``record_key``.
+
+Validation beyond the common checks: ``tab`` is a closed set (:data:`TAB_VALUES`, else
+``unknown_enum_value``); with ingestion rules, every record needs a ``duration_ms`` (empty:
+``missing_required_field``), and a negative one is ``nonpositive_duration``, but 0 is accepted:
+picture posts have no duration (3,568 rows of the Pure slice), and they are real impressions.
 """
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.sources.base import SourceAdapter
+from pipelines.sources.base import EventStream, SourceAdapter
 from pipelines.sources.convert import EventMapping
 from pipelines.sources.csvio import CsvFormat, read_header
 from pipelines.sources.dimensions import finish_dimension, read_text_table
 from pipelines.sources.errors import SourceError
-from pipelines.sources.files import match_files
+from pipelines.sources.files import existing_path, match_files
+from pipelines.sources.rules import REQUIRED_DURATION_ZERO_ALLOWED
 
 LOG_PATTERNS = ["log_*.csv", "log_*.csv.gz"]
 USER_PATTERNS = ["user_features*.csv", "user_features*.csv.gz"]
@@ -44,6 +48,9 @@ FLAG_COLUMNS = {
     "is_rand": "is_rand",
 }
 REQUIRED_LOG_COLUMNS = ("user_id", "video_id", "time_ms")
+#: The values of the ``tab`` column (the app tab of the impression): KuaiRand's 15 tabs, 0..14,
+#: every one present in the Pure slice. Another value is ``unknown_enum_value``.
+TAB_VALUES = tuple(str(i) for i in range(15))
 
 
 class KuaiRandAdapter(SourceAdapter):
@@ -51,6 +58,8 @@ class KuaiRandAdapter(SourceAdapter):
 
     kind = "kuairand"
     source_zone = "Asia/Shanghai"
+    #: Durations are required, but 0 is allowed (picture posts; see the module docstring).
+    default_duration = REQUIRED_DURATION_ZERO_ALLOWED
     FORMAT = CsvFormat(delimiter=",", has_header=True, quoting=True)
 
     def event_files(self) -> list[str]:
@@ -73,11 +82,13 @@ class KuaiRandAdapter(SourceAdapter):
             play_time_ms="play_time_ms" if "play_time_ms" in present else None,
             duration_ms="duration_ms" if "duration_ms" in present else None,
             flags={flag: col for col, flag in FLAG_COLUMNS.items() if col in present},
+            enums={"tab": TAB_VALUES} if "tab" in present else {},
         )
 
-    def read_events(self, file: str, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
+    def event_stream(self, file: str, chunk_rows: int) -> EventStream:
+        existing_path(file, "event file")
         mapping = self.mapping_for(read_header(file, self.FORMAT), file)
-        yield from self._staged_from_csv(file, self.FORMAT, mapping, chunk_rows)
+        return self._csv_stream(file, self.FORMAT, mapping, chunk_rows)
 
     def _dimension_files(self, patterns: list[str]) -> list:
         return match_files(self.directory, patterns)

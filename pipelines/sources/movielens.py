@@ -23,7 +23,6 @@ list of float64).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +30,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.events import ID_SEPARATOR
-from pipelines.sources.base import SourceAdapter
+from features.rejections import Reason
+from pipelines.sources.base import EventStream, SourceAdapter
 from pipelines.sources.columns import FLOAT_TEXT, INT_TEXT, as_array, constant_strings, is_missing
 from pipelines.sources.convert import EventMapping
-from pipelines.sources.csvio import CsvFormat, convert_csv_stream, read_header
+from pipelines.sources.csvio import CsvFormat, iter_text_lines, read_header
 from pipelines.sources.dimensions import read_text_table
 from pipelines.sources.errors import SourceError
-from pipelines.sources.files import existing_path, match_files, strip_gz
+from pipelines.sources.files import RawChunk, existing_path, match_files, strip_gz
 
 RECBOLE = "recbole"
 UDATA = "u.data"
@@ -101,7 +101,7 @@ class MovieLensAdapter(SourceAdapter):
 
     # Events ---------------------------------------------------------------------------------
 
-    def read_events(self, file: str, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
+    def event_stream(self, file: str, chunk_rows: int) -> EventStream:
         existing_path(file, "event file")
         layout = layout_of(file)
         if layout == RECBOLE:
@@ -114,34 +114,40 @@ class MovieLensAdapter(SourceAdapter):
                 user_id=names["user_id"], item_id=names["item_id"], timestamp=names["timestamp"],
                 timestamp_unit="s", rating=names.get("rating"),
             )  # fmt: skip
-            yield from self._staged_from_csv(file, fmt, mapping, chunk_rows)
-        elif layout == UDATA:
+            return self._csv_stream(file, fmt, mapping, chunk_rows)
+        if layout == UDATA:
             fmt = CsvFormat(
                 delimiter="\t", has_header=False, quoting=False,
                 column_names=("user_id", "item_id", "rating", "timestamp"),
             )  # fmt: skip
             mapping = EventMapping("user_id", "item_id", "timestamp", timestamp_unit="s", rating="rating")
-            yield from self._staged_from_csv(file, fmt, mapping, chunk_rows)
-        elif layout == CSV:
+            return self._csv_stream(file, fmt, mapping, chunk_rows)
+        if layout == CSV:
             fmt = CsvFormat(delimiter=",", has_header=True, quoting=True)
             mapping = EventMapping("userId", "movieId", "timestamp", timestamp_unit="s", rating="rating")
-            yield from self._staged_from_csv(file, fmt, mapping, chunk_rows)
-        else:
-            yield from self._read_dat_events(file, chunk_rows)
+            return self._csv_stream(file, fmt, mapping, chunk_rows)
+        return self._dat_stream(file, chunk_rows)
 
-    def _read_dat_events(self, file: str, chunk_rows: int) -> Iterator[pa.Table]:
+    def _dat_stream(self, file: str, chunk_rows: int) -> EventStream:
+        """``UserID::MovieID::Rating::Timestamp`` lines, split (vectorised) in the conversion threads."""
         names = ("UserID", "MovieID", "Rating", "Timestamp")
         mapping = EventMapping("UserID", "MovieID", "Timestamp", timestamp_unit="s", rating="Rating")
 
-        def convert(item: tuple[int, pa.Table]) -> pa.Table:
-            first_line, raw = item
-            lines = raw.column("line").combine_chunks()
+        def prepare(raw: RawChunk) -> RawChunk:
+            lines = raw.table.column("line").combine_chunks()
             fields, reasons = split_double_colon(lines, len(names))
             keys = pc.replace_substring(lines, "::", ID_SEPARATOR)  # the raw fields joined with \x1f
+            codes = raw.codes
+            if reasons is not None:
+                wrong = pc.if_else(pc.is_valid(reasons), Reason.WRONG_COLUMN_COUNT.value, pa.scalar(None, pa.string()))
+                codes = wrong if codes is None else pc.coalesce(codes, wrong)
+                reasons = reasons if raw.reasons is None else pc.coalesce(raw.reasons, reasons)
+            else:
+                reasons = raw.reasons
             table = pa.Table.from_arrays(fields, names=list(names))
-            return self._staged(table, file, first_line, mapping, keys=keys, reasons=reasons)
+            return RawChunk(raw.first_line, table, raw_records=raw.raw_records, codes=codes, reasons=reasons, keys=keys)
 
-        yield from convert_csv_stream(file, _LINE_FORMAT, chunk_rows, convert)
+        return EventStream(mapping, iter_text_lines(file, chunk_rows), prepare)
 
     # Users and items -------------------------------------------------------------------------
 

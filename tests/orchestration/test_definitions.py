@@ -32,7 +32,7 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
     assert keys == {"synthetic_source", "events", "users", "items", "synthetic_truth"}
     assert graph.get(dg.AssetKey("events")).partitions_def.get_partition_keys() == ["2022-04-08", "2022-04-09", "2022-04-10"]
     checks = {c.name for c in graph.asset_check_keys}
-    assert checks == {"events_contract", "users_contract", "items_contract", "synthetic_truth_contract"}
+    assert checks == {"events_quality", "users_quality", "items_quality", "synthetic_truth_quality", "events_referential_integrity"}
     assert defs.resolve_schedule_def("daily_ingest_schedule").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("new_source_files") is not None
     defs.resolve_job_def("daily_ingest")

@@ -25,6 +25,8 @@ def test_committed_default_file_matches_code_defaults(monkeypatch):
     assert from_file.spark == from_code.spark
     assert from_file.synthetic == from_code.synthetic
     assert from_file.partitions == from_code.partitions
+    assert from_file.rules == from_code.rules
+    assert from_file.ingest_chunk_rows == from_code.ingest_chunk_rows
     assert from_file.active_source == from_code.active_source
     assert Path(from_file.warehouse.root) == REPO / "var" / "warehouse"
 
@@ -68,6 +70,12 @@ def test_cli_overrides_win(tmp_path):
         ("sources: {x: {kind: avro, path: a}}\nactive_source: x\n", "sources.x.kind", "Input should be"),
         ("active_source: nope\n", "(top level)", "is not one of sources"),
         ("sources: {x: {kind: csv, path: a, time_zone: Mars/Base, mapping: {user_id: u, item_id: i, timestamp: t}}}\nactive_source: x\n", "sources.x.time_zone", "unknown time zone"),
+        ("rules: {replay_factor: 0}\n", "rules.replay_factor", "greater than 0"),
+        ("rules: {max_field_chars: many}\n", "rules.max_field_chars", "integer"),
+        ("rules: {min_event_ts: 2022-01-01, max_event_ts: 2021-01-01}\n", "rules", "max_event_ts must be after"),
+        ("rules: {colour: blue}\n", "rules.colour", "unknown key"),
+        ("sources: {x: {kind: movielens, path: a, require_duration: true}}\nactive_source: x\n", "sources.x", "no durations"),
+        ("sources: {x: {kind: csv, path: a, require_duration: true, mapping: {user_id: u, item_id: i, timestamp: t}}}\nactive_source: x\n", "sources.x", "needs mapping.duration_ms"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, text, field, words):
@@ -77,6 +85,19 @@ def test_bad_values_name_the_field(tmp_path, text, field, words):
     assert "\n" not in message
     assert f": {field}: " in message
     assert words in message
+
+
+def test_rules_defaults_and_file_values(tmp_path):
+    import datetime as dt
+
+    rules = load_settings(write(tmp_path, "{}\n")).rules
+    assert rules.replay_factor == 100.0 and rules.max_play_time_ms == 6 * 3600 * 1000
+    assert rules.min_event_ts == dt.date(1995, 1, 1) and rules.max_event_ts is None
+    assert rules.future_tolerance_s == 3600 and rules.max_field_chars == 4096
+    s = load_settings(write(tmp_path, "rules: {replay_factor: 5, max_event_ts: 2030-01-01}\n"
+                                      "sources: {k: {kind: kuairand, path: d, require_duration: false}}\nactive_source: k\n"))
+    assert s.rules.replay_factor == 5.0 and s.rules.max_event_ts == dt.date(2030, 1, 1)
+    assert s.source.require_duration is False
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
