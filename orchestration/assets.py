@@ -6,6 +6,7 @@ import dagster as dg
 
 from features.dimensions import ITEMS, USERS
 from features.events import EVENTS
+from features.rejections import REJECTED_EVENTS
 from features.synthetic_truth import SYNTHETIC_TRUTH
 from orchestration.checks import build_checks  # noqa: F401  (checks live in orchestration/checks.py)
 from orchestration.metadata import table_metadata
@@ -63,48 +64,66 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
         assets.append(synthetic_source)
 
-    @dg.asset(
-        name=EVENTS.name,
-        group_name=CORE_GROUP,
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                EVENTS.name,
+                group_name=CORE_GROUP,
+                deps=upstream,
+                description=EVENTS.description,
+                kinds={"beam", "spark", "parquet"},
+            ),
+            dg.AssetSpec(
+                REJECTED_EVENTS.name,
+                group_name=CORE_GROUP,
+                deps=upstream,
+                description=REJECTED_EVENTS.description,
+                kinds={"beam", "parquet"},
+            ),
+        ],
+        name="ingest",
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        deps=upstream,
-        description=EVENTS.description,
-        kinds={"spark", "parquet"},
+        can_subset=False,
     )
     def events(
         context: dg.AssetExecutionContext,
         settings: SettingsResource,
         warehouse: WarehouseResource,
         spark: SparkResource,
-    ) -> dg.MaterializeResult:
-        from pipelines.ingest import ingest_events
+    ):
+        """The ingestion run (docs/ingestion.md): events and their dead letters, one commit each."""
+        from pipelines.ingest import ingest_with_settings
         from pipelines.sources import adapter_for
 
         s = settings.get()
         wh = warehouse.get()
-        result = ingest_events(
-            spark.get_session(),
-            wh,
-            adapter_for(s.active_source, s.source),
-            window=_window(context),
-            chunk_rows=s.ingest_chunk_rows,
-            run_id=context.run.run_id,
+        result = ingest_with_settings(
+            spark.get_session(), wh, adapter_for(s.active_source, s.source), s, _window(context), context.run.run_id
         )
         context.log.info(result.summary())
         meta = table_metadata(wh, result.manifest, result.partitions)
-        meta.update(
-            {
-                "dagster/row_count": sum(result.manifest.partitions[p].row_count for p in result.partitions if p in result.manifest.partitions),
-                "table_rows_total": result.manifest.row_count,
-                "records_in": result.records_in,
-                "records_in_window": result.in_window,
-                "duplicates": result.duplicates,
-                "new_events": result.new_events,
-                "source_files": len(result.files),
-            }
+        counts = {
+            "records_in": result.records_in,
+            "new_events": result.new_events,
+            "already_present": result.already_present,
+            "outside_window": result.outside_window,
+            "rejected": result.rejected,
+            "duplicates": result.duplicates,
+            "source_files": len(result.files),
+        }
+        meta.update(counts)
+        meta["table_rows_total"] = result.manifest.row_count
+        meta["dagster/row_count"] = sum(
+            result.manifest.partitions[p].row_count for p in result.partitions if p in result.manifest.partitions
         )
-        return dg.MaterializeResult(metadata=meta)
+        yield dg.MaterializeResult(asset_key=EVENTS.name, metadata=meta)
+        rejected_meta = {**counts, "rejected_by_reason": dg.MetadataValue.json(result.by_reason)}
+        if result.rejected_manifest is not None:
+            rejected_meta.update(table_metadata(wh, result.rejected_manifest))
+        else:
+            rejected_meta["dagster/row_count"] = 0
+        yield dg.MaterializeResult(asset_key=REJECTED_EVENTS.name, metadata=rejected_meta)
 
     assets.append(events)
 

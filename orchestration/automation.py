@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from features.events import EVENTS
+from features.rejections import REJECTED_EVENTS
 from orchestration.resources import SettingsResource
 from pipelines.settings import Settings
 
@@ -28,12 +29,12 @@ def partition_range_tags(partitions: dg.DailyPartitionsDefinition, start: str | 
 def build_jobs(partitions: dg.DailyPartitionsDefinition) -> list:
     daily = dg.define_asset_job(
         INGEST_JOB,
-        selection=dg.AssetSelection.assets(EVENTS.name),
+        selection=dg.AssetSelection.assets(EVENTS.name, REJECTED_EVENTS.name),
         description="Ingest one day of source events into the events table (plus its blocking checks).",
     )
     refresh = dg.define_asset_job(
         REFRESH_JOB,
-        selection=dg.AssetSelection.all() - dg.AssetSelection.assets(EVENTS.name),
+        selection=dg.AssetSelection.all() - dg.AssetSelection.assets(EVENTS.name, REJECTED_EVENTS.name),
         description="Refresh the unpartitioned tables (sources, users, items, truth).",
     )
     return [daily, refresh]
@@ -68,7 +69,7 @@ def build_sensor(partitions: dg.DailyPartitionsDefinition) -> dg.SensorDefinitio
 
     @dg.sensor(
         name="new_source_files",
-        asset_selection=dg.AssetSelection.assets(EVENTS.name),
+        asset_selection=dg.AssetSelection.assets(EVENTS.name, REJECTED_EVENTS.name),
         minimum_interval_seconds=60,
         description="Ingest when the active source's files appear or change.",
     )
@@ -85,7 +86,7 @@ def build_sensor(partitions: dg.DailyPartitionsDefinition) -> dg.SensorDefinitio
         context.update_cursor(json.dumps(state, sort_keys=True))
         return dg.RunRequest(
             run_key=key,
-            asset_selection=[dg.AssetKey(EVENTS.name)],
+            asset_selection=[dg.AssetKey(EVENTS.name), dg.AssetKey(REJECTED_EVENTS.name)],
             tags={**partition_range_tags(partitions), "recfeat/changed_files": ",".join(changed)[:200]},
         )
 

@@ -79,7 +79,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from pipelines.ingest import ingest_dimension, ingest_events
+    from pipelines.ingest import ingest_dimension, ingest_with_settings
     from pipelines.settings import SourceConfig
     from pipelines.sources import adapter_for
     from pipelines.spark import get_spark
@@ -100,7 +100,7 @@ def cmd_ingest(args) -> int:
     adapter = adapter_for(name, config)
     adapter.event_files()  # fail on a missing or empty source before Spark starts
     wh = _warehouse(settings)
-    result = ingest_events(get_spark(settings.spark), wh, adapter, chunk_rows=settings.ingest_chunk_rows)
+    result = ingest_with_settings(get_spark(settings.spark), wh, adapter, settings)
     print(result.summary())
     for table in ("users", "items"):
         m = ingest_dimension(wh, adapter, table)
@@ -148,14 +148,19 @@ def materialize_assets(
     instance = dg.DagsterInstance.get()
     done = []
     for key in order:
+        if key in done:
+            continue
         asset_key = dg.AssetKey.from_user_string(key)
-        pdef = graph.get(asset_key).partitions_def
+        node = graph.get(asset_key)
+        # A multi-asset (events + rejected_events) runs as one step: select all its keys.
+        keys = sorted(k.to_user_string() for k in node.assets_def.keys)
+        pdef = node.partitions_def
         tags = partition_range_tags(pdef, start, end) if pdef is not None else None
         label = f" [{tags['dagster/asset_partition_range_start']} .. {tags['dagster/asset_partition_range_end']}]" if tags else ""
         t0 = time.perf_counter()
         result = dg.materialize(
             assets,
-            selection=dg.AssetSelection.assets(asset_key),
+            selection=dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(k) for k in keys]),
             resources=defs.resources,
             instance=instance,
             tags=tags,
@@ -165,14 +170,15 @@ def materialize_assets(
         if not result.success:
             raise CliError(f"materializing {key}{label} failed: {_first_failure(result)}")
         failed_checks = [
-            f"{e.asset_check_evaluation_data.check_name}: {e.asset_check_evaluation_data.description}"
+            f"{e.check_name}: {e.description}"
             for e in result.get_asset_check_evaluations()
-            if not e.passed
-        ] if hasattr(result, "get_asset_check_evaluations") else []
+            if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+        ]
         if failed_checks:
             raise CliError(f"{key}: blocking check failed: {failed_checks[0]}")
+        key = ", ".join(keys)
         log(f"materialized {key}{label} in {time.perf_counter() - t0:.1f} s")
-        done.append(key)
+        done.extend(keys)
     return done
 
 

@@ -24,16 +24,27 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 from dataclasses import dataclass
 
-import apache_beam as beam
-import pyarrow as pa
-import pyarrow.compute as pc
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from features.events import STAGED_EVENT_SCHEMA, event_id
-from features.rejections import REJECTED_RECORD_SCHEMA, Reason
+class _DropBeamImportNoise(logging.Filter):
+    """Beam warns at import that Google Cloud client libraries are absent; recfeat needs none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_DropBeamImportNoise())
+
+import apache_beam as beam  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+from features.events import STAGED_EVENT_SCHEMA, event_id  # noqa: E402
+from features.rejections import REJECTED_RECORD_SCHEMA, Reason  # noqa: E402
 
 ACCEPTED_SCHEMA = STAGED_EVENT_SCHEMA.append(pa.field("event_id", pa.string(), nullable=False))
 COUNTS_FILE = "counts.json"

@@ -1,23 +1,38 @@
-"""Ingestion jobs: source files to the ``events``, ``users`` and ``items`` tables.
+"""Ingestion jobs: source files to ``events`` and ``rejected_events``; ``users`` and ``items``.
 
-``ingest_events`` streams a source's files through its adapter into a staging area (bounded
-memory, one chunk at a time), then Spark assigns the stable event ids, de-duplicates, merges
-with the committed partitions it touches, and commits them atomically. Re-running it over the
-same files gives the same rows. The validating Beam pipeline with dead letters replaces the
-streaming step later; the tables and the commit stay as they are.
+``ingest_events`` runs in two steps:
+
+1. **Stage** (:mod:`pipelines.beam_ingest`, or the same logic on Spark with
+   ``engine="spark"``): read every source file through its adapter, validate each record,
+   assign stable event ids, de-duplicate within the run, and write accepted rows and dead
+   letters to a stage directory, checking ``records in = accepted + rejected + duplicates``.
+2. **Commit** (Spark + the warehouse's atomic commit): keep the accepted rows of the run's date
+   window, merge them with the committed partitions they touch (rows already present are
+   counted, not added, so re-runs and overlapping files add nothing), commit ``events``,
+   append the dead letters to ``rejected_events`` (idempotent by ``rejection_id``) and record
+   the run in ``ingest_runs``. The counts must balance again, with every record read accounted
+   for as new, already present, outside the window, rejected or duplicate; otherwise nothing is
+   committed.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from features.dimensions import ITEMS, USERS
-from features.events import EVENTS, STAGED_EVENT_SCHEMA, assign_event_ids, deduplicate_events
+from features.events import EVENTS, deduplicate_events, to_events
+from features.ingest_runs import INGEST_RUNS
 from features.layout import Manifest
+from features.rejections import REJECTED_EVENTS, REJECTED_RECORD_SCHEMA
+from pipelines.beam_ingest import ACCEPTED_SCHEMA, IngestBalanceError, StageCounts, run_stage
+from pipelines.settings import IngestRules
 from pipelines.sources import SourceAdapter
 from pipelines.warehouse import Warehouse
 
@@ -40,36 +55,44 @@ class DateWindow:
 
 @dataclass
 class IngestResult:
-    """What an ingestion run read and committed."""
+    """What an ingestion run read, routed and committed."""
 
+    run_id: str
     source: str
     files: list[str]
     records_in: int
-    in_window: int
-    duplicates: int
     new_events: int
+    already_present: int
+    outside_window: int
+    rejected: int
+    duplicates: int
+    by_reason: dict[str, int]
     manifest: Manifest
+    rejected_manifest: Manifest | None
     partitions: list[str] = field(default_factory=list)
 
+    @property
+    def in_window(self) -> int:
+        return self.new_events + self.already_present
+
     def summary(self) -> str:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(self.by_reason.items())) or "none"
         return (
-            f"{self.source}: {self.records_in:,} records read from {len(self.files)} file(s); "
-            f"{self.in_window:,} in window, {self.duplicates:,} duplicates, {self.new_events:,} new events; "
+            f"{self.source}: {self.records_in:,} records read from {len(self.files)} file(s): "
+            f"{self.new_events:,} new events, {self.already_present:,} already present, "
+            f"{self.outside_window:,} outside the window, {self.rejected:,} rejected, "
+            f"{self.duplicates:,} duplicates (by reason: {reasons}); "
             f"events v{self.manifest.version} holds {self.manifest.row_count:,} rows"
         )
 
 
-def stage_events(adapter: SourceAdapter, warehouse: Warehouse, stage_path: str, chunk_rows: int) -> tuple[list[str], int]:
-    """Stream every source file through the adapter into Parquet files under ``stage_path``."""
-    files = adapter.event_files()
-    warehouse.fs.makedirs(stage_path, exist_ok=True)
-    total = 0
-    for i, path in enumerate(files):
-        with pq.ParquetWriter(f"{stage_path}/file-{i:05d}.parquet", STAGED_EVENT_SCHEMA, filesystem=warehouse.fs) as writer:
-            for chunk in adapter.read_events(path, chunk_rows=chunk_rows):
-                writer.write_table(chunk.cast(STAGED_EVENT_SCHEMA))
-                total += chunk.num_rows
-    return files, total
+def _stage_dir(warehouse: Warehouse, stage_root: str | None) -> str:
+    """A fresh stage directory: under ``stage_root``, else the warehouse's ``_tmp`` (local
+    warehouse) or the system temp dir."""
+    base = stage_root or (os.path.join(warehouse.root, "_tmp") if warehouse.is_local else None)
+    if base:
+        os.makedirs(base, exist_ok=True)
+    return tempfile.mkdtemp(prefix="ingest-", dir=base)
 
 
 def ingest_events(
@@ -79,22 +102,38 @@ def ingest_events(
     window: DateWindow | None = None,
     chunk_rows: int = 500_000,
     run_id: str | None = None,
+    rules: IngestRules | None = None,
+    engine: str = "beam",
+    runner: str = "DirectRunner",
+    runner_args: list[str] | None = None,
+    stage_root: str | None = None,
+    now: dt.datetime | None = None,
 ) -> IngestResult:
-    """Ingest the adapter's source files into ``events``.
+    """Ingest the adapter's source files into ``events`` (see the module docstring).
 
     ``window``: only events whose UTC date falls in it are taken, and exactly the window's
-    partitions are (re)committed (a daily asset partition or a backfill range). Without a
-    window every date present in the source is committed. Rows already in ``events`` with the
-    same ``event_id`` are kept once, so re-runs and overlapping files add nothing.
+    partitions are (re)committed (a daily partition or a backfill range); without a window every
+    date present is committed. ``engine``: ``beam`` (with ``runner``) or ``spark``.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
 
-    stage_path = f"{warehouse.root}/_tmp/ingest-{uuid.uuid4().hex[:12]}"
+    run_id = run_id or uuid.uuid4().hex
+    started = dt.datetime.now(dt.timezone.utc)
+    rules = rules or IngestRules()
+    files = adapter.event_files()
+    stage_dir = _stage_dir(warehouse, stage_root)
     try:
-        files, records_in = stage_events(adapter, warehouse, stage_path, chunk_rows)
-        staged = spark.read.schema(from_arrow_schema(STAGED_EVENT_SCHEMA)).parquet(warehouse.spark_uri(stage_path))
-        new = assign_event_ids(staged)
+        if engine == "beam":
+            counts = run_stage(files, stage_dir, adapter.name, adapter.config, rules, chunk_rows, runner, runner_args, now)
+        elif engine == "spark":
+            from pipelines.spark_stage import run_stage_spark
+
+            counts = run_stage_spark(spark, files, stage_dir, adapter.name, adapter.config, rules, chunk_rows, now)
+        else:
+            raise ValueError(f"unknown ingestion engine {engine!r} (beam or spark)")
+
+        accepted = _read_stage(spark, os.path.join(stage_dir, "accepted"), ACCEPTED_SCHEMA)
+        new = to_events(accepted)
         if window is not None:
             new = new.where((F.col("event_date") >= F.lit(window.start)) & (F.col("event_date") < F.lit(window.end)))
             partitions = window.dates()
@@ -102,37 +141,136 @@ def ingest_events(
             partitions = sorted(r[0].isoformat() for r in new.select("event_date").distinct().collect())
         new = new.persist()
         in_window = new.count()
-        combined = new
-        existing_rows = 0
+        combined, existing_rows = new, 0
         if warehouse.exists(EVENTS.name) and partitions:
             existing = warehouse.read_spark(spark, EVENTS.name, partitions=partitions)
             existing_rows = existing.count()
             combined = existing.select(*EVENTS.columns).unionByName(new)
         result = deduplicate_events(combined).persist()
         kept = result.count()
+        new_events = kept - existing_rows
+        already_present = in_window - new_events
+        outside = counts.accepted - in_window
+        if counts.records_in != new_events + already_present + outside + counts.rejected + counts.duplicates:
+            raise IngestBalanceError(f"commit step lost records: {counts} vs new {new_events}, present {already_present}")
         manifest = warehouse.write_spark(
             result,
             EVENTS,
             replace_partitions=partitions,
-            producer={"job": "ingest_events", "source": adapter.name, "run_id": run_id or ""},
+            producer={"job": "ingest_events", "source": adapter.name, "run_id": run_id},
         )
         new.unpersist()
         result.unpersist()
+        rejected_manifest = commit_rejections(warehouse, os.path.join(stage_dir, "rejected"), run_id, started)
+        finished = dt.datetime.now(dt.timezone.utc)
+        outcome = IngestResult(
+            run_id=run_id,
+            source=adapter.name,
+            files=files,
+            records_in=counts.records_in,
+            new_events=new_events,
+            already_present=already_present,
+            outside_window=outside,
+            rejected=counts.rejected,
+            duplicates=counts.duplicates,
+            by_reason=counts.by_reason,
+            manifest=manifest,
+            rejected_manifest=rejected_manifest,
+            partitions=partitions,
+        )
+        record_run(warehouse, outcome, started, finished, window, f"{engine}:{runner}" if engine == "beam" else engine)
+        return outcome
     finally:
-        if warehouse.fs.exists(stage_path):
-            warehouse.fs.rm(stage_path, recursive=True)
-    return IngestResult(
-        source=adapter.name,
-        files=files,
-        records_in=records_in,
-        in_window=in_window,
-        duplicates=existing_rows + in_window - kept,
-        new_events=kept - existing_rows,
-        manifest=manifest,
-        partitions=partitions,
+        shutil.rmtree(stage_dir, ignore_errors=True)
+
+
+def ingest_with_settings(spark, warehouse: Warehouse, adapter: SourceAdapter, settings, window: DateWindow | None = None, run_id: str | None = None) -> IngestResult:
+    """:func:`ingest_events` with the rules, engine and runner of the project settings."""
+    return ingest_events(
+        spark,
+        warehouse,
+        adapter,
+        window=window,
+        chunk_rows=settings.ingest_chunk_rows,
+        run_id=run_id,
+        rules=settings.rules,
+        engine=settings.ingest.engine,
+        runner=settings.ingest.runner,
+        runner_args=list(settings.ingest.runner_args),
+        stage_root=settings.ingest.stage_root,
     )
 
 
+def _read_stage(spark, path: str, schema: pa.Schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from pipelines.spark import spark_path
+
+    files = [f for f in (os.listdir(path) if os.path.isdir(path) else []) if f.endswith(".parquet")]
+    if not files:
+        return spark.createDataFrame([], from_arrow_schema(schema))
+    return spark.read.schema(from_arrow_schema(schema)).parquet(*[spark_path(os.path.join(path, f)) for f in sorted(files)])
+
+
+def commit_rejections(warehouse: Warehouse, rejected_dir: str, run_id: str, rejected_at: dt.datetime) -> Manifest | None:
+    """Append a run's dead letters to ``rejected_events`` (partition: the run's UTC date).
+
+    A dead letter whose ``rejection_id`` is already committed (the same bad record of the same
+    file, rejected by an earlier run) is not added again. Dead letters are few, so this uses
+    Arrow, not Spark. Returns the table's manifest, or ``None`` if it has never had a row.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from features.rejections import to_rejected_events
+
+    files = sorted(f for f in (os.listdir(rejected_dir) if os.path.isdir(rejected_dir) else []) if f.endswith(".parquet"))
+    parts = [pq.read_table(os.path.join(rejected_dir, f)).cast(REJECTED_RECORD_SCHEMA) for f in files]
+    letters = pa.concat_tables(parts) if parts else REJECTED_RECORD_SCHEMA.empty_table()
+    exists = warehouse.exists(REJECTED_EVENTS.name)
+    if letters.num_rows == 0:
+        return warehouse.manifest(REJECTED_EVENTS.name) if exists else None
+    rows = to_rejected_events(letters, run_id, rejected_at)
+    partition = rows.column("rejected_date")[0].as_py().isoformat()
+    if exists:
+        committed = warehouse.read_arrow(REJECTED_EVENTS.name, columns=["rejection_id"]).column("rejection_id")
+        rows = rows.filter(pc.invert(pc.is_in(rows.column("rejection_id"), value_set=committed)))
+        if rows.num_rows == 0:
+            return warehouse.manifest(REJECTED_EVENTS.name)
+        same_day = warehouse.read_arrow(REJECTED_EVENTS.name, partitions=[partition])
+        rows = pa.concat_tables([same_day.cast(REJECTED_EVENTS.schema), rows])
+    return warehouse.write_arrow(
+        REJECTED_EVENTS,
+        rows,
+        replace_partitions=[partition],
+        producer={"job": "ingest_events", "run_id": run_id},
+    )
+
+
+def record_run(warehouse: Warehouse, r: IngestResult, started, finished, window: DateWindow | None, runner: str) -> Manifest:
+    """Append the run's counts to ``ingest_runs``."""
+    row = {
+        "run_id": r.run_id,
+        "source": r.source,
+        "started_at": started,
+        "finished_at": finished,
+        "window_start": window.start if window else None,
+        "window_end": window.end if window else None,
+        "runner": runner,
+        "files": len(r.files),
+        "records_in": r.records_in,
+        "new_events": r.new_events,
+        "already_present": r.already_present,
+        "outside_window": r.outside_window,
+        "rejected": r.rejected,
+        "duplicates": r.duplicates,
+        "counts_by_reason": json.dumps(r.by_reason, sort_keys=True),
+        "events_version": r.manifest.version,
+    }
+    new = pa.Table.from_pylist([row], schema=INGEST_RUNS.schema)
+    if warehouse.exists(INGEST_RUNS.name):
+        new = pa.concat_tables([warehouse.read_arrow(INGEST_RUNS.name).cast(INGEST_RUNS.schema), new])
+    return warehouse.write_arrow(INGEST_RUNS, new, producer={"job": "ingest_events", "run_id": r.run_id})
 def ingest_dimension(warehouse: Warehouse, adapter: SourceAdapter, table: str) -> Manifest | None:
     """Commit the adapter's ``users`` or ``items`` file, merged by key with the committed rows.
 

@@ -23,8 +23,7 @@ Spark jobs (1.5 s warm, 7 s cold for a few thousand rows), GX on pandas takes ~0
 engines see the same values: NaN in float columns is turned into null first (Spark counts NaN
 as a value, pandas as missing) and timestamps stay UTC-aware.
 
-Importing this module is cheap (no GX, no Spark): ``pipelines.settings`` may import
-:class:`QualitySettings` from it.
+Configuration: :class:`pipelines.settings.QualitySettings` (``quality:`` in ``recfeat.yaml``).
 """
 from __future__ import annotations
 
@@ -38,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pipelines.settings import QualitySettings
 
 if TYPE_CHECKING:  # pragma: no cover
     from features.contracts import TableContract
@@ -58,46 +57,6 @@ GX_DIR = "gx"
 RESULTS_DIR = "quality"
 DATASOURCE = "warehouse"
 SAMPLE_VALUES = 5
-
-
-class QualitySettings(BaseModel):
-    """Configuration of the quality suites (``quality:`` in ``recfeat.yaml``).
-
-    Same model config as ``pipelines.settings.StrictModel`` (unknown keys fail, frozen), defined
-    here so that ``pipelines.settings`` can import it without an import cycle.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-    row_count_min_ratio: float = Field(
-        0.2, ge=0, description="lowest allowed rows(partition) / rows(previous partition); 0 disables the lower bound"
-    )
-    row_count_max_ratio: float = Field(
-        5.0, gt=0, description="highest allowed rows(partition) / rows(previous partition)"
-    )
-    rating_min: float = Field(0.0, description="lowest allowed events.rating (where present), inclusive")
-    rating_max: float = Field(5.0, description="highest allowed events.rating (where present), inclusive")
-    referential_integrity: Literal["warning", "error"] = Field(
-        "warning",
-        description="severity of events.user_id in users / events.item_id in items (warning: sources may log unknown ids)",
-    )
-    engine: Literal["auto", "spark", "pandas"] = Field(
-        "auto", description="where GX validates: auto = pandas up to pandas_max_rows rows, else Spark"
-    )
-    pandas_max_rows: int = Field(500_000, ge=0, description="engine auto: largest frame validated on pandas")
-    keep_validations: int = Field(20, ge=1, description="validation results (and data docs pages) kept per suite")
-    reports_dir: str | None = Field(
-        None,
-        description="local folder for reports; default <warehouse root>/reports (a remote warehouse: ./var/reports)",
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "QualitySettings":
-        if self.row_count_min_ratio > self.row_count_max_ratio:
-            raise ValueError("row_count_min_ratio must not exceed row_count_max_ratio")
-        if self.rating_min > self.rating_max:
-            raise ValueError("rating_min must not exceed rating_max")
-        return self
 
 
 # ---- declaring suites ----------------------------------------------------------------------

@@ -221,6 +221,61 @@ class IngestRules(StrictModel):
         return self
 
 
+class QualitySettings(StrictModel):
+    """Configuration of the quality suites (``quality:`` in ``recfeat.yaml``).
+
+    Used by ``pipelines.quality_suites`` (docs/quality.md).
+    """
+
+    row_count_min_ratio: float = Field(
+        0.2, ge=0, description="lowest allowed rows(partition) / rows(previous partition); 0 disables the lower bound"
+    )
+    row_count_max_ratio: float = Field(
+        5.0, gt=0, description="highest allowed rows(partition) / rows(previous partition)"
+    )
+    rating_min: float = Field(0.0, description="lowest allowed events.rating (where present), inclusive")
+    rating_max: float = Field(5.0, description="highest allowed events.rating (where present), inclusive")
+    referential_integrity: Literal["warning", "error"] = Field(
+        "warning",
+        description="severity of events.user_id in users / events.item_id in items (warning: sources may log unknown ids)",
+    )
+    engine: Literal["auto", "spark", "pandas"] = Field(
+        "auto", description="where GX validates: auto = pandas up to pandas_max_rows rows, else Spark"
+    )
+    pandas_max_rows: int = Field(500_000, ge=0, description="engine auto: largest frame validated on pandas")
+    keep_validations: int = Field(20, ge=1, description="validation results (and data docs pages) kept per suite")
+    reports_dir: str | None = Field(
+        None,
+        description="local folder for reports; default <warehouse root>/reports (a remote warehouse: ./var/reports)",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "QualitySettings":
+        if self.row_count_min_ratio > self.row_count_max_ratio:
+            raise ValueError("row_count_min_ratio must not exceed row_count_max_ratio")
+        if self.rating_min > self.rating_max:
+            raise ValueError("rating_min must not exceed rating_max")
+        return self
+
+
+class IngestSettings(StrictModel):
+    """How ingestion runs (docs/ingestion.md)."""
+
+    engine: Literal["beam", "spark"] = Field(
+        "beam", description="beam: the Beam pipeline with `runner`; spark: the same validation as a Spark job"
+    )
+    runner: str = Field(
+        "DirectRunner",
+        description="Beam runner: DirectRunner (in process), FlinkRunner, SparkRunner, DataflowRunner, ...",
+    )
+    runner_args: list[str] = Field(default_factory=list, description="Beam pipeline options for the runner, as is")
+    stage_root: str | None = Field(
+        None,
+        description="where runs stage their output; default <warehouse>/_tmp (local) or the system temp dir; "
+        "a cluster runner needs a path its workers share",
+    )
+
+
 class Settings(StrictModel):
     """The whole project configuration."""
 
@@ -237,6 +292,11 @@ class Settings(StrictModel):
         500_000, description="rows per chunk when streaming a source file (bounds memory)"
     )
     rules: IngestRules = Field(default_factory=IngestRules, description="record validation rules of ingestion")
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="ingestion engine and Beam runner")
+    quality: QualitySettings = Field(
+        default_factory=QualitySettings,
+        description="data-quality suites: row-count band, rating range, severities, GX engine (docs/quality.md)",
+    )
 
     @model_validator(mode="after")
     def _active_source_known(self) -> "Settings":
@@ -260,6 +320,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     data = dict(data)
     if isinstance(data.get("warehouse"), dict) and "root" in data["warehouse"]:
         data["warehouse"] = {**data["warehouse"], "root": fix(data["warehouse"]["root"])}
+    if isinstance(data.get("quality"), dict) and data["quality"].get("reports_dir"):
+        data["quality"] = {**data["quality"], "reports_dir": fix(data["quality"]["reports_dir"])}
+    if isinstance(data.get("ingest"), dict) and data["ingest"].get("stage_root"):
+        data["ingest"] = {**data["ingest"], "stage_root": fix(data["ingest"]["stage_root"])}
     if "sources_root" in data:
         data["sources_root"] = fix(data["sources_root"])
     if isinstance(data.get("sources"), dict):

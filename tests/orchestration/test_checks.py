@@ -70,7 +70,7 @@ def test_failing_suite_blocks_downstream_asset_in_a_real_run(spark, small_config
     def run(*keys: str):
         return dg.materialize(
             everything,
-            selection=dg.AssetSelection.assets(*keys),
+            selection=dg.AssetSelection.assets(*keys).required_multi_asset_neighbors(),
             resources=defs.resources,
             instance=instance,
             tags=tags,
@@ -82,7 +82,7 @@ def test_failing_suite_blocks_downstream_asset_in_a_real_run(spark, small_config
     # A clean run: every check passes and the downstream synthetic_truth is materialized.
     clean = run(*TABLES)
     assert clean.success
-    assert _materialized(clean) == set(TABLES)
+    assert _materialized(clean) == set(TABLES) | {"rejected_events"}
     checks = _checks(clean)
     assert {name: c.passed for name, c in checks.items()} == {
         **{f"{t}_quality": True for t in TABLES},
@@ -107,7 +107,7 @@ def test_failing_suite_blocks_downstream_asset_in_a_real_run(spark, small_config
     # blocks synthetic_truth, which is not materialized in this run.
     blocked = run("events", "synthetic_truth")
     assert not blocked.success
-    assert _materialized(blocked) == {"events"}
+    assert _materialized(blocked) == {"events", "rejected_events"}
     assert wh.current_version("synthetic_truth") == 1
     assert pc.sum(pc.is_null(wh.read_arrow(EVENTS.name, columns=["user_id"]).column(0))).as_py() == 5
     failed = _checks(blocked)["events_quality"]
@@ -115,7 +115,7 @@ def test_failing_suite_blocks_downstream_asset_in_a_real_run(spark, small_config
     assert "expect_column_values_to_not_be_null(user_id): 5 unexpected" in failed.description
     assert "user_id" in failed.metadata["failed_expectations"].value
     steps = {st.step_key: st.status.value for st in instance.get_run_step_stats(blocked.run_id)}
-    assert steps == {"events": "SUCCESS", "events_quality_checks": "FAILURE"}  # synthetic_truth never started
+    assert steps == {"ingest": "SUCCESS", "events_quality_checks": "FAILURE"}  # synthetic_truth never started
     messages = [r.user_message for r in instance.all_logs(blocked.run_id)]
     assert "Dependencies for step synthetic_truth failed: ['events_quality_checks']. Not executing." in messages
 

@@ -29,7 +29,7 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
     defs = build_definitions(load_settings(small_config), str(small_config))
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"synthetic_source", "events", "users", "items", "synthetic_truth"}
+    assert keys == {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth"}
     assert graph.get(dg.AssetKey("events")).partitions_def.get_partition_keys() == ["2022-04-08", "2022-04-09", "2022-04-10"]
     checks = {c.name for c in graph.asset_check_keys}
     assert checks == {"events_quality", "users_quality", "items_quality", "synthetic_truth_quality", "events_referential_integrity"}
@@ -50,11 +50,13 @@ def test_materialize_everything_then_rerun_is_identical(spark, small_config):
 
     settings = load_settings(small_config)
     done = materialize_assets(settings, str(small_config), None, log=lambda *_: None)
-    assert done == ["synthetic_source", "events", "items", "users", "synthetic_truth"] or set(done) == {
-        "synthetic_source", "events", "items", "users", "synthetic_truth"
-    }
+    assert done[:3] == ["synthetic_source", "events", "rejected_events"]
+    assert set(done) == {"synthetic_source", "events", "rejected_events", "items", "users", "synthetic_truth"}
     wh = Warehouse(settings.warehouse.root)
-    assert wh.tables() == ["events", "items", "synthetic_truth", "users"]
+    # The synthetic source is clean: no dead letters, so rejected_events has no version yet.
+    assert wh.tables() == ["events", "ingest_runs", "items", "synthetic_truth", "users"]
+    runs = wh.read_arrow("ingest_runs").to_pylist()
+    assert len(runs) == 1 and runs[0]["records_in"] == runs[0]["new_events"] == 3000
     events = wh.read_arrow("events")
     assert events.num_rows == 3000
     assert sorted(wh.manifest("events").partitions) == ["2022-04-08", "2022-04-09", "2022-04-10"]

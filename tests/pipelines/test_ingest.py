@@ -28,7 +28,7 @@ def test_kuairand_slice_ingests_every_record_and_reruns_add_nothing(spark, wareh
     first = ingest_events(spark, warehouse, adapter, chunk_rows=100_000)
     assert first.records_in == 228_329
     assert first.manifest.row_count == 228_329
-    assert first.new_events == 228_329 and first.duplicates == 0
+    assert first.new_events == 228_329 and first.duplicates == 0 and first.rejected == 0
     # Beijing-time days 04-25 .. 05-08 cover UTC days 04-24 .. 05-08.
     assert sorted(first.manifest.partitions) == [
         (dt.date(2022, 4, 24) + dt.timedelta(days=i)).isoformat() for i in range(15)
@@ -40,7 +40,7 @@ def test_kuairand_slice_ingests_every_record_and_reruns_add_nothing(spark, wareh
     assert pc.count_distinct(table.column("item_id")).as_py() == 6_361
 
     again = ingest_events(spark, warehouse, adapter, chunk_rows=100_000)
-    assert again.new_events == 0 and again.duplicates == 228_329
+    assert again.new_events == 0 and again.already_present == 228_329 and again.rejected == 0
     assert again.manifest.row_count == 228_329
     assert sorted_events(warehouse).equals(table)
 
@@ -105,13 +105,33 @@ def test_overlapping_files_repeats_and_windows(spark, warehouse, tmp_path):
     assert rows == {("log_a.csv", 1), ("log_a.csv", 2), ("log_a.csv", 3), ("log_b.csv.gz", 2)}
 
 
+def test_bad_records_become_dead_letters_and_reruns_add_nothing(spark, warehouse, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    lines = [kuairand_line(1, 10, DAY0 + 5), "1,2,x,y,not-a-time", kuairand_line(2, 11, DAY0 + 6, play=-5)]
+    (src / "log_a.csv").write_text("\n".join([HEADER, *lines]) + "\n")
+    adapter = kuairand_adapter(src)
+    r = ingest_events(spark, warehouse, adapter)
+    assert (r.records_in, r.new_events, r.rejected, r.duplicates) == (3, 1, 2, 0)
+    letters = warehouse.read_arrow("rejected_events").sort_by("source_line").to_pylist()
+    assert [(x["source_line"], x["reason_code"]) for x in letters] == [(2, "wrong_column_count"), (3, "negative_play_time")]
+    assert letters[0]["raw_record"] == "1,2,x,y,not-a-time"
+    again = ingest_events(spark, warehouse, adapter)
+    assert (again.new_events, again.already_present, again.rejected) == (0, 1, 2)
+    assert warehouse.read_arrow("rejected_events").num_rows == 2
+    runs = warehouse.read_arrow("ingest_runs").to_pylist()
+    assert [x["records_in"] for x in runs] == [3, 3]
+    assert all(x["records_in"] == x["new_events"] + x["already_present"] + x["outside_window"] + x["rejected"] + x["duplicates"] for x in runs)
+
+
 def test_a_failing_ingest_keeps_the_last_good_table(spark, warehouse, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "log_a.csv").write_text("\n".join([HEADER, kuairand_line(1, 10, DAY0 + 5)]) + "\n")
     adapter = kuairand_adapter(src)
     ingest_events(spark, warehouse, adapter)
-    (src / "log_b.csv").write_text("\n".join([HEADER, kuairand_line(1, 10, DAY0 + 5), "1,2,x,y,not-a-time"]) + "\n")
+    # A source file that cannot be read at all (a corrupt gzip stream) fails the run.
+    (src / "log_b.csv.gz").write_bytes(b"\x1f\x8b\x08\x00not a gzip stream" * 10)
     with pytest.raises(Exception):
         ingest_events(spark, warehouse, adapter)
     assert warehouse.current_version(EVENTS.name) == 1
