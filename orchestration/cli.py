@@ -271,17 +271,22 @@ def cmd_demo(args) -> int:
     print(f"  source files:    {settings.source.path}")
     for name in wh.tables():
         print(f"  {name + ':':<16} {wh.table_path(name)}")
+    from pipelines.quality_suites import load_results, render_report, reports_root
+
+    reports = reports_root(wh, settings.quality)
     print(f"  dagster runs:    {os.environ['DAGSTER_HOME']}")
-    print("next: `recfeat show events`, or `make dev` for the Dagster UI on http://127.0.0.1:3000")
+    print(f"  quality reports: {reports}")
+    print("\n" + render_report(load_results(reports), reports))
+    print("\nnext: `recfeat show events`, `recfeat show rejected_events`, or `make dev` for the Dagster UI on http://127.0.0.1:3000")
     return 0
 
 
 def cmd_report(args) -> int:
     """The last quality validation per table (read from the reports folder; runs nothing)."""
-    from pipelines.quality_suites import QualitySettings, load_results, render_report, reports_root
+    from pipelines.quality_suites import load_results, render_report, reports_root
 
     settings = _settings(args)
-    reports = reports_root(_warehouse(settings), getattr(settings, "quality", None) or QualitySettings())
+    reports = reports_root(_warehouse(settings), settings.quality)
     print(render_report(load_results(reports), reports))
     return 0
 

@@ -12,7 +12,7 @@ import pytest
 from orchestration.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ["demo", "generate", "ingest", "materialize", "tables", "show", "export"]
+COMMANDS = ["demo", "generate", "ingest", "materialize", "tables", "show", "export", "report"]
 
 
 def run_cli(*args, cwd=None):
