@@ -24,10 +24,9 @@ import hashlib
 import pyarrow as pa
 
 from features.contracts import TableContract, register
+from features.events import ID_SEPARATOR, TS_TYPE
 
-ID_SEPARATOR = "\x1f"
 REJECTION_ID_HEX_CHARS = 24
-TS_TYPE = pa.timestamp("us", tz="UTC")
 
 
 class Reason(enum.StrEnum):

@@ -72,8 +72,8 @@ def test_dagster_dev_serves_the_asset_graph_on_loopback(tmp_path):
             assert time.time() < deadline, f"no asset graph: {body}"
             time.sleep(1)
         nodes = {n["assetKey"]["path"][0]: {d["path"][0] for d in n["dependencyKeys"]} for n in body["data"]["assetNodes"]}
-        assert set(nodes) == {"synthetic_source", "events", "users", "items", "synthetic_truth"}
-        assert nodes["events"] == {"synthetic_source"}
+        assert set(nodes) == {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth"}
+        assert nodes["events"] == nodes["rejected_events"] == {"synthetic_source"}
         assert nodes["synthetic_truth"] == {"synthetic_source", "events"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -90,10 +90,10 @@ def test_dagster_asset_materialize_runs_a_selection(tmp_path):
     base = [str(BIN / "dagster"), "asset", "materialize", "-m", "orchestration.definitions"]
     first = subprocess.run(base + ["--select", "synthetic_source,users,items"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    second = subprocess.run(base + ["--select", "events", "--partition", "2022-04-09"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(base + ["--select", "events,rejected_events", "--partition", "2022-04-09"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     from pipelines.warehouse import Warehouse
 
     wh = Warehouse(str(tmp_path / "warehouse"))
-    assert wh.tables() == ["events", "items", "users"]
+    assert wh.tables() == ["events", "ingest_runs", "items", "users"]
     assert list(wh.manifest("events").partitions) == ["2022-04-09"]
