@@ -217,7 +217,7 @@ def commit_rejections(warehouse: Warehouse, rejected_dir: str, run_id: str, reje
 
     A dead letter whose ``rejection_id`` is already committed (the same bad record of the same
     file, rejected by an earlier run) is not added again. Dead letters are few, so this uses
-    Arrow, not Spark. Returns the table's manifest, or ``None`` if it has never had a row.
+    Arrow, not Spark. Returns the table's manifest (an empty first version on a clean run).
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -229,7 +229,13 @@ def commit_rejections(warehouse: Warehouse, rejected_dir: str, run_id: str, reje
     letters = pa.concat_tables(parts) if parts else REJECTED_RECORD_SCHEMA.empty_table()
     exists = warehouse.exists(REJECTED_EVENTS.name)
     if letters.num_rows == 0:
-        return warehouse.manifest(REJECTED_EVENTS.name) if exists else None
+        if exists:
+            return warehouse.manifest(REJECTED_EVENTS.name)
+        # The first clean run still commits an empty table, so readers always find one.
+        return warehouse.write_arrow(
+            REJECTED_EVENTS, REJECTED_EVENTS.schema.empty_table(), replace_partitions=[],
+            producer={"job": "ingest_events", "run_id": run_id},
+        )
     rows = to_rejected_events(letters, run_id, rejected_at)
     partition = rows.column("rejected_date")[0].as_py().isoformat()
     if exists:

@@ -95,5 +95,5 @@ def test_dagster_asset_materialize_runs_a_selection(tmp_path):
     from pipelines.warehouse import Warehouse
 
     wh = Warehouse(str(tmp_path / "warehouse"))
-    assert wh.tables() == ["events", "ingest_runs", "items", "users"]
+    assert wh.tables() == ["events", "ingest_runs", "items", "rejected_events", "users"]
     assert list(wh.manifest("events").partitions) == ["2022-04-09"]

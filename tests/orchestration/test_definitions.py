@@ -53,8 +53,9 @@ def test_materialize_everything_then_rerun_is_identical(spark, small_config):
     assert done[:3] == ["synthetic_source", "events", "rejected_events"]
     assert set(done) == {"synthetic_source", "events", "rejected_events", "items", "users", "synthetic_truth"}
     wh = Warehouse(settings.warehouse.root)
-    # The synthetic source is clean: no dead letters, so rejected_events has no version yet.
-    assert wh.tables() == ["events", "ingest_runs", "items", "synthetic_truth", "users"]
+    # The synthetic source is clean: rejected_events is committed, empty.
+    assert wh.tables() == ["events", "ingest_runs", "items", "rejected_events", "synthetic_truth", "users"]
+    assert wh.read_arrow("rejected_events").num_rows == 0
     runs = wh.read_arrow("ingest_runs").to_pylist()
     assert len(runs) == 1 and runs[0]["records_in"] == runs[0]["new_events"] == 3000
     events = wh.read_arrow("events")
