@@ -1,6 +1,5 @@
 """Table assets. Each body only wires: it calls one pipeline job and reports metadata."""
 
-import datetime as dt
 
 import dagster as dg
 

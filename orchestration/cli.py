@@ -17,7 +17,6 @@ Exit code 0 on success; on failure one line ``recfeat: error: <reason>`` and exi
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import time

@@ -31,7 +31,7 @@ from features.events import EVENTS, deduplicate_events, to_events
 from features.ingest_runs import INGEST_RUNS
 from features.layout import Manifest
 from features.rejections import REJECTED_EVENTS, REJECTED_RECORD_SCHEMA
-from pipelines.beam_ingest import ACCEPTED_SCHEMA, IngestBalanceError, StageCounts, run_stage
+from pipelines.beam_ingest import ACCEPTED_SCHEMA, IngestBalanceError, run_stage
 from pipelines.settings import IngestRules
 from pipelines.sources import SourceAdapter
 from pipelines.warehouse import Warehouse
