@@ -18,8 +18,42 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow as pa
+
+from features.contracts import TableContract, register
+from features.events import TS_TYPE
+
 ORDER_COLUMNS = ("event_ts", "source_file", "source_line", "event_id")
 SPLITS = ("train", "valid", "test")
+
+USER_SEQUENCES = register(
+    TableContract(
+        name="user_sequences",
+        schema=pa.schema(
+            [
+                pa.field("event_id", pa.string(), nullable=False),
+                pa.field("user_id", pa.string(), nullable=False),
+                pa.field("target_item_id", pa.string(), nullable=False),
+                pa.field("target_ts", TS_TYPE, nullable=False),
+                pa.field("hist_item_ids", pa.list_(pa.string())),
+                pa.field("hist_ts", pa.list_(TS_TYPE)),
+                pa.field("hist_play_time_ms", pa.list_(pa.int64())),
+                pa.field("hist_len", pa.int32(), nullable=False),
+                pa.field("seq_pos", pa.int32(), nullable=False),
+                pa.field("split", pa.string(), nullable=False),
+                pa.field("target_date", pa.date32(), nullable=False),
+            ]
+        ),
+        key=("event_id",),
+        partition_column="target_date",
+        description="One row per target event with the user's strictly earlier events (point in time) and its split.",
+        invariants=(
+            "every hist_ts[i] <= target_ts, and ties sort before the target by (source_file, source_line, event_id)",
+            "hist_len = size(hist_item_ids) = size(hist_ts) = size(hist_play_time_ms) <= max_len",
+            "leave_one_out: per user with >= 4 events exactly one test and one valid row",
+        ),
+    )
+)
 
 
 def build_user_sequences(events, max_len: int = 50, side_columns: tuple[str, ...] = ()):

@@ -6,6 +6,7 @@ import dagster as dg
 from features.dimensions import ITEMS, USERS
 from features.events import EVENTS
 from features.rejections import REJECTED_EVENTS
+from features.sequences import USER_SEQUENCES
 from features.synthetic_truth import SYNTHETIC_TRUTH
 from orchestration.checks import build_checks  # noqa: F401  (checks live in orchestration/checks.py)
 from orchestration.metadata import table_metadata
@@ -14,6 +15,7 @@ from pipelines.settings import Settings
 
 SOURCES_GROUP = "sources"
 CORE_GROUP = "core"
+FEATURES_GROUP = "features"
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
@@ -148,6 +150,22 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         return _dimension
 
     assets += [dimension_asset(USERS), dimension_asset(ITEMS)]
+
+    @dg.asset(
+        name=USER_SEQUENCES.name,
+        group_name=FEATURES_GROUP,
+        deps=[dg.AssetKey(EVENTS.name)],
+        description=USER_SEQUENCES.description,
+        kinds={"spark", "parquet"},
+    )
+    def user_sequences(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+        from pipelines.sequences import build_sequences_table
+
+        wh = warehouse.get()
+        manifest = build_sequences_table(spark.get_session(), wh, settings.get().sequences)
+        return dg.MaterializeResult(metadata=table_metadata(wh, manifest))
+
+    assets.append(user_sequences)
 
     if synthetic:
 

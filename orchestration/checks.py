@@ -17,6 +17,7 @@ import dagster as dg
 
 from features.dimensions import ITEMS, USERS
 from features.events import EVENTS
+from features.sequences import USER_SEQUENCES
 from features.synthetic_truth import SYNTHETIC_TRUTH
 from orchestration.resources import SettingsResource, SparkResource, WarehouseResource
 from pipelines.quality_suites import ERROR, QualitySettings, warning_check_name
@@ -26,12 +27,35 @@ from pipelines.settings import Settings
 def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     """The quality checks of every table of the active source's asset graph."""
     names = [EVENTS.name, USERS.name, ITEMS.name] + ([SYNTHETIC_TRUTH.name] if settings.source.kind == "synthetic" else [])
-    return [quality_check(name) for name in names]
+    return [quality_check(name) for name in names] + [sequences_check()]
+
+
+def sequences_check() -> dg.AssetChecksDefinition:
+    """Blocking: the invariants of ``user_sequences`` (no future in a history, lengths, splits)."""
+
+    @dg.asset_check(
+        asset=USER_SEQUENCES.name,
+        name="user_sequences_invariants",
+        blocking=True,
+        description="No history event after its target; hist_len <= max_len; arrays aligned; split counts per user.",
+    )
+    def _check(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.AssetCheckResult:
+        from pipelines.sequences import check_sequences
+
+        counts = check_sequences(spark.get_session(), warehouse.get(), settings.get().sequences)
+        bad = {k: v for k, v in counts.items() if k != "rows" and v}
+        return dg.AssetCheckResult(
+            passed=not bad,
+            description=", ".join(f"{k}: {v}" for k, v in bad.items()) or f"{counts['rows']:,} rows satisfy every invariant",
+            metadata=counts,
+        )
+
+    return _check
 
 
 def quality_settings(settings: Settings) -> QualitySettings:
-    """``settings.quality`` once it is wired into Settings, else the defaults."""
-    return getattr(settings, "quality", None) or QualitySettings()
+    """The quality settings of the project."""
+    return settings.quality
 
 
 def event_window(settings: Settings, now: dt.datetime | None = None) -> tuple[dt.datetime | None, dt.datetime | None]:

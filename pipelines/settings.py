@@ -258,6 +258,24 @@ class QualitySettings(StrictModel):
         return self
 
 
+class SequenceSettings(StrictModel):
+    """How ``user_sequences`` is built (docs/sequences.md)."""
+
+    max_len: Annotated[int, Field(ge=1, le=10_000)] = Field(50, description="history positions kept (the most recent)")
+    split: Literal["leave_one_out", "temporal"] = Field("leave_one_out", description="split protocol")
+    valid_from: dt.datetime | None = Field(None, description="temporal split: first valid target time (UTC)")
+    test_from: dt.datetime | None = Field(None, description="temporal split: first test target time (UTC)")
+
+    @model_validator(mode="after")
+    def _temporal_bounds(self) -> "SequenceSettings":
+        if self.split == "temporal":
+            if self.valid_from is None or self.test_from is None:
+                raise ValueError("a temporal split needs valid_from and test_from")
+            if self.test_from < self.valid_from:
+                raise ValueError("test_from must not be before valid_from")
+        return self
+
+
 class IngestSettings(StrictModel):
     """How ingestion runs (docs/ingestion.md)."""
 
@@ -293,6 +311,7 @@ class Settings(StrictModel):
     )
     rules: IngestRules = Field(default_factory=IngestRules, description="record validation rules of ingestion")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="ingestion engine and Beam runner")
+    sequences: SequenceSettings = Field(default_factory=SequenceSettings, description="user_sequences protocol")
     quality: QualitySettings = Field(
         default_factory=QualitySettings,
         description="data-quality suites: row-count band, rating range, severities, GX engine (docs/quality.md)",

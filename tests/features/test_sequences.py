@@ -66,7 +66,7 @@ def test_histories_match_the_brute_force_reference(spark, rows, max_len):
     got = build_user_sequences(spark.createDataFrame(df), max_len=max_len, side_columns=("play_time_ms",)).collect()
     ref = reference(df, max_len)
     # Spark returns naive datetimes in the session zone (UTC).
-    ts = dict(zip(df["event_id"], df["event_ts"].dt.tz_convert(None).dt.to_pydatetime()))
+    ts = {eid: t.tz_convert(None).to_pydatetime() for eid, t in zip(df["event_id"], df["event_ts"])}
     order = {r["event_id"]: tuple(r[c] for c in ORDER_COLUMNS) for _, r in df.iterrows()}
     assert len(got) == len(df)
     for row in got:

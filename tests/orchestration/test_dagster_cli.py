@@ -72,7 +72,7 @@ def test_dagster_dev_serves_the_asset_graph_on_loopback(tmp_path):
             assert time.time() < deadline, f"no asset graph: {body}"
             time.sleep(1)
         nodes = {n["assetKey"]["path"][0]: {d["path"][0] for d in n["dependencyKeys"]} for n in body["data"]["assetNodes"]}
-        assert set(nodes) == {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth"}
+        assert set(nodes) == {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth", "user_sequences"}
         assert nodes["events"] == nodes["rejected_events"] == {"synthetic_source"}
         assert nodes["synthetic_truth"] == {"synthetic_source", "events"}
     finally:

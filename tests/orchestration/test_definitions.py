@@ -29,10 +29,10 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
     defs = build_definitions(load_settings(small_config), str(small_config))
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth"}
+    assert keys == {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth", "user_sequences"}
     assert graph.get(dg.AssetKey("events")).partitions_def.get_partition_keys() == ["2022-04-08", "2022-04-09", "2022-04-10"]
     checks = {c.name for c in graph.asset_check_keys}
-    assert checks == {"events_quality", "users_quality", "items_quality", "synthetic_truth_quality", "events_referential_integrity"}
+    assert checks == {"events_quality", "users_quality", "items_quality", "synthetic_truth_quality", "events_referential_integrity", "user_sequences_invariants"}
     assert defs.resolve_schedule_def("daily_ingest_schedule").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("new_source_files") is not None
     defs.resolve_job_def("daily_ingest")
@@ -51,10 +51,13 @@ def test_materialize_everything_then_rerun_is_identical(spark, small_config):
     settings = load_settings(small_config)
     done = materialize_assets(settings, str(small_config), None, log=lambda *_: None)
     assert done[:3] == ["synthetic_source", "events", "rejected_events"]
-    assert set(done) == {"synthetic_source", "events", "rejected_events", "items", "users", "synthetic_truth"}
+    assert set(done) == {"synthetic_source", "events", "rejected_events", "items", "users", "synthetic_truth", "user_sequences"}
     wh = Warehouse(settings.warehouse.root)
     # The synthetic source is clean: rejected_events is committed, empty.
-    assert wh.tables() == ["events", "ingest_runs", "items", "rejected_events", "synthetic_truth", "users"]
+    assert wh.tables() == ["events", "ingest_runs", "items", "rejected_events", "synthetic_truth", "user_sequences", "users"]
+    seqs = wh.read_arrow("user_sequences")
+    assert seqs.num_rows == 3000
+    assert max(seqs.column("hist_len").to_pylist()) <= 50
     assert wh.read_arrow("rejected_events").num_rows == 0
     runs = wh.read_arrow("ingest_runs").to_pylist()
     assert len(runs) == 1 and runs[0]["records_in"] == runs[0]["new_events"] == 3000

@@ -69,6 +69,8 @@ def test_cli_overrides_win(tmp_path):
         ("sources: {x: {kind: kuairand}}\nactive_source: x\n", "sources.x.path", "required field is missing"),
         ("sources: {x: {kind: avro, path: a}}\nactive_source: x\n", "sources.x.kind", "Input should be"),
         ("active_source: nope\n", "(top level)", "is not one of sources"),
+        ("sequences: {split: temporal}\n", "sequences", "needs valid_from and test_from"),
+        ("sequences: {max_len: 0}\n", "sequences.max_len", "greater than or equal to 1"),
         ("sources: {x: {kind: csv, path: a, time_zone: Mars/Base, mapping: {user_id: u, item_id: i, timestamp: t}}}\nactive_source: x\n", "sources.x.time_zone", "unknown time zone"),
         ("rules: {replay_factor: 0}\n", "rules.replay_factor", "greater than 0"),
         ("rules: {max_field_chars: many}\n", "rules.max_field_chars", "integer"),
