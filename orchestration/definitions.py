@@ -10,6 +10,7 @@ import dagster as dg
 from orchestration.assets import build_assets, daily_partitions
 from orchestration.automation import build_jobs, build_schedule, build_sensor
 from orchestration.checks import build_checks
+from orchestration.extensions import load_extensions
 from orchestration.resources import build_resources
 from pipelines.settings import Settings, load_settings
 
@@ -17,12 +18,22 @@ from pipelines.settings import Settings, load_settings
 def build_definitions(settings: Settings, config_file: str | None = None) -> dg.Definitions:
     partitions = daily_partitions(settings)
     jobs = build_jobs(partitions)
+    assets = build_assets(settings)
+    checks = build_checks(settings)
+    schedules = [build_schedule(jobs[0])]
+    sensors = [build_sensor(partitions)]
+    for ext in load_extensions(settings):
+        assets += ext.assets
+        checks += ext.asset_checks
+        jobs += ext.jobs
+        schedules += ext.schedules
+        sensors += ext.sensors
     return dg.Definitions(
-        assets=build_assets(settings),
-        asset_checks=build_checks(settings),
+        assets=assets,
+        asset_checks=checks,
         jobs=jobs,
-        schedules=[build_schedule(jobs[0])],
-        sensors=[build_sensor(partitions)],
+        schedules=schedules,
+        sensors=sensors,
         resources=build_resources(settings, config_file),
     )
 

@@ -294,6 +294,13 @@ class IngestSettings(StrictModel):
     )
 
 
+# --- labels settings (duration_stats, watch_time_labels; docs/labels.md) go here ---
+
+# --- lookalike settings (user_vectors, lookalike_users, item_neighbors, recall_items; docs/lookalike.md) go here ---
+
+# --- training settings (trainers; docs/training.md) go here ---
+
+
 class Settings(StrictModel):
     """The whole project configuration."""
 
@@ -316,6 +323,9 @@ class Settings(StrictModel):
         default_factory=QualitySettings,
         description="data-quality suites: row-count band, rating range, severities, GX engine (docs/quality.md)",
     )
+    # labels: ... (field for the labels settings)
+    # lookalike: ... (field for the lookalike settings)
+    # training: ... (field for the training settings)
 
     @model_validator(mode="after")
     def _active_source_known(self) -> "Settings":
