@@ -1,0 +1,100 @@
+"""Dagster definitions of the look-alike family (RAR, docs/lookalike.md): ``user_vectors``,
+``lookalike_users``, ``item_neighbors`` and ``recall_items``, each with a blocking invariant
+check. Asset bodies call one pipeline job and report metadata."""
+
+import dagster as dg
+
+from features.dimensions import USERS
+from features.events import EVENTS
+from features.lookalike import LOOKALIKE_USERS, USER_VECTORS
+from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS
+from orchestration.extensions import Extension
+from orchestration.metadata import invariant_check_result, table_metadata
+from orchestration.resources import SettingsResource, SparkResource, WarehouseResource
+from pipelines.settings import Settings
+
+LOOKALIKE_GROUP = "lookalike"
+
+
+def _meta(wh, manifest, s: Settings) -> dict:
+    meta = table_metadata(wh, manifest)
+    meta["cutoff_ts"] = s.lookalike.cutoff_ts.isoformat()
+    return meta
+
+
+def build(settings: Settings) -> Extension:
+    @dg.asset(
+        name=USER_VECTORS.name,
+        group_name=LOOKALIKE_GROUP,
+        deps=[dg.AssetKey(EVENTS.name), dg.AssetKey(USERS.name)],
+        description=USER_VECTORS.description,
+        kinds={"spark", "parquet"},
+    )
+    def user_vectors(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+        from pipelines.lookalike import build_user_vectors_table
+
+        s, wh = settings.get(), warehouse.get()
+        return dg.MaterializeResult(metadata=_meta(wh, build_user_vectors_table(spark.get_session(), wh, s.lookalike), s))
+
+    @dg.asset(
+        name=LOOKALIKE_USERS.name,
+        group_name=LOOKALIKE_GROUP,
+        deps=[dg.AssetKey(USER_VECTORS.name)],
+        description=LOOKALIKE_USERS.description,
+        kinds={"spark", "parquet"},
+    )
+    def lookalike_users(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+        from pipelines.lookalike import build_lookalike_table
+
+        s, wh = settings.get(), warehouse.get()
+        manifest, stats = build_lookalike_table(spark.get_session(), wh, s.lookalike)
+        return dg.MaterializeResult(metadata={**_meta(wh, manifest, s), **{f"lsh_{k}": v for k, v in stats.items()}})
+
+    @dg.asset(
+        name=ITEM_NEIGHBORS.name,
+        group_name=LOOKALIKE_GROUP,
+        deps=[dg.AssetKey(EVENTS.name)],
+        description=ITEM_NEIGHBORS.description,
+        kinds={"spark", "parquet"},
+    )
+    def item_neighbors(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+        from pipelines.recall import build_item_neighbors_table
+
+        s, wh = settings.get(), warehouse.get()
+        return dg.MaterializeResult(metadata=_meta(wh, build_item_neighbors_table(spark.get_session(), wh, s.lookalike), s))
+
+    @dg.asset(
+        name=RECALL_ITEMS.name,
+        group_name=LOOKALIKE_GROUP,
+        deps=[dg.AssetKey(EVENTS.name), dg.AssetKey(ITEM_NEIGHBORS.name)],
+        description=RECALL_ITEMS.description,
+        kinds={"spark", "parquet"},
+    )
+    def recall_items(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+        from pipelines.recall import build_recall_table
+
+        s, wh = settings.get(), warehouse.get()
+        return dg.MaterializeResult(metadata=_meta(wh, build_recall_table(spark.get_session(), wh, s.lookalike), s))
+
+    def invariant_check(table: str, job: str, description: str):
+        @dg.asset_check(asset=table, name=f"{table}_invariants", blocking=True, description=description)
+        def _check(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.AssetCheckResult:
+            import importlib
+
+            module, func = job.rsplit(".", 1)
+            counts = getattr(importlib.import_module(module), func)(spark.get_session(), warehouse.get(), settings.get().lookalike)
+            return invariant_check_result(counts)
+
+        return _check
+
+    checks = [
+        invariant_check(USER_VECTORS.name, "pipelines.lookalike.check_user_vectors",
+                        "Width = profile_dim + behaviour_dim, unit norm, every user has a past event, cutoff_ts as configured."),
+        invariant_check(LOOKALIKE_USERS.name, "pipelines.lookalike.check_lookalike",
+                        "No self-neighbour, min(K, users - 1) distinct ranked neighbours per user, similarity in [-1, 1] and sorted, cutoff_ts as configured."),
+        invariant_check(ITEM_NEIGHBORS.name, "pipelines.recall.check_item_neighbors",
+                        "No self-neighbour, similarity in (0, 1], co_users >= min_co_users, ranks contiguous, cutoff_ts as configured."),
+        invariant_check(RECALL_ITEMS.name, "pipelines.recall.check_recall",
+                        "No item seen before the cutoff, positive scores, ranks contiguous and <= recall_size, cutoff_ts as configured."),
+    ]
+    return Extension(assets=[user_vectors, lookalike_users, item_neighbors, recall_items], asset_checks=checks)

@@ -1,0 +1,222 @@
+"""Look-alike users: SimHash candidates + exact re-ranking against brute force; user vectors."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.lookalike import (
+    LshParams,
+    VectorParams,
+    band_keys,
+    build_user_vectors,
+    encode_profiles,
+    lookalike_topk,
+    profile_columns,
+    synthetic_user_vectors,
+)
+
+T0 = dt.datetime(2022, 4, 8, tzinfo=dt.timezone.utc)
+CUTOFF = T0 + dt.timedelta(days=5)
+
+
+def brute_force(ids, mat, k):
+    """Reference from the spec: every other user by cosine desc, then id asc; top k."""
+    unit = mat / np.linalg.norm(mat, axis=1, keepdims=True)
+    out = {}
+    for i, u in enumerate(ids):
+        sims = sorted(((-round(float(unit[i] @ unit[j]), 9), ids[j]) for j in range(len(ids)) if j != i))
+        out[u] = [(v, -s) for s, v in sims[:k]]
+    return out
+
+
+def _frame(spark, ids, mat):
+    unit = mat / np.linalg.norm(mat, axis=1, keepdims=True)
+    return spark.createDataFrame(pd.DataFrame({"user_id": list(ids), "vector": [list(map(float, r)) for r in unit]}))
+
+
+def test_hand_computed_neighbours(spark):
+    # a and b point the same way, c is 90 degrees from a, d is opposite to a.
+    ids = ["a", "b", "c", "d"]
+    mat = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    out, stats = lookalike_topk(_frame(spark, ids, mat), LshParams(k=2, bands=2, bits_per_band=3, window=2))
+    got = {(r.user_id, r.rank): (r.neighbor_user_id, round(r.similarity, 9)) for r in out.collect()}
+    assert got[("a", 1)] == ("b", 1.0) and got[("a", 2)] == ("c", 0.0)
+    assert got[("c", 1)] == ("a", 0.0) and got[("c", 2)] == ("b", 0.0)  # tie: id order
+    assert got[("d", 1)] == ("c", 0.0) and got[("d", 2)] == ("a", -1.0)
+    assert len(got) == 8 and stats["users"] == 4
+
+
+def test_band_keys_read_sign_bits_most_significant_first():
+    planes = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    keys = band_keys(np.array([[1.0, 1.0], [-1.0, 0.5]]), planes, bands=2, bits=2)
+    assert keys.tolist() == [[3, 0], [1, 2]]  # (1,1),(0,0) and (0,1),(1,0)
+
+
+VECTORS = st.integers(3, 30).flatmap(
+    lambda n: st.tuples(
+        st.just(n),
+        st.lists(st.lists(st.integers(-3, 3), min_size=3, max_size=3).filter(any), min_size=n, max_size=n),
+        st.integers(1, 6),
+    )
+)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=VECTORS)
+def test_window_covering_everyone_equals_brute_force(spark, data):
+    """With 2·window >= users every pair is a candidate: the result is the exact top-k."""
+    n, rows, k = data
+    ids = [f"u{i:02d}" for i in range(n)]
+    mat = np.array(rows, dtype=float)
+    out, stats = lookalike_topk(_frame(spark, ids, mat), LshParams(k=k, bands=2, bits_per_band=4, window=max(n, k)))
+    got = out.toPandas()
+    ref = brute_force(ids, mat.astype(np.float32).astype(float), k)
+    assert len(got) == n * min(k, n - 1)
+    for u, rows_u in got.groupby("user_id"):
+        rows_u = rows_u.sort_values("rank")
+        assert list(rows_u["rank"]) == list(range(1, len(rows_u) + 1))
+        assert u not in set(rows_u["neighbor_user_id"])
+        expected = ref[u]
+        # Same similarities in the same order; ids equal except among float ties.
+        assert np.allclose(rows_u["similarity"], [s for _, s in expected], atol=1e-6)
+        assert (np.diff(rows_u["similarity"].to_numpy()) <= 1e-12).all()
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(60, 200), seed=st.integers(0, 10_000))
+def test_small_windows_still_give_k_distinct_neighbours(spark, n, seed):
+    ids, mat = synthetic_user_vectors(n, dim=8, seed=seed)
+    out, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), LshParams(k=10, bands=2, bits_per_band=6, window=5))
+    got = out.toPandas()
+    assert len(got) == n * 10
+    assert got.groupby("user_id")["neighbor_user_id"].nunique().eq(10).all()
+    assert (got["user_id"] != got["neighbor_user_id"]).all()
+    assert got["similarity"].between(-1, 1).all()
+    assert 0 < got.loc[got["rank"] == 1, "n_candidates"].max() <= 2 * 5 * 2
+
+
+def test_deterministic_for_a_seed(spark):
+    ids, mat = synthetic_user_vectors(300, dim=16, seed=3)
+    df = _frame(spark, ids, mat.astype(float))
+    p = LshParams(k=10, bands=3, bits_per_band=8, window=8, seed=5)
+    a = lookalike_topk(df, p)[0].toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
+    b = lookalike_topk(df.repartition(3), p)[0].toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.slow
+def test_recall_at_50_on_20000_synthetic_users(spark):
+    """Acceptance: LSH top-50 against exact brute force on 20,000 clustered users, recall >= 0.95."""
+    n, k = 20_000, 50
+    ids, mat = synthetic_user_vectors(n, dim=32, seed=1)
+    m = mat.astype(np.float64)
+    truth = {}
+    for s in range(0, n, 2000):
+        sim = m[s : s + 2000] @ m.T
+        sim[np.arange(sim.shape[0]), np.arange(s, s + sim.shape[0])] = -np.inf
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        truth.update({ids[s + r]: set(ids[top[r]]) for r in range(sim.shape[0])})
+    df = spark.createDataFrame(pd.DataFrame({"user_id": ids, "vector": list(mat)}))
+    out, stats = lookalike_topk(df, LshParams(k=k, bands=16, bits_per_band=16, window=64))
+    got = out.select("user_id", "neighbor_user_id").toPandas().groupby("user_id")["neighbor_user_id"].apply(set)
+    recall = np.mean([len(got[u] & truth[u]) / k for u in ids])
+    print(f"recall@50 = {recall:.4f} (bands 16, bits 16, window 64)")
+    assert recall >= 0.95
+
+
+# ---------------------------------------------------------------------------------------------
+# user vectors
+
+
+def test_profile_encoding_hand_computed(spark):
+    users = spark.createDataFrame(
+        pd.DataFrame({"user_id": ["a", "b"], "source": ["s", "s"], "n": [0, 2], "g": ["M", "F"], "zip_code": ["1", "2"]})
+    )
+    numeric, cats = profile_columns(users, ("zip_code",), ())
+    assert (numeric, cats) == (["n"], ["g"])
+    enc, width = encode_profiles(users, numeric, cats, max_categories=5)
+    got = {r.user_id: r.profile for r in enc.collect()}
+    # log1p: 0 and log 3; z-scores -1 and +1; one-hot in order F, M (equal counts: by value).
+    assert width == 3
+    assert np.allclose(got["a"], np.array([-1.0, 0.0, 1.0]) / np.sqrt(2))
+    assert np.allclose(got["b"], np.array([1.0, 1.0, 0.0]) / np.sqrt(2))
+
+
+def test_ml100k_profile_encoding_matches_pandas(spark, ml100k_dir):
+    raw = pd.read_csv(ml100k_dir / "ml-100k.user", sep="\t")
+    raw.columns = [c.split(":")[0] for c in raw.columns]
+    raw["user_id"] = raw["user_id"].astype(str)
+    raw["source"] = "ml-100k"
+    users = spark.createDataFrame(raw)
+    numeric, cats = profile_columns(users, ("zip_code",), ())
+    assert (numeric, cats) == (["age"], ["gender", "occupation"])
+    enc, width = encode_profiles(users, numeric, cats, max_categories=8)
+    got = {r.user_id: np.array(r.profile) for r in enc.collect()}
+    # Reference written from the spec with pandas.
+    s = np.log1p(raw["age"].astype(float))
+    cols = [((s - s.mean()) / s.std(ddof=0)).to_numpy()]
+    for c in ("gender", "occupation"):
+        counts = raw[c].value_counts()
+        top = sorted(counts.index, key=lambda v: (-counts[v], v))[:8]
+        cols += [(raw[c] == v).astype(float).to_numpy() for v in top]
+    ref = np.stack(cols, axis=1)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert width == 1 + 2 + 8
+    for i, u in enumerate(raw["user_id"]):
+        assert np.allclose(got[u], ref[i], atol=1e-9)
+
+
+def events_frame(rows):
+    """rows: (user, item, hours after T0, is_click)."""
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{i:04d}" for i in range(len(rows))],
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "event_ts": [T0 + dt.timedelta(hours=r[2]) for r in rows],
+            "is_click": [r[3] for r in rows],
+            "rating": [None] * len(rows),
+        }
+    ).astype({"rating": "float64"})
+
+
+def _vectors(spark, rows, users=None, **kw):
+    events = spark.createDataFrame(events_frame(rows))
+    params = VectorParams(als_rank=4, als_iterations=5, **kw)
+    return {r.user_id: r for r in build_user_vectors(events, users, CUTOFF, params).collect()}
+
+
+def test_user_vectors_use_only_events_before_the_cutoff(spark):
+    rng = np.random.default_rng(0)
+    rows = [(f"u{rng.integers(12)}", f"i{rng.integers(20)}", float(rng.integers(0, 200)), bool(rng.integers(2))) for _ in range(300)]
+    users = spark.createDataFrame(pd.DataFrame({"user_id": [f"u{i}" for i in range(12)], "source": "s", "age": range(12)}))
+    before = _vectors(spark, rows, users)
+    after_cutoff = [(f"u{rng.integers(15)}", f"i{rng.integers(25)}", 120.0 + float(rng.integers(0, 50)), True) for _ in range(100)]
+    with_future = _vectors(spark, rows + after_cutoff, users)
+    assert before.keys() == with_future.keys()
+    past_users = {r[0] for r in rows if r[2] < 120}
+    assert set(before) == past_users  # cutoff = T0 + 120 h
+    for u, r in before.items():
+        assert r.vector == with_future[u].vector
+        assert r.n_events == sum(1 for x in rows if x[0] == u and x[2] < 120)
+        assert len(r.vector) == r.profile_dim + r.behaviour_dim == 1 + 4
+        assert abs(np.linalg.norm(r.vector) - 1) < 1e-5
+
+
+def test_weights_split_cosine_between_blocks(spark):
+    """cos(u, v) = (wp²·cos_profile + wb²·cos_behaviour) / (wp² + wb²) for users with both blocks."""
+    rows = [("a", "x", 1, True), ("a", "y", 2, True), ("b", "x", 3, True), ("b", "z", 4, True), ("c", "y", 5, True), ("c", "z", 6, True)]
+    users = spark.createDataFrame(pd.DataFrame({"user_id": ["a", "b", "c"], "source": "s", "g": ["M", "F", "M"], "h": ["p", "p", "q"]}))
+    v = _vectors(spark, rows, users, profile_weight=2.0, behaviour_weight=1.0)
+    a, b = np.array(v["a"].vector), np.array(v["b"].vector)
+    pd_ = v["a"].profile_dim
+    cp = a[:pd_] @ b[:pd_] / (np.linalg.norm(a[:pd_]) * np.linalg.norm(b[:pd_]))
+    cb = a[pd_:] @ b[pd_:] / (np.linalg.norm(a[pd_:]) * np.linalg.norm(b[pd_:]))
+    assert abs(a @ b - (4 * cp + cb) / 5) < 1e-5
+    only_profile = _vectors(spark, rows, users, behaviour_weight=0.0)
+    assert only_profile["a"].behaviour_dim == 0 and len(only_profile["a"].vector) == only_profile["a"].profile_dim
