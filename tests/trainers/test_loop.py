@@ -1,0 +1,107 @@
+"""trainers.loop: determinism, early stopping, best-state restore; trainers.runs: run directories."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trainers.loop import deterministic, fit
+from trainers.runs import RunDir, load_state, read_json
+
+
+def _problem(seed=0, n=256):
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.normal(size=(n, 4)).astype(np.float32))
+    y = (x @ torch.tensor([1.0, -2.0, 0.5, 0.0]) > 0).float()
+    return x, y
+
+
+def _run(seed, epochs=5, patience=5, scores=None):
+    x, y = _problem()
+    with deterministic(seed):
+        model = torch.nn.Linear(4, 1)
+
+        def batches(epoch):
+            g = torch.Generator().manual_seed(seed * 1000 + epoch)
+            perm = torch.randperm(len(x), generator=g)
+            for i in range(0, len(x), 32):
+                idx = perm[i : i + 32]
+                yield x[idx], y[idx]
+
+        calls = iter(scores) if scores is not None else None
+
+        def evaluate(m):
+            if calls is not None:
+                return {"score": next(calls)}
+            with torch.no_grad():
+                return {"score": -float(torch.nn.functional.binary_cross_entropy_with_logits(m(x).squeeze(1), y))}
+
+        res = fit(
+            model, lambda m, b: torch.nn.functional.binary_cross_entropy_with_logits(m(b[0]).squeeze(1), b[1]),
+            batches, evaluate, "score", epochs=epochs, patience=patience, lr=0.05, progress=False,
+        )
+    return model, res
+
+
+def test_same_seed_same_weights_and_metrics():
+    m1, r1 = _run(3)
+    m2, r2 = _run(3)
+    assert r1.history == [{**h} for h in r2.history]
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    _, r3 = _run(4)
+    assert r3.history != r1.history
+
+
+def test_early_stopping_and_best_state_hand():
+    # validation scores peak at epoch 1, then 2 epochs without gain -> stop after epoch 3 (patience 2)
+    _, res = _run(0, epochs=10, patience=2, scores=[0.1, 0.5, 0.4, 0.3, 0.9])
+    assert res.best_epoch == 1 and res.epochs_run == 4 and res.stopped_early
+    assert res.best_score == 0.5
+
+
+def test_non_finite_loss_fails_naming_the_step():
+    model = torch.nn.Linear(1, 1)
+    with pytest.raises(FloatingPointError, match="epoch 0, step 0"):
+        fit(model, lambda m, b: torch.tensor(math.nan, requires_grad=True), lambda e: iter([(torch.zeros(1, 1),)]),
+            lambda m: {"s": 0.0}, "s", progress=False)
+
+
+def test_run_dir_round_trip(tmp_path):
+    run = RunDir(tmp_path, "m", {"seed": 1})
+    sd = torch.nn.Linear(2, 1).state_dict()
+    run.save_state(sd)
+    run.write_json("metrics.json", {"auc": np.float64(0.5)})
+    loaded = load_state(run.path)
+    assert all(torch.equal(loaded[k], sd[k]) for k in sd)
+    assert read_json(run.path, "metrics.json") == {"auc": 0.5}
+    assert read_json(run.path, "config.json") == {"model": "m", "config": {"seed": 1}}
+    assert RunDir(tmp_path, "m", {"seed": 1}).path != run.path  # a rerun gets its own directory
+
+
+def test_betas_reach_adam(monkeypatch):
+    seen = []
+    real_adam = torch.optim.Adam
+
+    def spy(params, **kw):
+        opt = real_adam(params, **kw)
+        seen.append(opt.param_groups[0]["betas"])
+        return opt
+
+    monkeypatch.setattr(torch.optim, "Adam", spy)
+    args = (lambda m, b: m(b[0]).sum(), lambda e: iter([(torch.ones(2, 1),)]), lambda m: {"s": 0.0}, "s")
+    fit(torch.nn.Linear(1, 1), *args, epochs=1, progress=False)
+    fit(torch.nn.Linear(1, 1), *args, epochs=1, progress=False, betas=(0.9, 0.98))
+    assert seen == [(0.9, 0.999), (0.9, 0.98)]
+
+
+def test_sasrec_passes_its_betas():
+    import inspect
+
+    from trainers.sasrec import SASRecConfig, _fit_kwargs
+
+    kwargs = _fit_kwargs(SASRecConfig(beta2=0.97))
+    assert kwargs["betas"] == (0.9, 0.97)
+    assert set(kwargs) <= set(inspect.signature(fit).parameters)

@@ -1,0 +1,252 @@
+"""Dataset readers and categorical encoders for trainers (pyarrow -> NumPy -> torch, no Spark).
+
+Reading is streamed: a fact table (for example ``watch_time_labels``) is read in record batches
+of the selected daily partitions and only the needed columns; each batch is joined to the small
+dimension tables (``items``, ``users``) in memory and encoded straight away, so what a split
+holds is its encoded int64 field matrix and a few numeric label columns, never the raw table.
+
+Encoders (:class:`CategoricalEncoder`) are fitted on the training split only; index 0 is
+reserved for values never seen in training and for nulls, so validation and test rows with a new
+user or video map to 0 instead of failing. They are saved with the model (``encoders.json``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from trainers.tables import TableSnapshot, _fs, snapshot
+
+UNKNOWN = 0
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One categorical input field: ``column`` of ``table`` (the fact table or a dimension).
+
+    ``transform``: ``"identity"`` (the value as text) or ``"most_frequent_tag"`` (for a
+    comma-separated tag list, the tag that is most frequent across the training split, as
+    D²Co's and CWM's ``tag_pop``).
+    """
+
+    name: str
+    table: str
+    column: str
+    transform: str = "identity"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A dimension table joined to the fact table on ``fact_key`` = the dimension's ``key``."""
+
+    table: str
+    key: str
+    fact_key: str
+
+
+class CategoricalEncoder:
+    """Value -> index in 1..n by training frequency (ties by value); 0 for unknown and null."""
+
+    def __init__(self, vocab: Sequence[str] = (), min_count: int = 1):
+        self.vocab = list(vocab)
+        self.min_count = min_count
+        self._index = pd.Index(self.vocab)
+
+    @classmethod
+    def fit(cls, counts: Counter, min_count: int = 1) -> "CategoricalEncoder":
+        items = sorted(((v, c) for v, c in counts.items() if v is not None and c >= min_count), key=lambda vc: (-vc[1], vc[0]))
+        return cls([v for v, _ in items], min_count)
+
+    @property
+    def cardinality(self) -> int:
+        """Embedding rows needed: the vocabulary plus the unknown index."""
+        return len(self.vocab) + 1
+
+    def transform(self, values) -> np.ndarray:
+        codes = self._index.get_indexer(pd.Index(pd.Series(values, dtype="object").astype("string").fillna("\x00")))
+        return (codes + 1).astype(np.int64)  # -1 (unknown) -> 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vocab": self.vocab, "min_count": self.min_count}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CategoricalEncoder":
+        return cls(data["vocab"], data.get("min_count", 1))
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Ids and categories as text; floats that hold integers lose their ``.0``."""
+    if pd.api.types.is_float_dtype(values):
+        out = values.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
+        return out.astype("object")
+    return values.astype("object").where(values.notna(), None).map(lambda v: None if v is None else str(v))
+
+
+def partitions_between(snap: TableSnapshot, first: dt.date, end: dt.date) -> list[str]:
+    """Partition keys (ISO dates) of a daily table in ``[first, end)``."""
+    keys = []
+    for key in snap.manifest.partitions:
+        try:
+            day = dt.date.fromisoformat(key)
+        except ValueError:
+            continue
+        if first <= day < end:
+            keys.append(key)
+    return sorted(keys)
+
+
+def stream_table(
+    snap: TableSnapshot, columns: list[str], partitions: list[str] | None = None, batch_rows: int = 65_536
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``columns`` from the given partitions of one committed version."""
+    fs, _ = _fs(snap.root)
+    for f in snap.files(partitions):
+        pf = pq.ParquetFile(f, filesystem=fs)
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise ValueError(f"table {snap.manifest.table!r} v{snap.version}: columns {missing} are missing")
+        yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def check_columns(snap: TableSnapshot, required: dict[str, str]) -> None:
+    """Fail naming the first column of ``required`` (name -> arrow type string) that is absent or mistyped."""
+    schema = dict(snap.manifest.schema)
+    for name, typ in required.items():
+        if name not in schema:
+            raise ValueError(f"table {snap.manifest.table!r} v{snap.version}: column {name!r} is missing")
+        actual = schema[name]
+        if typ and actual != typ and not (typ == "string" and actual == "large_string"):
+            raise ValueError(f"table {snap.manifest.table!r} v{snap.version}: column {name!r} has type {actual}, expected {typ}")
+
+
+def table_record(snap: TableSnapshot, partitions: list[str] | None = None) -> dict[str, Any]:
+    """What a run directory records about a table it read."""
+    m = snap.manifest
+    return {
+        "version": m.version,
+        "committed_at": m.committed_at,
+        "rows": m.row_count,
+        "partitions_read": partitions if partitions is not None else sorted(m.partitions),
+    }
+
+
+def load_dimension(root: str, dim: Dimension, columns: list[str], version: int | None = None) -> tuple[pd.DataFrame, TableSnapshot]:
+    """A dimension table's ``columns`` as text, indexed by its key (small: held in memory)."""
+    snap = snapshot(root, dim.table, version)
+    cols = [dim.key] + [c for c in columns if c != dim.key]
+    available = dict(snap.manifest.schema)
+    present = [c for c in cols if c in available]
+    frames = [b.to_pandas() for b in stream_table(snap, present)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=present)
+    for c in cols:
+        if c not in df:
+            df[c] = None
+    df = df.drop_duplicates(dim.key, keep="last")
+    out = pd.DataFrame({c: _as_text(df[c]) for c in cols if c != dim.key})
+    out.index = _as_text(df[dim.key]).values
+    return out, snap
+
+
+@dataclass
+class EncodedSplit:
+    """One split: the encoded field matrix and the numeric columns, row-aligned."""
+
+    x: np.ndarray  # int64 [rows, fields]
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def take(self, idx: np.ndarray) -> "EncodedSplit":
+        return EncodedSplit(self.x[idx], {k: v[idx] for k, v in self.columns.items()})
+
+
+class FieldEncoder:
+    """Joins fact batches to dimensions and encodes every field; fitted on the training split."""
+
+    def __init__(self, fields: Sequence[FieldSpec], fact_table: str, dims: dict[str, tuple[Dimension, pd.DataFrame]]):
+        self.fields = list(fields)
+        self.fact_table = fact_table
+        self.dims = dims
+        self.encoders: dict[str, CategoricalEncoder] = {}
+        self.tag_rank: dict[str, int] = {}
+
+    def raw_fields(self, batch: pd.DataFrame) -> dict[str, pd.Series]:
+        out = {}
+        for f in self.fields:
+            if f.table == self.fact_table:
+                values = _as_text(batch[f.column])
+            else:
+                dim, frame = self.dims[f.table]
+                keys = _as_text(batch[dim.fact_key])
+                values = pd.Series(frame[f.column].reindex(keys.values).values, index=batch.index, dtype="object")
+            if f.transform == "most_frequent_tag":
+                values = values.map(self._pick_tag)
+            out[f.name] = values
+        return out
+
+    def _pick_tag(self, v):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return None
+        tags = [t.strip() for t in str(v).split(",") if t.strip()]
+        if not tags:
+            return None
+        return min(tags, key=lambda t: (-self.tag_rank.get(t, 0), t))
+
+    def fit(self, batches: Callable[[], Iterator[pd.DataFrame]]) -> "FieldEncoder":
+        tag_counts: Counter = Counter()
+        tag_fields = [f for f in self.fields if f.transform == "most_frequent_tag"]
+        if tag_fields:
+            for batch in batches():
+                for f in tag_fields:
+                    raw = FieldEncoder([FieldSpec(f.name, f.table, f.column)], self.fact_table, self.dims).raw_fields(batch)[f.name]
+                    for v in raw.dropna():
+                        tag_counts.update(t.strip() for t in str(v).split(",") if t.strip())
+            self.tag_rank = dict(tag_counts)
+        counts = {f.name: Counter() for f in self.fields}
+        for batch in batches():
+            for name, values in self.raw_fields(batch).items():
+                counts[name].update(values.dropna().tolist())
+        self.encoders = {name: CategoricalEncoder.fit(c) for name, c in counts.items()}
+        return self
+
+    def encode(self, batch: pd.DataFrame) -> np.ndarray:
+        raw = self.raw_fields(batch)
+        return np.stack([self.encoders[f.name].transform(raw[f.name]) for f in self.fields], axis=1).astype(np.int64)
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [self.encoders[f.name].cardinality for f in self.fields]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fields": [f.__dict__ for f in self.fields],
+            "tag_rank": self.tag_rank,
+            "encoders": {k: e.to_json() for k, e in self.encoders.items()},
+        }
+
+
+def batch_indices(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> Iterator[np.ndarray]:
+    """Row indices of each batch; the order depends only on (seed, epoch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def tensor_batches(
+    split: EncodedSplit, columns: Sequence[str], batch_size: int, seed: int, epoch: int, shuffle: bool = True
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """``(x, *columns)`` tensors per batch, in the (seed, epoch) order."""
+    x = torch.from_numpy(split.x)
+    cols = [torch.from_numpy(np.ascontiguousarray(split.columns[c])) for c in columns]
+    for idx in batch_indices(len(split), batch_size, seed, epoch, shuffle):
+        t = torch.from_numpy(idx)
+        yield (x.index_select(0, t), *(c.index_select(0, t) for c in cols))

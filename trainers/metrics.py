@@ -1,0 +1,195 @@
+"""Evaluation metrics for the trainers (NumPy only).
+
+Definitions follow the label-debiasing papers' official evaluation code (spec: labels, §5) where
+they define one; every function documents its tie and edge-case rules, because those decide the
+last digits and differ between libraries.
+
+Ranking over impressions (one row per impression, grouped by user):
+
+- :func:`auc`: global ROC-AUC, tied scores count half (as scikit-learn).
+- :func:`gauc`: per-user AUC weighted by the user's number of positives (D²Co); users whose
+  labels are all 0 or all 1 are skipped.
+- :func:`ndcg_at_k`: per-user nDCG@k with exp2 gain (``2**rel - 1``, which is ``rel`` for binary
+  labels), ties in score broken by row order; users with no positive score 0 and are averaged in.
+
+Watch-time accuracy:
+
+- :func:`mae`.
+- :func:`xauc`: the fraction of all pairs whose predicted order agrees with the true watch-time
+  order. Pairs with equal true watch time count as concordant; tied predictions are ordered by
+  row order (the earlier row counts as the lower prediction), as a stable sort does.
+- :func:`xgauc`: per-user XAUC weighted by the user's number of rows; users with one row score 1;
+  users whose watch times are all zero are skipped.
+
+Full ranking (one target item per user, a score for every item), for sequential models:
+
+- :func:`full_ranking_metrics`: HR@k and NDCG@k, where the target's rank counts every other
+  item scored at least as high (pessimistic ties, so a constant model scores 0, not 1).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def _group_slices(groups: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each group, in order of first appearance, rows in input order."""
+    groups = np.asarray(groups)
+    if groups.size == 0:
+        return []
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    by_first = np.argsort(first, kind="stable")
+    return [order[starts[g] : starts[g] + counts[g]] for g in by_first]
+
+
+def auc(labels, scores) -> float:
+    """Global ROC-AUC of binary ``labels`` by ``scores``; NaN if only one class is present."""
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _average_ranks(s: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``s`` with ties given their average rank."""
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(s.size, dtype=np.float64)
+    boundaries = np.flatnonzero(np.diff(sorted_s)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [s.size]])
+    avg = (starts + ends + 1) / 2.0  # mean of the 1-based positions start+1 .. end
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def gauc(users, labels, scores) -> float:
+    """Σ_u n⁺_u · AUC_u / Σ_u n⁺_u over users with both classes; NaN if there are none."""
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    num = den = 0.0
+    for idx in _group_slices(np.asarray(users)):
+        yu = y[idx]
+        pos = int(yu.sum())
+        if pos == 0 or pos == yu.size:
+            continue
+        num += pos * auc(yu, s[idx])
+        den += pos
+    return float(num / den) if den else float("nan")
+
+
+def _dcg(rel: np.ndarray, k: int) -> float:
+    top = rel[:k]
+    return float(((2.0**top - 1.0) / np.log2(np.arange(2, top.size + 2))).sum())
+
+
+def ndcg_at_k(users, relevance, scores, k: int) -> float:
+    """Mean over users of nDCG@k (exp2 gain; ties by row order; users without positives score 0)."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    rel = np.asarray(relevance, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    values = []
+    for idx in _group_slices(np.asarray(users)):
+        ru = rel[idx]
+        ideal = _dcg(np.sort(ru)[::-1], k)
+        if ideal <= 0:
+            values.append(0.0)
+            continue
+        order = np.argsort(-s[idx], kind="stable")
+        values.append(_dcg(ru[order], k) / ideal)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def mae(truth, predicted) -> float:
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    return float(np.abs(t - p).mean()) if t.size else float("nan")
+
+
+def _count_strict_inversions(y: np.ndarray) -> int:
+    """#{(a, b): a < b, y[a] > y[b]} in O(n log n) with a Fenwick tree over the ranks of y."""
+    n = y.size
+    if n < 2:
+        return 0
+    _, ranks = np.unique(y, return_inverse=True)
+    ranks = ranks.astype(np.int64) + 1
+    m = int(ranks.max())
+    tree = [0] * (m + 1)
+    inversions = 0
+    seen = 0
+    for r in ranks.tolist():
+        # count seen values <= r, so greater = seen - that
+        i, le = r, 0
+        while i > 0:
+            le += tree[i]
+            i -= i & -i
+        inversions += seen - le
+        i = r
+        while i <= m:
+            tree[i] += 1
+            i += i & -i
+        seen += 1
+    return inversions
+
+
+def xauc(truth, predicted) -> float:
+    """Share of row pairs ordered concordantly (equal truths concordant; prediction ties by row order)."""
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    n = t.size
+    if n < 2:
+        return 1.0
+    order = np.argsort(p, kind="stable")
+    pairs = n * (n - 1) // 2
+    return float((pairs - _count_strict_inversions(t[order])) / pairs)
+
+
+def xgauc(users, truth, predicted) -> float:
+    """Per-user XAUC weighted by rows; one-row users score 1; all-zero-watch-time users are skipped."""
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    num = den = 0.0
+    for idx in _group_slices(np.asarray(users)):
+        tu = t[idx]
+        if not np.any(tu != 0):
+            continue
+        num += idx.size * xauc(tu, p[idx])
+        den += idx.size
+    return float(num / den) if den else float("nan")
+
+
+def full_ranking_metrics(scores, targets, ks: Iterable[int] = (10, 20), exclude=None) -> dict[str, float]:
+    """HR@k and NDCG@k with one target per row of ``scores`` (users × items).
+
+    ``exclude`` is an optional boolean mask of the same shape: items not to rank (already seen);
+    the target itself is never excluded. The target's 0-based rank is the number of other
+    ranked items whose score is >= the target's (pessimistic ties).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    tgt = np.asarray(targets, dtype=np.int64)
+    if s.ndim != 2 or tgt.shape != (s.shape[0],):
+        raise ValueError("scores must be users × items and targets one item index per user")
+    rows = np.arange(s.shape[0])
+    target_scores = s[rows, tgt]
+    ahead = s >= target_scores[:, None]
+    ahead[rows, tgt] = False
+    if exclude is not None:
+        mask = np.asarray(exclude, dtype=bool).copy()
+        mask[rows, tgt] = False
+        ahead &= ~mask
+    rank = ahead.sum(axis=1)
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = rank < k
+        out[f"hr@{k}"] = float(hit.mean()) if rank.size else float("nan")
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).mean()) if rank.size else float("nan")
+    return out

@@ -1,0 +1,206 @@
+"""The watch-time dataset: ``watch_time_labels`` joined to ``items`` and ``users``, split by day.
+
+Only categorical features known before the impression are inputs (user and video ids, author,
+music, the most frequent tag, upload and video type, the user profile ranges). Duration is never
+an input, nor is post-exposure feedback (like, follow, comment, ...).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainers.data import (
+    Dimension,
+    EncodedSplit,
+    FieldEncoder,
+    FieldSpec,
+    check_columns,
+    load_dimension,
+    partitions_between,
+    stream_table,
+    table_record,
+)
+from trainers.tables import snapshot
+
+LABELS_TABLE = "watch_time_labels"
+STATS_TABLE = "duration_stats"
+TRUTH_TABLE = "synthetic_truth"
+
+#: Pre-impression fields (D²Co/CWM's KuaiRand inputs minus feedback flags and ``tab``, which the
+#: events table does not carry). A field whose column a source lacks is left out.
+DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("user_id", LABELS_TABLE, "user_id"),
+    FieldSpec("item_id", LABELS_TABLE, "item_id"),
+    FieldSpec("author_id", "items", "author_id"),
+    FieldSpec("music_id", "items", "music_id"),
+    FieldSpec("tag_pop", "items", "tag", "most_frequent_tag"),
+    FieldSpec("video_type", "items", "video_type"),
+    FieldSpec("upload_type", "items", "upload_type"),
+    FieldSpec("user_active_degree", "users", "user_active_degree"),
+    FieldSpec("follow_user_num_range", "users", "follow_user_num_range"),
+    FieldSpec("fans_user_num_range", "users", "fans_user_num_range"),
+    FieldSpec("friend_user_num_range", "users", "friend_user_num_range"),
+    FieldSpec("register_days_range", "users", "register_days_range"),
+)
+
+DIMENSIONS = {
+    "items": Dimension("items", "item_id", "item_id"),
+    "users": Dimension("users", "user_id", "user_id"),
+}
+
+#: Columns read from watch_time_labels, with their arrow types (checked before reading).
+LABEL_COLUMNS: dict[str, str] = {
+    "event_id": "string",
+    "user_id": "string",
+    "item_id": "string",
+    "event_date": "date32[day]",
+    "duration_s": "int64",
+    "watch_time_s": "int64",
+    "play_time_ms": "int64",
+    "pcr": "double",
+    "wtg_gain": "double",
+    "wtg": "double",
+    "d2q_bin": "int32",
+    "d2q": "double",
+    "d2co": "double",
+    "cwm_target": "double",
+    "is_censored": "bool",
+    "is_long_view_d2co": "bool",
+    "is_long_view_cwm": "bool",
+}
+NUMERIC = ["duration_s", "watch_time_s", "pcr", "wtg_gain", "wtg", "d2q_bin", "d2q", "d2co", "cwm_target"]
+FLAGS = ["is_censored", "is_long_view_d2co", "is_long_view_cwm"]
+STATS_COLUMNS: dict[str, str] = {
+    "duration_s": "int64",
+    "rows": "int64",
+    "wt_mean_s": "double",
+    "wt_std_s": "double",
+    "noise_wt_s": "double",
+    "interest_wt_s": "double",
+    "noise_wt_smoothed_s": "double",
+    "interest_wt_smoothed_s": "double",
+    "fit_start": "date32[day]",
+    "fit_end": "date32[day]",
+}
+
+
+class LabelWindowError(ValueError):
+    """duration_stats was fitted on days outside the training split (the labels would leak)."""
+
+
+@dataclass
+class WatchTimeData:
+    splits: dict[str, EncodedSplit]
+    groups: dict[str, np.ndarray]  # per split: the user of each row, as an int code (for GAUC, nDCG)
+    event_ids: dict[str, np.ndarray]
+    stats: pd.DataFrame  # duration_stats, indexed by duration_s
+    encoder: FieldEncoder
+    windows: dict[str, tuple[dt.date, dt.date]]
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loader_samples_per_s: float = 0.0
+    interest: dict[str, np.ndarray] = field(default_factory=dict)  # synthetic planted interest, if any
+
+
+def _read_stats(root: str, version: int | None) -> tuple[pd.DataFrame, Any]:
+    snap = snapshot(root, STATS_TABLE, version)
+    check_columns(snap, STATS_COLUMNS)
+    frames = [b.to_pandas() for b in stream_table(snap, list(STATS_COLUMNS))]
+    df = pd.concat(frames, ignore_index=True).sort_values("duration_s").set_index("duration_s")
+    return df, snap
+
+
+def load_watch_time_data(
+    root: str,
+    split,
+    fields: tuple[FieldSpec, ...] = DEFAULT_FIELDS,
+    versions: dict[str, int] | None = None,
+    check_label_window: bool = True,
+    batch_rows: int = 65_536,
+) -> WatchTimeData:
+    """Read, join, split and encode; fit the encoders on the training days only."""
+    import time
+
+    versions = versions or {}
+    snap = snapshot(root, LABELS_TABLE, versions.get(LABELS_TABLE))
+    check_columns(snap, LABEL_COLUMNS)
+    days = sorted(dt.date.fromisoformat(k) for k in snap.manifest.partitions)
+    if not days:
+        raise ValueError(f"{LABELS_TABLE} v{snap.version} has no rows")
+    windows = split.windows(days[-1])
+    parts = {name: partitions_between(snap, a, b) for name, (a, b) in windows.items()}
+    for name, keys in parts.items():
+        if not keys:
+            a, b = windows[name]
+            raise ValueError(f"the {name} split [{a}, {b}) has no {LABELS_TABLE} partitions (data: {days[0]} .. {days[-1]})")
+
+    stats, stats_snap = _read_stats(root, versions.get(STATS_TABLE))
+    fit_start, fit_end = stats["fit_start"].iloc[0], stats["fit_end"].iloc[0]
+    train0, train_end = windows["train"]
+    if check_label_window and (fit_start < train0 or fit_end > train_end):
+        raise LabelWindowError(
+            f"{STATS_TABLE} v{stats_snap.version} was fitted on [{fit_start}, {fit_end}) but the training split is "
+            f"[{train0}, {train_end}): labels fitted on validation or test days leak; refit the labels on the "
+            "training window (labels settings) or change training.split"
+        )
+
+    dims, tables = {}, {}
+    used_dims = {f.table for f in fields} - {LABELS_TABLE}
+    for name in sorted(used_dims):
+        dim = DIMENSIONS[name]
+        frame, dsnap = load_dimension(root, dim, [f.column for f in fields if f.table == name], versions.get(name))
+        dims[name] = (dim, frame)
+        tables[name] = table_record(dsnap)
+    present = [f for f in fields if f.table == LABELS_TABLE or dims[f.table][1][f.column].notna().any()]
+    encoder = FieldEncoder(present, LABELS_TABLE, dims)
+    read_cols = list(LABEL_COLUMNS)
+
+    def batches(name):
+        for b in stream_table(snap, read_cols, parts[name], batch_rows):
+            yield b.to_pandas()
+
+    encoder.fit(lambda: batches("train"))
+    splits, groups, event_ids = {}, {}, {}
+    t_read = 0.0
+    n_read = 0
+    user_codes: dict[str, int] = {}
+    for name in ("train", "valid", "test"):
+        xs, cols, users, ids = [], {c: [] for c in NUMERIC + FLAGS}, [], []
+        t0 = time.perf_counter()
+        for df in batches(name):
+            xs.append(encoder.encode(df))
+            for c in NUMERIC:
+                cols[c].append(df[c].to_numpy(dtype=np.float64 if c != "d2q_bin" else np.int64))
+            for c in FLAGS:
+                cols[c].append(df[c].to_numpy(dtype=bool))
+            users.append(df["user_id"].map(lambda u: user_codes.setdefault(u, len(user_codes))).to_numpy(np.int64))
+            ids.append(df["event_id"].to_numpy(dtype=object))
+        t_read += time.perf_counter() - t0
+        x = np.concatenate(xs) if xs else np.zeros((0, len(present)), np.int64)
+        n_read += len(x)
+        splits[name] = EncodedSplit(x, {c: np.concatenate(v) for c, v in cols.items()})
+        groups[name] = np.concatenate(users)
+        event_ids[name] = np.concatenate(ids)
+    tables[LABELS_TABLE] = table_record(snap, sorted(k for ks in parts.values() for k in ks))
+    tables[STATS_TABLE] = table_record(stats_snap)
+    data = WatchTimeData(
+        splits, groups, event_ids, stats, encoder, windows, tables, loader_samples_per_s=n_read / t_read if t_read else 0.0
+    )
+    _attach_truth(root, data, versions.get(TRUTH_TABLE))
+    return data
+
+
+def _attach_truth(root: str, data: WatchTimeData, version: int | None) -> None:
+    """Synthetic sources: the planted interest of each row (for nDCG against the truth)."""
+    try:
+        snap = snapshot(root, TRUTH_TABLE, version)
+    except FileNotFoundError:
+        return
+    frames = [b.to_pandas() for b in stream_table(snap, ["event_id", "interest"])]
+    truth = pd.concat(frames, ignore_index=True).set_index("event_id")["interest"]
+    for name, ids in data.event_ids.items():
+        data.interest[name] = truth.reindex(ids).to_numpy(dtype=np.float64)
+    data.tables[TRUTH_TABLE] = table_record(snap)
