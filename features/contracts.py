@@ -113,4 +113,4 @@ def all_contracts() -> list[TableContract]:
 
 def _load_all() -> None:
     # Importing the modules registers their contracts.
-    from features import dimensions, events, ingest_runs, rejections, sequences, synthetic_truth  # noqa: F401
+    from features import dimensions, events, ingest_runs, labels, lookalike, recall, rejections, rote, sequences, synthetic_truth  # noqa: F401

@@ -52,6 +52,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SECONDS_PER_DAY = 86_400
 #: The SASRec form's mean month and year lengths, in days (official ``decompose_unix_timestamp``).
@@ -343,3 +344,112 @@ def rote_features(
 def column_units(columns: Mapping[str, object] | Iterable[str]) -> dict[str, str]:
     """The documented unit of each named column (KeyError for an undocumented one)."""
     return {name: ROTE_COLUMNS[name] for name in columns}
+
+
+# --------------------------------------------------------------------------- the rote_features table
+
+
+def _rote_contract():
+    from features.contracts import TableContract, register
+
+    i64, f64 = pa.int64(), pa.float64()
+    fields = [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("hist_len", pa.int32(), nullable=False),
+        pa.field("hist_ts_s", pa.list_(i64)),
+        pa.field("hist_days_f", pa.list_(f64)),
+        pa.field("hist_months_f", pa.list_(f64)),
+        pa.field("hist_years_f", pa.list_(f64)),
+        pa.field("gap_prev_s", pa.list_(i64)),
+        pa.field("gap_to_target_s", pa.list_(i64)),
+        pa.field("query_ts_s", i64, nullable=False),
+        pa.field("target_ts_s", i64, nullable=False),
+        pa.field("target_days_f", f64, nullable=False),
+        pa.field("target_months_f", f64, nullable=False),
+        pa.field("target_years_f", f64, nullable=False),
+        pa.field("target_date", pa.date32(), nullable=False),
+    ]
+    return register(
+        TableContract(
+            name="rote_features",
+            schema=pa.schema(fields),
+            key=("event_id",),
+            partition_column="target_date",
+            open_columns=True,
+            description="RoTE time features of every user_sequences row: per history position and for the target, "
+            "SASRec-form levels, RPG calendar ids of the configured levels (open columns), gaps; UTC.",
+            invariants=(
+                "one row per user_sequences row (same event_id, user_id, target_date); hist_len equals its hist_len",
+                "every hist_* list has hist_len elements, in the history's order (oldest first)",
+                "for each configured level: hist_<level>_id, hist_<level>_id_rel (lists), target_<level>_id, "
+                "target_<level>_id_rel (int64)",
+                "query_ts_s = the last history event's seconds (0 for an empty history); gap_prev_s >= 0; gap_to_target_s >= 0",
+            ),
+        )
+    )
+
+
+ROTE_FEATURES = _rote_contract()
+
+
+def rote_table_schema(levels: Iterable[str] = PAPER_LEVELS) -> pa.Schema:
+    """Arrow schema of :func:`rote_batch`'s output: the contract's columns plus the level ids."""
+    extra = []
+    for level in levels:
+        extra += [
+            pa.field(f"hist_{level}_id", pa.list_(pa.int64())),
+            pa.field(f"hist_{level}_id_rel", pa.list_(pa.int64())),
+            pa.field(f"target_{level}_id", pa.int64()),
+            pa.field(f"target_{level}_id_rel", pa.int64()),
+        ]
+    return pa.schema(list(ROTE_FEATURES.schema) + extra)
+
+
+def rote_batch(batch: pa.RecordBatch | pa.Table, levels: Iterable[str] = PAPER_LEVELS) -> pa.Table:
+    """``user_sequences`` rows -> ``rote_features`` rows (see :func:`rote_table_schema`).
+
+    Needs ``event_id``, ``user_id``, ``hist_ts`` (list of UTC timestamps, oldest first),
+    ``target_ts`` and ``target_date``. Histories are right-padded into one matrix, passed
+    through :func:`rote_features` with an explicit mask, and cut back to lists of ``hist_len``.
+    """
+    levels = tuple(levels)
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    hist = table.column("hist_ts").combine_chunks()
+    if hist.null_count:
+        hist = hist.fill_null(pa.scalar([], hist.type))
+    n = len(hist)
+    lengths = pc.list_value_length(hist).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    width = int(lengths.max()) if n else 0
+    rows = np.repeat(np.arange(n), lengths)
+    pos = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lengths)
+    flat = to_epoch_seconds(pc.list_flatten(hist))
+    ts = np.zeros((n, max(width, 1)), dtype=np.int64)
+    mask = np.zeros_like(ts, dtype=bool)
+    ts[rows, pos] = flat
+    mask[rows, pos] = True
+    target = to_epoch_seconds(table.column("target_ts"))
+    feats = rote_features(ts, target, mask=mask, levels=levels, relative=True, gaps=True)
+    off = pa.array(offsets.astype(np.int32), pa.int32())
+
+    def as_list(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+        return pa.ListArray.from_arrays(off, pa.array(values[rows, pos], typ))
+
+    schema = rote_table_schema(levels)
+    cols = {
+        "event_id": table.column("event_id"),
+        "user_id": table.column("user_id"),
+        "hist_len": pa.array(lengths.astype(np.int32), pa.int32()),
+        "target_date": table.column("target_date"),
+    }
+    for field in schema:
+        if field.name in cols:
+            continue
+        values = feats[field.name]
+        if pa.types.is_list(field.type):
+            cols[field.name] = as_list(values, field.type.value_type)
+        else:
+            cols[field.name] = pa.array(values, field.type)
+    return pa.table([cols[f.name] for f in schema], schema=schema)

@@ -6,6 +6,7 @@ import dagster as dg
 from features.dimensions import ITEMS, USERS
 from features.events import EVENTS
 from features.rejections import REJECTED_EVENTS
+from features.rote import ROTE_FEATURES
 from features.sequences import USER_SEQUENCES
 from features.synthetic_truth import SYNTHETIC_TRUTH
 from orchestration.checks import build_checks  # noqa: F401  (checks live in orchestration/checks.py)
@@ -151,21 +152,53 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
     assets += [dimension_asset(USERS), dimension_asset(ITEMS)]
 
-    @dg.asset(
-        name=USER_SEQUENCES.name,
-        group_name=FEATURES_GROUP,
-        deps=[dg.AssetKey(EVENTS.name)],
-        description=USER_SEQUENCES.description,
-        kinds={"spark", "parquet"},
+    incremental = settings.sequences.build == "incremental"
+    seq_partitions = partitions if incremental else None
+    seq_policy = dg.BackfillPolicy.single_run() if incremental else None
+
+    def _days(context: dg.AssetExecutionContext):
+        """The run's window of target days (incremental builds), else (None, None)."""
+        if not context.has_partition_key_range and not context.has_partition_key:
+            return None, None
+        w = _window(context)
+        return w.start, w.end
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                USER_SEQUENCES.name,
+                group_name=FEATURES_GROUP,
+                deps=[dg.AssetKey(EVENTS.name)],
+                description=USER_SEQUENCES.description,
+                kinds={"spark", "parquet"},
+                partitions_def=seq_partitions,
+            ),
+            dg.AssetSpec(
+                ROTE_FEATURES.name,
+                group_name=FEATURES_GROUP,
+                deps=[dg.AssetKey(EVENTS.name)],
+                description=ROTE_FEATURES.description,
+                kinds={"spark", "parquet"},
+                partitions_def=seq_partitions,
+            ),
+        ],
+        name="sequences",
+        can_subset=False,
+        backfill_policy=seq_policy,
     )
-    def user_sequences(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+    def sequences(
+        context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource
+    ):
+        """One pass over the events builds both tables (docs/sequences.md)."""
         from pipelines.sequences import build_sequences_table
 
         wh = warehouse.get()
-        manifest = build_sequences_table(spark.get_session(), wh, settings.get().sequences)
-        return dg.MaterializeResult(metadata=table_metadata(wh, manifest))
+        start, end = _days(context)
+        manifests = build_sequences_table(spark.get_session(), wh, settings.get().sequences, start, end)
+        for name, manifest in manifests.items():
+            yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(wh, manifest))
 
-    assets.append(user_sequences)
+    assets.append(sequences)
 
     if synthetic:
 

@@ -26,16 +26,21 @@ def partition_range_tags(partitions: dg.DailyPartitionsDefinition, start: str | 
     }
 
 
-def build_jobs(partitions: dg.DailyPartitionsDefinition) -> list:
+def build_jobs(assets: list[dg.AssetsDefinition]) -> list:
+    """The daily job (every daily-partitioned asset: ingestion, and incremental feature tables)
+    and the refresh job (every unpartitioned asset)."""
+    daily_keys = [k for a in assets if a.partitions_def is not None for k in a.keys]
+    other_keys = [k for a in assets if a.partitions_def is None for k in a.keys]
     daily = dg.define_asset_job(
         INGEST_JOB,
-        selection=dg.AssetSelection.assets(EVENTS.name, REJECTED_EVENTS.name),
-        description="Ingest one day of source events into the events table (plus its blocking checks).",
+        selection=dg.AssetSelection.assets(*daily_keys),
+        description="Ingest one day of source events into the events table, then build that day of every "
+        "incremental (daily-partitioned) feature table, with their blocking checks.",
     )
     refresh = dg.define_asset_job(
         REFRESH_JOB,
-        selection=dg.AssetSelection.all() - dg.AssetSelection.assets(EVENTS.name, REJECTED_EVENTS.name),
-        description="Refresh the unpartitioned tables (sources, users, items, truth).",
+        selection=dg.AssetSelection.assets(*other_keys),
+        description="Refresh the unpartitioned tables (sources, users, items, truth, full-build feature tables).",
     )
     return [daily, refresh]
 

@@ -17,8 +17,10 @@ import dagster as dg
 
 from features.dimensions import ITEMS, USERS
 from features.events import EVENTS
+from features.rote import ROTE_FEATURES
 from features.sequences import USER_SEQUENCES
 from features.synthetic_truth import SYNTHETIC_TRUTH
+from orchestration.metadata import invariant_check_result
 from orchestration.resources import SettingsResource, SparkResource, WarehouseResource
 from pipelines.quality_suites import ERROR, QualitySettings, warning_check_name
 from pipelines.settings import Settings
@@ -27,7 +29,7 @@ from pipelines.settings import Settings
 def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     """The quality checks of every table of the active source's asset graph."""
     names = [EVENTS.name, USERS.name, ITEMS.name] + ([SYNTHETIC_TRUTH.name] if settings.source.kind == "synthetic" else [])
-    return [quality_check(name) for name in names] + [sequences_check()]
+    return [quality_check(name) for name in names] + [sequences_check(), rote_check()]
 
 
 def sequences_check() -> dg.AssetChecksDefinition:
@@ -43,12 +45,25 @@ def sequences_check() -> dg.AssetChecksDefinition:
         from pipelines.sequences import check_sequences
 
         counts = check_sequences(spark.get_session(), warehouse.get(), settings.get().sequences)
-        bad = {k: v for k, v in counts.items() if k != "rows" and v}
-        return dg.AssetCheckResult(
-            passed=not bad,
-            description=", ".join(f"{k}: {v}" for k, v in bad.items()) or f"{counts['rows']:,} rows satisfy every invariant",
-            metadata=counts,
-        )
+        return invariant_check_result(counts)
+
+    return _check
+
+
+def rote_check() -> dg.AssetChecksDefinition:
+    """Blocking: ``rote_features`` matches ``user_sequences`` row for row, lists aligned, gaps >= 0."""
+
+    @dg.asset_check(
+        asset=ROTE_FEATURES.name,
+        name="rote_features_invariants",
+        blocking=True,
+        description="One row per user_sequences row; every list has hist_len elements; gaps >= 0; query time <= target time.",
+    )
+    def _check(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.AssetCheckResult:
+        from pipelines.sequences import check_rote
+
+        counts = check_rote(spark.get_session(), warehouse.get(), settings.get().sequences)
+        return invariant_check_result(counts)
 
     return _check
 

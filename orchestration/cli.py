@@ -10,6 +10,7 @@ Stable forms (scripts and schedulers call them)::
     recfeat show TABLE [--warehouse DIR] [--rows N]
     recfeat export TABLE OUT.parquet [--warehouse DIR]
     recfeat report [--warehouse DIR]
+    recfeat train MODEL [--model-config FILE] [--set KEY=VALUE ...] [--from-run DIR] [--warehouse DIR]
 
 Exit code 0 on success; on failure one line ``recfeat: error: <reason>`` and exit code 1
 (2 for usage errors).
@@ -27,12 +28,18 @@ class CliError(Exception):
     """A failure reported as one line."""
 
 
-def _settings(args, **overrides):
-    from pipelines.settings import load_settings
-
+def _overrides(args, **extra) -> dict:
+    """Dotted settings overrides from the command's flags (they reach Dagster runs too)."""
+    overrides = dict(extra)
     if getattr(args, "warehouse", None):
         overrides["warehouse.root"] = os.path.abspath(args.warehouse) if "://" not in args.warehouse else args.warehouse
-    return load_settings(args.config, overrides=overrides)
+    return overrides
+
+
+def _settings(args, **extra):
+    from pipelines.settings import load_settings
+
+    return load_settings(args.config, overrides=_overrides(args, **extra))
 
 
 def _warehouse(settings):
@@ -129,6 +136,7 @@ def materialize_assets(
     end: str | None = None,
     log=print,
     log_level: str = "WARNING",
+    overrides: dict | None = None,
 ) -> list[str]:
     """Materialize the selected assets in process, in dependency order, checks included.
 
@@ -140,7 +148,7 @@ def materialize_assets(
     from orchestration.automation import partition_range_tags
     from orchestration.definitions import build_definitions
 
-    defs = build_definitions(settings, config_file)
+    defs = build_definitions(settings, config_file, overrides)
     order = _resolve_selection(defs, select)
     graph = defs.resolve_asset_graph()
     assets = list(defs.assets) + list(defs.asset_checks or [])
@@ -201,7 +209,7 @@ def cmd_materialize(args) -> int:
     start, end = args.start, args.end
     if args.partition:
         start = end = args.partition
-    materialize_assets(settings, args.config, args.select, start, end, log_level=_log_level(args))
+    materialize_assets(settings, args.config, args.select, start, end, log_level=_log_level(args), overrides=_overrides(args))
     print(f"warehouse: {settings.warehouse.root}")
     return 0
 
@@ -257,12 +265,16 @@ def cmd_export(args) -> int:
 
 def cmd_demo(args) -> int:
     _ensure_dagster_home()
-    settings = _settings(args)
+    from trainers.registry import model_names
+
+    # The demo trains every model on a small budget (``--train-epochs``) so it stays quick.
+    budget = {f"training.models.{m}.{k}": v for m in model_names() for k, v in (("epochs", args.train_epochs), ("patience", 1))}
+    settings = _settings(args, **budget)
     if settings.source.kind != "synthetic":
         print(f"note: the active source is {settings.active_source!r} ({settings.source.kind}), not the synthetic default")
     t0 = time.perf_counter()
     print(f"recfeat demo: {settings.synthetic.events:,} synthetic events, warehouse {settings.warehouse.root}")
-    materialize_assets(settings, args.config, None, log_level=_log_level(args))
+    materialize_assets(settings, args.config, None, log_level=_log_level(args), overrides=_overrides(args, **budget))
     print(f"pipeline finished in {time.perf_counter() - t0:.1f} s\n")
     wh = _warehouse(settings)
     _print_tables(wh)
@@ -290,6 +302,51 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    """Train one registered model (trainers/registry.py) with the project settings."""
+    import json
+
+    import yaml
+
+    from orchestration.models import model_config
+    from trainers.config import parse_overrides
+    from trainers.registry import get_model, model_names
+
+    if args.model not in model_names():
+        raise CliError(f"unknown model {args.model!r}; known: {model_names()}")
+    settings = _settings(args)
+    layers = []
+    if args.from_run:
+        saved = json.loads((Path(args.from_run) / "config.json").read_text())
+        if saved.get("model") != args.model:
+            raise CliError(f"{args.from_run} is a run of {saved.get('model')!r}, not {args.model!r}")
+        layers.append(saved["config"])
+    if args.model_config:
+        loaded = yaml.safe_load(Path(args.model_config).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise CliError(f"{args.model_config}: must hold a mapping of config fields")
+        layers.append(loaded)
+    layers.append(parse_overrides(args.set or []))
+    if getattr(args, "warehouse", None):
+        layers.append({"warehouse": settings.warehouse.root})
+    cfg = model_config(settings, args.model, *layers)
+    result = get_model(args.model).train(cfg)
+    m = result.metrics
+    print(f"{args.model}: best epoch {m.get('best_epoch')} by valid {m.get('select_metric')}")
+    for split in ("valid", "test"):
+        if split in m:
+            print(f"  {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in m[split].items()))
+    tp = m.get("throughput", {})
+    if tp:
+        print(
+            f"  throughput: loader {tp.get('loader_samples_per_s', 0):,.0f} samples/s, "
+            f"training {tp.get('train_samples_per_s', 0):,.0f} samples/s"
+        )
+    print(f"  tables: " + ", ".join(f"{t} v{r['version']}" for t, r in sorted(result.tables.items())))
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recfeat", description="recfeat: a feature platform for recommender systems.")
@@ -302,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo", help="generate the synthetic default and run the whole pipeline")
     warehouse_opt(sp)
+    sp.add_argument(
+        "--train-epochs", type=int, default=2, metavar="N",
+        help="epochs each model trains for in the demo (default 2; `recfeat train` uses the configured budget)",
+    )
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("generate", help="write a synthetic source data set (KuaiRand format + ground truth)")
@@ -347,6 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("report", help="the last data-quality validation per table and the data docs path")
     warehouse_opt(sp)
     sp.set_defaults(func=cmd_report)
+    sp = sub.add_parser("train", help="train a registered model (docs/training.md); prints metrics and the run directory")
+    sp.add_argument("model", metavar="MODEL", help="a registered model, e.g. watch_time_fm")
+    sp.add_argument("--model-config", metavar="FILE", help="YAML of the model's config fields (over training.models.MODEL)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field (repeatable; dotted for nested)")
+    sp.add_argument("--from-run", metavar="DIR", help="start from the config of an earlier run directory (reproduce it)")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_train)
     return p
 
 

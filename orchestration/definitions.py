@@ -15,16 +15,19 @@ from orchestration.resources import build_resources
 from pipelines.settings import Settings, load_settings
 
 
-def build_definitions(settings: Settings, config_file: str | None = None) -> dg.Definitions:
+def build_definitions(settings: Settings, config_file: str | None = None, overrides: dict | None = None) -> dg.Definitions:
+    """The code location for ``settings`` (loaded from ``config_file`` with ``overrides``, which runs reuse)."""
     partitions = daily_partitions(settings)
-    jobs = build_jobs(partitions)
     assets = build_assets(settings)
     checks = build_checks(settings)
-    schedules = [build_schedule(jobs[0])]
-    sensors = [build_sensor(partitions)]
-    for ext in load_extensions(settings):
+    extensions = load_extensions(settings)
+    for ext in extensions:
         assets += ext.assets
         checks += ext.asset_checks
+    jobs = build_jobs(assets)
+    schedules = [build_schedule(jobs[0])]
+    sensors = [build_sensor(partitions)]
+    for ext in extensions:
         jobs += ext.jobs
         schedules += ext.schedules
         sensors += ext.sensors
@@ -34,7 +37,7 @@ def build_definitions(settings: Settings, config_file: str | None = None) -> dg.
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources=build_resources(settings, config_file),
+        resources=build_resources(settings, config_file, overrides),
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pipelines.settings import Settings
 
 # Module names under ``orchestration`` whose ``build(settings)`` returns an Extension.
-FAMILY_MODULES: tuple[str, ...] = ()
+FAMILY_MODULES: tuple[str, ...] = ("models", "labels", "lookalike")
 
 
 @dataclass

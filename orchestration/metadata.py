@@ -1,4 +1,4 @@
-"""Materialization metadata for warehouse tables: row count, schema, version, preview."""
+"""Materialization and check metadata for warehouse tables: row count, schema, version, preview, invariants."""
 from __future__ import annotations
 
 import dagster as dg
@@ -35,3 +35,16 @@ def table_metadata(warehouse: Warehouse, manifest: Manifest, partitions: list[st
             " ..." if len(manifest.written_partitions) > 10 else ""
         )
     return meta
+
+
+def invariant_check_result(counts: dict[str, int]) -> dg.AssetCheckResult:
+    """A blocking invariant check's result from violation counts (``rows`` is the table size).
+
+    It passes when every count other than ``rows`` is zero; the description names the nonzero ones.
+    """
+    bad = {k: v for k, v in counts.items() if k != "rows" and v}
+    return dg.AssetCheckResult(
+        passed=not bad,
+        description=", ".join(f"{k}: {v}" for k, v in bad.items()) or f"{counts['rows']:,} rows satisfy every invariant",
+        metadata=counts,
+    )

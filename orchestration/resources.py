@@ -5,6 +5,7 @@ be overridden per run in the launchpad or in run config.
 """
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import dagster as dg
@@ -14,12 +15,15 @@ from pipelines.warehouse import Warehouse
 
 
 class SettingsResource(dg.ConfigurableResource):
-    """The project settings; ``config_file`` picks another ``recfeat.yaml``."""
+    """The project settings; ``config_file`` picks another ``recfeat.yaml``; ``overrides_json``
+    (a JSON object of dotted field -> value, as the CLI's flags set them) wins over both."""
 
     config_file: Optional[str] = None
+    overrides_json: Optional[str] = None
 
     def get(self) -> Settings:
-        return load_settings(self.config_file)
+        overrides = json.loads(self.overrides_json) if self.overrides_json else None
+        return load_settings(self.config_file, overrides=overrides)
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -53,9 +57,13 @@ class SparkResource(dg.ConfigurableResource):
         )
 
 
-def build_resources(settings: Settings, config_file: str | None = None) -> dict[str, dg.ConfigurableResource]:
+def build_resources(
+    settings: Settings, config_file: str | None = None, overrides: dict | None = None
+) -> dict[str, dg.ConfigurableResource]:
     return {
-        "settings": SettingsResource(config_file=config_file),
+        "settings": SettingsResource(
+            config_file=config_file, overrides_json=json.dumps(overrides, default=str) if overrides else None
+        ),
         "warehouse": WarehouseResource(root=settings.warehouse.root, keep_versions=settings.warehouse.keep_versions),
         "spark": SparkResource(
             master=settings.spark.master,

@@ -258,13 +258,38 @@ class QualitySettings(StrictModel):
         return self
 
 
+class KCoreSettings(StrictModel):
+    """Iterative k-core filter applied to events before sequences are built (0 or 1 = off)."""
+
+    min_user_events: Annotated[int, Field(ge=0)] = Field(0, description="drop users with fewer events (after item filtering)")
+    min_item_events: Annotated[int, Field(ge=0)] = Field(0, description="drop items with fewer events (after user filtering)")
+    max_iterations: Annotated[int, Field(ge=1)] = Field(50, description="passes before giving up on convergence")
+
+    @property
+    def enabled(self) -> bool:
+        return self.min_user_events > 1 or self.min_item_events > 1
+
+
 class SequenceSettings(StrictModel):
-    """How ``user_sequences`` is built (docs/sequences.md)."""
+    """How ``user_sequences`` and ``rote_features`` are built (docs/sequences.md)."""
 
     max_len: Annotated[int, Field(ge=1, le=10_000)] = Field(50, description="history positions kept (the most recent)")
     split: Literal["leave_one_out", "temporal"] = Field("leave_one_out", description="split protocol")
     valid_from: dt.datetime | None = Field(None, description="temporal split: first valid target time (UTC)")
     test_from: dt.datetime | None = Field(None, description="temporal split: first test target time (UTC)")
+    build: Literal["full", "incremental"] = Field(
+        "full",
+        description="full: rebuild every partition from all events; incremental: daily partitions, each built "
+        "from its day's events plus the earlier partitions (needs the temporal split, no k-core)",
+    )
+    k_core: KCoreSettings = Field(default_factory=KCoreSettings, description="k-core filter (full builds)")
+    rote_levels: list[Literal["year", "month", "day", "hour", "minute", "second"]] = Field(
+        default_factory=lambda: ["year", "month", "day"],
+        description="calendar levels of rote_features (the paper's three; hour, minute, second go finer)",
+    )
+    partitions: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="user partitions of the sequence shuffle; default spark.shuffle_partitions"
+    )
 
     @model_validator(mode="after")
     def _temporal_bounds(self) -> "SequenceSettings":
@@ -273,6 +298,15 @@ class SequenceSettings(StrictModel):
                 raise ValueError("a temporal split needs valid_from and test_from")
             if self.test_from < self.valid_from:
                 raise ValueError("test_from must not be before valid_from")
+        if self.build == "incremental":
+            if self.split != "temporal":
+                raise ValueError(
+                    "build: incremental needs split: temporal (leave-one-out labels depend on each user's last event)"
+                )
+            if self.k_core.enabled:
+                raise ValueError("build: incremental cannot apply k_core (it depends on every event); use build: full")
+        if len(set(self.rote_levels)) != len(self.rote_levels):
+            raise ValueError("rote_levels must not repeat a level")
         return self
 
 
@@ -296,9 +330,140 @@ class IngestSettings(StrictModel):
 
 # --- labels settings (duration_stats, watch_time_labels; docs/labels.md) go here ---
 
+
+class LabelSettings(StrictModel):
+    """How ``duration_stats`` and ``watch_time_labels`` are fitted and computed (docs/labels.md)."""
+
+    fit_start: dt.date = Field(dt.date(2022, 4, 8), description="first UTC day of the training (fit) window, inclusive")
+    fit_end: dt.date = Field(dt.date(2022, 4, 17), description="end of the fit window (exclusive); default: the first 9 synthetic days")
+    duration_min_s: Annotated[int, Field(ge=1, le=100_000)] = Field(5, description="shortest duration labelled (rounded seconds, inclusive)")
+    duration_max_s: Annotated[int, Field(ge=1, le=100_000)] = Field(240, description="longest duration labelled (rounded seconds, inclusive)")
+    alpha: Annotated[float, Field(ge=-5.0, le=5.0)] = Field(0.0, description="D²Co exponent α; 0 = the affine form D²Co(A)")
+    window_T: Annotated[int, Field(ge=1, le=1_000)] = Field(3, description="D²Co smoothing: window of 2T-1 durations (T=1: none)")
+    smoothing: Literal["positional", "seconds"] = Field(
+        "positional", description="positional: 2T-1 fitted durations (official code); seconds: durations within T-1 s"
+    )
+    d2q_bins: Annotated[int, Field(ge=1, le=10_000)] = Field(30, description="D2Q equal-frequency duration bins (fewer if edges coincide)")
+    cwm_c_inv: Annotated[float, Field(gt=0)] = Field(40.0, description="CWM cost constant c_inv (the target is logit(exp(-c_inv/(w+1))))")
+    min_rows: Annotated[int, Field(ge=3)] = Field(3, description="rows a duration needs for its own GMM fit (at least 3)")
+    min_rows_policy: Literal["borrow", "drop"] = Field(
+        "borrow", description="durations below min_rows: borrow = w-/w+ from fitted neighbours; drop = no label rows"
+    )
+    min_gap_s: Annotated[float, Field(gt=0)] = Field(1.0, description="D²Co guard: smallest w+ - w- used as denominator (p ≈ q)")
+    long_view_d2co_s: Annotated[float, Field(gt=0)] = Field(18.0, description="D²Co long-view threshold (s)")
+    long_view_cwm_quantile: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.7, description="CWM long-view threshold τ: this quantile of w over the fit window"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LabelSettings":
+        if self.fit_end <= self.fit_start:
+            raise ValueError("fit_end must be after fit_start")
+        if self.duration_max_s < self.duration_min_s:
+            raise ValueError("duration_max_s must not be below duration_min_s")
+        return self
+
+    def params(self):
+        """The same knobs as a :class:`features.label_math.LabelParams` (what features/ takes)."""
+        from features.label_math import LabelParams
+
+        return LabelParams(
+            duration_min_s=self.duration_min_s,
+            duration_max_s=self.duration_max_s,
+            alpha=self.alpha,
+            window_T=self.window_T,
+            smoothing=self.smoothing,
+            d2q_bins=self.d2q_bins,
+            cwm_c_inv=self.cwm_c_inv,
+            min_rows=self.min_rows,
+            min_rows_policy=self.min_rows_policy,
+            min_gap_s=self.min_gap_s,
+            long_view_d2co_s=self.long_view_d2co_s,
+            long_view_cwm_quantile=self.long_view_cwm_quantile,
+        )
+
 # --- lookalike settings (user_vectors, lookalike_users, item_neighbors, recall_items; docs/lookalike.md) go here ---
 
+
+class LookalikeSettings(StrictModel):
+    """RAR look-alike users and recall items (docs/lookalike.md)."""
+
+    cutoff_ts: dt.datetime = Field(
+        dt.datetime(2022, 4, 18, tzinfo=dt.timezone.utc),
+        description="UTC cutoff: only events strictly before it are used; examples after it may use the tables",
+    )
+    min_rating: float = Field(4.0, description="sources without clicks: a rating >= this is a positive event")
+    profile_weight: Annotated[float, Field(ge=0)] = Field(1.0, description="weight of the profile block in user vectors")
+    behaviour_weight: Annotated[float, Field(ge=0)] = Field(1.0, description="weight of the ALS behaviour block")
+    profile_exclude: list[str] = Field(default_factory=lambda: ["zip_code"], description="user columns (glob) left out")
+    categorical_columns: list[str] = Field(
+        default_factory=lambda: ["onehot_feat*"], description="numeric user columns (glob) one-hot encoded as categories"
+    )
+    max_categories: Annotated[int, Field(ge=1, le=1000)] = Field(32, description="one-hot values kept per categorical column")
+    als_rank: Annotated[int, Field(ge=1, le=512)] = Field(32, description="ALS factors (behaviour block width)")
+    als_iterations: Annotated[int, Field(ge=1, le=100)] = Field(10, description="ALS iterations")
+    als_reg: Annotated[float, Field(ge=0)] = Field(0.05, description="ALS regularisation")
+    als_alpha: Annotated[float, Field(gt=0)] = Field(10.0, description="ALS implicit confidence: 1 + alpha * positives")
+    k: Annotated[int, Field(ge=1, le=1000)] = Field(50, description="look-alike users kept per user")
+    lsh_bands: Annotated[int, Field(ge=1, le=256)] = Field(16, description="SimHash bands (orderings)")
+    lsh_bits_per_band: Annotated[int, Field(ge=1, le=62)] = Field(16, description="hyperplanes (sign bits) per band")
+    lsh_window: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        64, description="users compared on each side of a user in each band's order (2 * window >= k)"
+    )
+    seed: int = Field(20220408, description="seed of the hyperplanes and of ALS")
+    window_days: Annotated[int, Field(ge=1, le=366)] = Field(7, description="item_neighbors: days of positives before the cutoff")
+    max_items_per_user: Annotated[int, Field(ge=2, le=10_000)] = Field(
+        100, description="item_neighbors: a user's most recent distinct positive items counted"
+    )
+    min_co_users: Annotated[int, Field(ge=1)] = Field(2, description="item_neighbors: fewest co-occurring users of a pair")
+    item_k: Annotated[int, Field(ge=1, le=1000)] = Field(50, description="item_neighbors: neighbours kept per item")
+    history_items: Annotated[int, Field(ge=1, le=1000)] = Field(20, description="recall_items: recent positive items that vote")
+    decay: Annotated[float, Field(gt=0, le=1)] = Field(0.9, description="recall_items: vote weight decay^position (0 = most recent)")
+    recall_size: Annotated[int, Field(ge=1, le=10_000)] = Field(100, description="recall_items: pool size N per user")
+
+    @field_validator("cutoff_ts")
+    @classmethod
+    def _utc(cls, v: dt.datetime) -> dt.datetime:
+        return v.replace(tzinfo=dt.timezone.utc) if v.tzinfo is None else v.astimezone(dt.timezone.utc)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LookalikeSettings":
+        if self.profile_weight + self.behaviour_weight <= 0:
+            raise ValueError("profile_weight and behaviour_weight must not both be 0")
+        if 2 * self.lsh_window < self.k:
+            raise ValueError("lsh_window must be at least k / 2 (every user needs k candidates)")
+        return self
+
 # --- training settings (trainers; docs/training.md) go here ---
+
+
+class TrainingSplitSettings(StrictModel):
+    """Date split of the trainers: consecutive whole UTC days ending at ``last_date``."""
+
+    train_days: Annotated[int, Field(ge=1)] = Field(9, description="training days")
+    valid_days: Annotated[int, Field(ge=1)] = Field(2, description="validation days (model and label selection)")
+    test_days: Annotated[int, Field(ge=1)] = Field(3, description="test days (reported, never used to choose)")
+    last_date: dt.date | None = Field(None, description="last test day (inclusive); null: the last day in the data")
+
+
+class TrainingSettings(StrictModel):
+    """PyTorch trainers (docs/training.md): where runs go, the split, per-model overrides."""
+
+    runs_root: str = Field("var/runs", description="root of the run directories (config, metrics, checkpoint, table versions)")
+    seed: int = Field(61, description="default seed of every trainer")
+    split: TrainingSplitSettings = Field(default_factory=TrainingSplitSettings, description="date split")
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="model name -> overrides of its config fields (validated against the model's config class "
+        "when the model is built: at Dagster load and by `recfeat train`)",
+    )
+
+    @field_validator("runs_root")
+    @classmethod
+    def _runs_root_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
 
 
 class Settings(StrictModel):
@@ -323,9 +488,11 @@ class Settings(StrictModel):
         default_factory=QualitySettings,
         description="data-quality suites: row-count band, rating range, severities, GX engine (docs/quality.md)",
     )
-    # labels: ... (field for the labels settings)
-    # lookalike: ... (field for the lookalike settings)
-    # training: ... (field for the training settings)
+    labels: LabelSettings = Field(default_factory=LabelSettings, description="debiased watch-time labels (docs/labels.md)")
+    lookalike: LookalikeSettings = Field(
+        default_factory=LookalikeSettings, description="RAR look-alike users and recall items (docs/lookalike.md)"
+    )
+    training: TrainingSettings = Field(default_factory=TrainingSettings, description="trainers (docs/training.md)")
 
     @model_validator(mode="after")
     def _active_source_known(self) -> "Settings":
@@ -351,6 +518,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         data["warehouse"] = {**data["warehouse"], "root": fix(data["warehouse"]["root"])}
     if isinstance(data.get("quality"), dict) and data["quality"].get("reports_dir"):
         data["quality"] = {**data["quality"], "reports_dir": fix(data["quality"]["reports_dir"])}
+    if isinstance(data.get("training"), dict) and data["training"].get("runs_root"):
+        data["training"] = {**data["training"], "runs_root": fix(data["training"]["runs_root"])}
     if isinstance(data.get("ingest"), dict) and data["ingest"].get("stage_root"):
         data["ingest"] = {**data["ingest"], "stage_root": fix(data["ingest"]["stage_root"])}
     if "sources_root" in data:

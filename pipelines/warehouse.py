@@ -331,6 +331,49 @@ class Warehouse:
                 self._rename_spark_partitions(staged, contract)
         return self.manifest(contract.name)
 
+    def write_from_spark_arrow(
+        self,
+        df,
+        kernel,
+        contracts: list[TableContract],
+        replace_partitions: list[str] | None = None,
+        producer: dict[str, str] | None = None,
+    ) -> dict[str, Manifest]:
+        """Write one or more tables straight from Arrow in the Spark tasks, then commit each.
+
+        ``kernel(batches)`` runs in every task of ``df.mapInArrow`` and yields ``(table_name,
+        pa.Table)`` pairs; each is conformed to its contract and appended, per partition value,
+        to a Parquet file in the table's staging area, named by the Spark partition id (a retried
+        task overwrites its own files, never duplicates them). Nested columns never pass through
+        Spark rows, which is what makes wide list columns cheap to write. When every task is done
+        the tables commit one after the other; each commit is atomic on its own.
+        """
+        from contextlib import ExitStack
+
+        by_name = {c.name: c for c in contracts}
+        with ExitStack() as stack:
+            staged = {c.name: stack.enter_context(self.transaction(c, replace_partitions, producer)) for c in contracts}
+            targets = {name: (s.path, by_name[name]) for name, s in staged.items()}
+            fs = self.fs
+
+            def run(batches):
+                from pyspark import TaskContext
+
+                task = TaskContext.get().partitionId()
+                writer = _TaskWriter(fs, targets, task)
+                try:
+                    for name, table in kernel(batches):
+                        writer.write(name, table)
+                finally:
+                    counts = writer.close()
+                yield pa.RecordBatch.from_pydict(
+                    {"table": list(counts), "rows": list(counts.values())},
+                    schema=pa.schema([("table", pa.string()), ("rows", pa.int64())]),
+                )
+
+            df.mapInArrow(run, "table string, rows long").collect()
+        return {c.name: self.manifest(c.name) for c in contracts}
+
     def export(self, table: str, out_path: str, version: int | None = None) -> int:
         """Write the committed version as one Parquet file at ``out_path``; return the row count."""
         manifest = self.manifest(table, version)
@@ -423,6 +466,35 @@ class Warehouse:
                 mtime = _mtime(entry)
                 if mtime is not None and now - mtime > STALE_STAGING_SECONDS:
                     self.fs.rm(entry["name"], recursive=True)
+
+
+class _TaskWriter:
+    """Per Spark task: one Parquet writer per (table, partition value), files named by task id."""
+
+    def __init__(self, fs, targets: dict[str, tuple[str, TableContract]], task: int):
+        self.fs = fs
+        self.targets = targets
+        self.task = task
+        self.writers: dict[tuple[str, str], pq.ParquetWriter] = {}
+        self.rows: dict[str, int] = {name: 0 for name in targets}
+
+    def write(self, name: str, table: pa.Table) -> None:
+        path, contract = self.targets[name]
+        table = contract.conform(table)
+        for value, part in _split_partitions(table, contract.partition_column):
+            key = (name, value)
+            if key not in self.writers:
+                sub = f"{path}/{_part_name(contract, value)}"
+                self.fs.makedirs(sub, exist_ok=True)
+                self.writers[key] = pq.ParquetWriter(f"{sub}/part-{self.task:05d}.parquet", part.schema, filesystem=self.fs)
+            self.writers[key].write_table(part)
+            self.rows[name] += part.num_rows
+
+    def close(self) -> dict[str, int]:
+        for w in self.writers.values():
+            w.close()
+        self.writers.clear()
+        return self.rows
 
 
 def _mtime(entry: dict) -> float | None:

@@ -4,10 +4,19 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.sequences import ORDER_COLUMNS, assign_split, build_user_sequences
+from features.sequences import (
+    ORDER_COLUMNS,
+    build_user_sequences,
+    histories_from_sorted,
+    histories_of_complete_users,
+    kcore_filter,
+    seeds_from_sequences,
+)
 
 T0 = dt.datetime(2022, 4, 8, tzinfo=dt.timezone.utc)
 
@@ -83,11 +92,13 @@ def test_histories_match_the_brute_force_reference(spark, rows, max_len):
 
 def test_leave_one_out_and_temporal_splits(spark):
     rows = [("u1", "a", s, "f", i) for i, s in enumerate([0, 10, 20, 30, 40], 1)] + [("u2", "b", 0, "f", 9), ("u2", "c", 5, "f", 10)]
-    seqs = build_user_sequences(spark.createDataFrame(events_frame(rows)), max_len=50)
-    loo = {(r.user_id, r.seq_pos): r.split for r in assign_split(seqs).collect()}
+    events = spark.createDataFrame(events_frame(rows))
+    loo = {(r.user_id, r.seq_pos): r.split for r in build_user_sequences(events, max_len=50).collect()}
     assert [loo[("u1", p)] for p in range(5)] == ["train", "train", "train", "valid", "test"]
     assert [loo[("u2", p)] for p in range(2)] == ["train", "train"]  # fewer than 4 events
-    temporal = assign_split(seqs, "temporal", T0 + dt.timedelta(seconds=15), T0 + dt.timedelta(seconds=35)).collect()
+    temporal = build_user_sequences(
+        events, max_len=50, split="temporal", valid_from=T0 + dt.timedelta(seconds=15), test_from=T0 + dt.timedelta(seconds=35)
+    ).collect()
     by_pos = {(r.user_id, r.seq_pos): r.split for r in temporal}
     assert [by_pos[("u1", p)] for p in range(5)] == ["train", "train", "valid", "valid", "test"]
 
@@ -103,7 +114,125 @@ def test_ml100k_leave_one_out_counts(spark, ml100k_dir):
     adapter = adapter_for("ml-100k", SourceConfig(kind="movielens", path=str(ml100k_dir)))
     staged = pa.concat_tables([t for f in adapter.event_files() for t in adapter.read_events(f)])
     events = assign_event_ids(spark.createDataFrame(staged.to_pandas()))
-    seqs = assign_split(build_user_sequences(events, max_len=50))
+    seqs = build_user_sequences(events, max_len=50)
     counts = {r["split"]: r["count"] for r in seqs.groupBy("split").count().collect()}
     assert counts == {"test": 943, "valid": 943, "train": 100_000 - 2 * 943}
     assert seqs.agg({"hist_len": "max"}).collect()[0][0] == 50
+
+
+# --------------------------------------------------------------------------- the Arrow kernel
+
+
+def sorted_arrow(rows) -> pa.Table:
+    df = events_frame(rows)
+    df["play_time_ms"] = df["play_time_ms"].astype("int64")
+    df = df.sort_values(["user_id", *ORDER_COLUMNS]).reset_index(drop=True)
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=ROWS, max_len=st.integers(1, 6), batch=st.integers(1, 7))
+def test_streaming_over_batches_equals_one_call(rows, max_len, batch):
+    """Users cut across record batches of any size give the same histories as one whole call."""
+    table = sorted_arrow(rows)
+    whole = histories_of_complete_users(table, max_len, ("play_time_ms",), "leave_one_out")
+    streamed = pa.Table.from_batches(
+        list(histories_from_sorted(iter(table.to_batches(max_chunksize=batch)), max_len, ("play_time_ms",), "leave_one_out")),
+        schema=whole.schema,
+    )
+    assert streamed.to_pylist() == whole.to_pylist()
+    ref = reference(events_frame(rows), max_len)
+    for row in whole.to_pylist():
+        assert row["hist_item_ids"] == ref[row["event_id"]]["hist_item_ids"]
+        assert row["seq_pos"] == ref[row["event_id"]]["seq_pos"]
+
+
+def test_kernel_by_hand():
+    rows = [("u1", "a", 0, "f", 1), ("u1", "b", 0, "f", 2), ("u1", "c", 9, "f", 3), ("u2", "d", 1, "f", 4)]
+    out = histories_of_complete_users(sorted_arrow(rows), 2, ("play_time_ms",), "leave_one_out").to_pylist()
+    assert [r["hist_item_ids"] for r in out] == [[], ["a"], ["a", "b"], []]
+    assert [r["hist_play_time_ms"] for r in out] == [[], [0], [0, 10], []]
+    assert [r["target_play_time_ms"] for r in out] == [0, 10, 20, 30]
+    assert [(r["seq_pos"], r["hist_len"], r["split"]) for r in out] == [(0, 0, "train"), (1, 1, "train"), (2, 2, "train"), (0, 0, "train")]
+
+
+# --------------------------------------------------------------------------- incremental (seeded) builds
+
+DAY_ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["u1", "u2", "u3"]),
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from([0, 0, 7_200, 86_400, 90_000, 2 * 86_400 + 5]),  # three UTC days, ties
+        st.sampled_from(["f1.csv", "f2.csv"]),
+        st.integers(1, 4),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=DAY_ROWS, max_len=st.integers(1, 4))
+def test_day_by_day_seeded_build_equals_the_full_build(spark, rows, max_len):
+    """Building each day from the previous days' rows (seeds) gives exactly the full build's rows."""
+    from pyspark.sql import functions as F
+
+    split = dict(split="temporal", valid_from=T0 + dt.timedelta(days=1), test_from=T0 + dt.timedelta(days=2))
+    events = spark.createDataFrame(events_frame(rows)).withColumn("play_time_ms", F.col("play_time_ms").cast("long"))
+    events = events.withColumn("day", F.to_date("event_ts"))
+    full = {r.event_id: r.asDict() for r in build_user_sequences(events, max_len, ("play_time_ms",), **split).collect()}
+    built = None
+    for day in sorted({r.day for r in events.select("day").distinct().collect()}):
+        todays = events.where(F.col("day") == F.lit(day))
+        seeds = None if built is None else seeds_from_sequences(built, todays, max_len)
+        new = build_user_sequences(todays, max_len, ("play_time_ms",), seeds=seeds, **split)
+        new = spark.createDataFrame(new.collect(), new.schema)  # materialize, as a committed partition would be
+        built = new if built is None else built.unionByName(new)
+    assert {r.event_id: r.asDict() for r in built.collect()} == full
+
+
+def test_seeded_build_refuses_leave_one_out(spark):
+    events = spark.createDataFrame(events_frame([("u1", "a", 0, "f", 1)]))
+    seeds = seeds_from_sequences(build_user_sequences(events, 5), events, 5, side_columns=())
+    with pytest.raises(ValueError, match="temporal split"):
+        build_user_sequences(events, 5, seeds=seeds)
+
+
+# --------------------------------------------------------------------------- k-core
+
+
+def kcore_reference(pairs: list[tuple[str, str]], ku: int, ki: int) -> set[int]:
+    keep = set(range(len(pairs)))
+    while True:
+        users: dict[str, int] = {}
+        items: dict[str, int] = {}
+        for i in keep:
+            users[pairs[i][0]] = users.get(pairs[i][0], 0) + 1
+            items[pairs[i][1]] = items.get(pairs[i][1], 0) + 1
+        nxt = {i for i in keep if users[pairs[i][0]] >= ku and items[pairs[i][1]] >= ki}
+        if nxt == keep:
+            return keep
+        keep = nxt
+
+
+def test_kcore_by_hand(spark):
+    # u3's only event is on item z; dropping z (1 event) leaves u1 with 2 events, under 3.
+    pairs = [("u1", "x"), ("u1", "y"), ("u1", "z"), ("u2", "x"), ("u2", "y"), ("u2", "x"), ("u4", "y"), ("u4", "x"), ("u4", "y")]
+    df = spark.createDataFrame(pd.DataFrame({"event_id": [str(i) for i in range(len(pairs))], "user_id": [p[0] for p in pairs], "item_id": [p[1] for p in pairs]}))
+    out, passes = kcore_filter(df, min_user_events=3, min_item_events=2)
+    assert sorted(int(r.event_id) for r in out.collect()) == [3, 4, 5, 6, 7, 8]
+    assert passes == 3  # pass 1 drops z, pass 2 drops u1, pass 3 changes nothing
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pairs=st.lists(st.tuples(st.sampled_from(["u1", "u2", "u3", "u4"]), st.sampled_from(["a", "b", "c", "d"])), min_size=1, max_size=30),
+    ku=st.integers(0, 4),
+    ki=st.integers(0, 4),
+)
+def test_kcore_matches_the_iterative_reference(spark, pairs, ku, ki):
+    df = spark.createDataFrame(
+        pd.DataFrame({"event_id": [str(i) for i in range(len(pairs))], "user_id": [p[0] for p in pairs], "item_id": [p[1] for p in pairs]})
+    )
+    out, _ = kcore_filter(df, ku, ki)
+    assert {int(r.event_id) for r in out.collect()} == kcore_reference(pairs, ku, ki)

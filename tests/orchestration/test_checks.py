@@ -48,7 +48,8 @@ def test_every_table_has_a_blocking_quality_check(small_config):
 
     defs = build_definitions(load_settings(small_config), str(small_config))
     specs = {s.name: s for c in defs.asset_checks for s in c.check_specs}
-    assert set(specs) == {f"{t}_quality" for t in TABLES} | {"events_referential_integrity", "user_sequences_invariants"}
+    assert {f"{t}_quality" for t in TABLES} | {"events_referential_integrity", "user_sequences_invariants", "rote_features_invariants"} <= set(specs)
+    assert all(s.blocking for name, s in specs.items() if name != "events_referential_integrity")
     assert all(specs[f"{t}_quality"].blocking for t in TABLES)
     assert not specs["events_referential_integrity"].blocking
 

@@ -16,6 +16,9 @@ synthetic: {{events: 3000, days: 3, seed: 7}}
 """
 
 
+CORE = {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth", "user_sequences", "rote_features"}
+
+
 @pytest.fixture
 def small_config(tmp_path):
     path = tmp_path / "recfeat.yaml"
@@ -29,10 +32,18 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
     defs = build_definitions(load_settings(small_config), str(small_config))
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth", "user_sequences"}
+    assert keys == CORE | {
+        "duration_stats", "watch_time_labels",
+        "user_vectors", "lookalike_users", "item_neighbors", "recall_items",
+        "watch_time_fm", "watch_time_deepfm", "sasrec",
+    }
     assert graph.get(dg.AssetKey("events")).partitions_def.get_partition_keys() == ["2022-04-08", "2022-04-09", "2022-04-10"]
     checks = {c.name for c in graph.asset_check_keys}
-    assert checks == {"events_quality", "users_quality", "items_quality", "synthetic_truth_quality", "events_referential_integrity", "user_sequences_invariants"}
+    assert checks == {
+        "events_quality", "users_quality", "items_quality", "synthetic_truth_quality", "events_referential_integrity",
+        "user_sequences_invariants", "rote_features_invariants", "duration_stats_invariants", "watch_time_labels_invariants",
+        "user_vectors_invariants", "lookalike_users_invariants", "item_neighbors_invariants", "recall_items_invariants",
+    }
     assert defs.resolve_schedule_def("daily_ingest_schedule").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("new_source_files") is not None
     defs.resolve_job_def("daily_ingest")
@@ -49,12 +60,14 @@ def test_materialize_everything_then_rerun_is_identical(spark, small_config):
     from pipelines.warehouse import Warehouse
 
     settings = load_settings(small_config)
-    done = materialize_assets(settings, str(small_config), None, log=lambda *_: None)
+    # The core and sequence tables (the label, look-alike and model families have their own tests,
+    # and `recfeat demo` runs the whole graph in the slow tests).
+    done = materialize_assets(settings, str(small_config), ",".join(sorted(CORE)), log=lambda *_: None)
     assert done[:3] == ["synthetic_source", "events", "rejected_events"]
-    assert set(done) == {"synthetic_source", "events", "rejected_events", "items", "users", "synthetic_truth", "user_sequences"}
+    assert set(done) == CORE
     wh = Warehouse(settings.warehouse.root)
     # The synthetic source is clean: rejected_events is committed, empty.
-    assert wh.tables() == ["events", "ingest_runs", "items", "rejected_events", "synthetic_truth", "user_sequences", "users"]
+    assert wh.tables() == ["events", "ingest_runs", "items", "rejected_events", "rote_features", "synthetic_truth", "user_sequences", "users"]
     seqs = wh.read_arrow("user_sequences")
     assert seqs.num_rows == 3000
     assert max(seqs.column("hist_len").to_pylist()) <= 50
