@@ -40,20 +40,22 @@ def _utc(text: str) -> dt.datetime:
 
 
 def exact_kth(mat, k: int, block: int = 1024):
-    """Brute force: each row's k-th largest cosine to the other rows (rounded as the job rounds)."""
+    """Brute force: each row's k-th largest and largest cosine to the other rows (rounded as the
+    job rounds)."""
     import numpy as np
 
     from features.lookalike import SIM_DECIMALS
 
     n = len(mat)
     kk = min(k, n - 1)
-    out = np.empty(n)
+    out, top = np.empty(n), np.empty(n)
     for start in range(0, n, block):
         sim = np.round(mat[start : start + block] @ mat.T, SIM_DECIMALS)
         rows = np.arange(sim.shape[0])
         sim[rows, start + rows] = -np.inf
         out[start : start + block] = -np.partition(-sim, kk - 1, axis=1)[:, kk - 1]
-    return out
+        top[start : start + block] = sim.max(axis=1)
+    return out, top
 
 
 def lsh_quality(warehouse, k: int) -> dict:
@@ -70,7 +72,7 @@ def lsh_quality(warehouse, k: int) -> dict:
     kk = min(k, n - 1)
     t = time.perf_counter()
     exact = exact_topk(ids, mat, k)
-    kth = exact_kth(mat, k)
+    kth, top1 = exact_kth(mat, k)
     brute_s = time.perf_counter() - t
     look = warehouse.read_arrow("lookalike_users", columns=["user_id", "neighbor_user_id", "similarity"]).to_pandas()
     lsh = look.groupby("user_id")["neighbor_user_id"].apply(list).to_dict()
@@ -103,7 +105,17 @@ def lsh_quality(warehouse, k: int) -> dict:
         "users_with_behaviour": int(behaviour.sum()),
         "users_with_kth_ties": int((n_ge > kk).sum()),
         "users_recall_below_0.5": int((by_id < 0.5).sum()),
-        "mean_kth_similarity": float(kth.mean()),
+        "median_kth_similarity": float(np.median(kth)),
+        "median_top1_similarity": float(np.median(top1)),
+        **{
+            f"recall_by_id_kth_in_[{lo},{hi})": float(by_id[(kth >= lo) & (kth < hi)].mean())
+            for lo, hi in [(0.4, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 1.01)]
+            if ((kth >= lo) & (kth < hi)).any()
+        },
+        **{
+            f"users_kth_in_[{lo},{hi})": int(((kth >= lo) & (kth < hi)).sum())
+            for lo, hi in [(0.4, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 1.01)]
+        },
         "brute_force_seconds": brute_s,
     }
 

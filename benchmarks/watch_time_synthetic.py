@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--runs-root", default="var/runs/synthetic")
     ap.add_argument("--labels", nargs="+", default=list(LABELS), choices=LABELS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[61])
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--out", default="var/watch_time_synthetic.json")

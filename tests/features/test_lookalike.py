@@ -208,6 +208,7 @@ def test_user_vectors_use_only_events_before_the_cutoff(spark):
         assert abs(np.linalg.norm(r.vector) - 1) < 1e-5
 
 
+@pytest.mark.slow  # three ALS fits: over 20 s on two cores
 def test_weights_split_cosine_between_blocks(spark):
     """cos(u, v) = (wp²·cos_profile + wb²·cos_behaviour) / (wp² + wb²) for users with both blocks."""
     rows = [("a", "x", 1, True), ("a", "y", 2, True), ("b", "x", 3, True), ("b", "z", 4, True), ("c", "y", 5, True), ("c", "z", 6, True)]

@@ -135,3 +135,37 @@ def test_contract_check_fails_on_duplicate_keys(spark, warehouse):
     assert "duplicate keys" in outcome.description
     warehouse.write_arrow(USERS, pa.table({"user_id": ["a", "b"], "source": ["s", "s"]}))
     assert check_contract(spark, warehouse, USERS).passed
+
+
+def test_incremental_sequences_are_daily_partitions_of_the_daily_job(spark, tmp_path):
+    """With sequences.build: incremental, the sequence tables are daily assets built day by day."""
+    from orchestration.cli import materialize_assets
+    from orchestration.definitions import build_definitions
+    from pipelines.warehouse import Warehouse
+
+    path = tmp_path / "recfeat.yaml"
+    path.write_text(
+        SMALL.format(root=tmp_path)
+        + "sequences: {build: incremental, split: temporal, valid_from: 2022-04-09T00:00:00Z, test_from: 2022-04-10T00:00:00Z}\n"
+    )
+    settings = load_settings(path)
+    defs = build_definitions(settings, str(path))
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("user_sequences")).partitions_def is not None
+    daily = defs.resolve_job_def("daily_ingest")
+    assert {"events", "user_sequences", "rote_features"} <= {k.to_user_string() for k in daily.asset_layer.executable_asset_keys}
+
+    select = "synthetic_source,events,user_sequences"
+    materialize_assets(settings, str(path), select, log=lambda *_: None)
+    wh = Warehouse(settings.warehouse.root)
+    first = wh.manifest("user_sequences")
+    assert sorted(first.partitions) == ["2022-04-08", "2022-04-09", "2022-04-10"]
+    # Rebuild the last day only: the earlier days keep their files.
+    materialize_assets(settings, str(path), "user_sequences", "2022-04-10", "2022-04-10", log=lambda *_: None)
+    again = wh.manifest("user_sequences")
+    assert again.written_partitions == ("2022-04-10",)
+    assert again.partitions["2022-04-08"] == first.partitions["2022-04-08"]
+    assert wh.read_arrow("user_sequences").num_rows == 3000
+    assert set(wh.read_arrow("rote_features").column("target_date").to_pylist()) == set(
+        wh.read_arrow("user_sequences").column("target_date").to_pylist()
+    )
