@@ -32,40 +32,35 @@ def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     return [quality_check(name) for name in names] + [sequences_check(), rote_check()]
 
 
-def sequences_check() -> dg.AssetChecksDefinition:
-    """Blocking: the invariants of ``user_sequences`` (no future in a history, lengths, splits)."""
+def sequence_invariants_check(table: str, counter: str, description: str) -> dg.AssetChecksDefinition:
+    """Blocking ``<table>_invariants``: ``pipelines.sequences.<counter>`` counts the violations."""
 
-    @dg.asset_check(
-        asset=USER_SEQUENCES.name,
-        name="user_sequences_invariants",
-        blocking=True,
-        description="No history event after its target; hist_len <= max_len; arrays aligned; split counts per user.",
-    )
+    @dg.asset_check(asset=table, name=f"{table}_invariants", blocking=True, description=description)
     def _check(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.AssetCheckResult:
-        from pipelines.sequences import check_sequences
+        import pipelines.sequences as jobs
 
-        counts = check_sequences(spark.get_session(), warehouse.get(), settings.get().sequences)
+        counts = getattr(jobs, counter)(spark.get_session(), warehouse.get(), settings.get().sequences)
         return invariant_check_result(counts)
 
     return _check
+
+
+def sequences_check() -> dg.AssetChecksDefinition:
+    """Blocking: the invariants of ``user_sequences`` (no future in a history, lengths, splits)."""
+    return sequence_invariants_check(
+        USER_SEQUENCES.name,
+        "check_sequences",
+        "No history event after its target; hist_len <= max_len; arrays aligned; split counts per user.",
+    )
 
 
 def rote_check() -> dg.AssetChecksDefinition:
     """Blocking: ``rote_features`` matches ``user_sequences`` row for row, lists aligned, gaps >= 0."""
-
-    @dg.asset_check(
-        asset=ROTE_FEATURES.name,
-        name="rote_features_invariants",
-        blocking=True,
-        description="One row per user_sequences row; every list has hist_len elements; gaps >= 0; query time <= target time.",
+    return sequence_invariants_check(
+        ROTE_FEATURES.name,
+        "check_rote",
+        "One row per user_sequences row; every list has hist_len elements; gaps >= 0; query time <= target time.",
     )
-    def _check(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.AssetCheckResult:
-        from pipelines.sequences import check_rote
-
-        counts = check_rote(spark.get_session(), warehouse.get(), settings.get().sequences)
-        return invariant_check_result(counts)
-
-    return _check
 
 
 def quality_settings(settings: Settings) -> QualitySettings:
