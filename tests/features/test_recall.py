@@ -5,7 +5,7 @@ import datetime as dt
 import math
 
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from features.recall import RecallParams, build_item_neighbors, build_recall_items
@@ -91,6 +91,7 @@ ROWS = st.lists(
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=ROWS, min_co=st.integers(1, 2), k=st.integers(1, 4), hist=st.integers(1, 4))
+@example(rows=[("u", "a", 72, False)], min_co=1, k=1, hist=1)  # every event at or after the cutoff
 def test_matches_the_pandas_reference_and_ignores_the_future(spark, rows, min_co, k, hist):
     p = RecallParams(window_days=2, max_items_per_user=3, min_co_users=min_co, item_k=k, history_items=hist, size=3)
     df = events_frame(rows)
@@ -108,5 +109,5 @@ def test_matches_the_pandas_reference_and_ignores_the_future(spark, rows, min_co
     assert got_pool == {u: v for u, v in ref_pool.items() if v}
     # Events at or after the cutoff (hour 72) change nothing.
     future = df[df.event_ts >= pd.Timestamp(CUTOFF)]
-    past = spark.createDataFrame(df[df.event_ts < pd.Timestamp(CUTOFF)]) if len(future) else events
+    past = spark.createDataFrame(df[df.event_ts < pd.Timestamp(CUTOFF)], schema=events.schema) if len(future) else events
     assert sorted(build_item_neighbors(past, CUTOFF, p).collect()) == sorted(nb.collect())
