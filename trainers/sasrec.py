@@ -192,6 +192,8 @@ def sample_negatives(
     item keeps it (only possible for a user who has seen almost every item).
     """
     neg = rng.integers(FIRST_ITEM, n_items, size=positives.shape)
+    if len(train_keys) == 0:  # nobody has training items: every draw is already valid
+        return np.where(positives != PAD, neg, PAD)
     for _ in range(tries):
         keys = users[:, None] * n_items + neg
         pos = np.searchsorted(train_keys, keys)
