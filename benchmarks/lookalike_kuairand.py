@@ -1,7 +1,7 @@
 """Look-alike users and recall pools on the KuaiRand-Pure slice: the two acceptance figures.
 
 1. **LSH quality**: recall@50 of ``lookalike_users`` (SimHash sorted-window candidates + exact
-   re-ranking, the default parameters) against an exact brute-force cosine top-50 over the real
+   re-ranking, with the ``lookalike:`` settings of ``configs/kuairand.yaml``) against an exact brute-force cosine top-50 over the real
    ``user_vectors``. Two readings: by id (the exact list breaks ties by id, as the job does) and
    tie-aware (an LSH neighbour counts when its cosine reaches the exact 50th cosine).
 2. **Usefulness**: ``pipelines.recall.evaluate_recall``: the hit rate of ``recall_items`` on the
@@ -11,7 +11,10 @@
 
 The slice (``../shared/data/kuairand-pure-slice``) is ingested into a fresh, git-ignored
 warehouse under ``var/`` (events through the default Beam pipeline, then ``users`` and
-``items``); the four tables are built as of the cutoff with the default ``lookalike:`` settings.
+``items``); the four tables are built as of the cutoff with the ``lookalike:`` settings of
+``configs/kuairand.yaml`` (``--config`` for another file; ``--bands``, ``--window`` and
+``--projection-dims`` override the LSH parameters). ``--lookalike-only`` reuses the committed
+``user_vectors`` and rebuilds only ``lookalike_users`` (figure 1 for other LSH parameters).
 
 Default cutoff 2022-05-07T16:00:00Z = 2022-05-08 00:00 Beijing time: the log's days are Beijing
 days, so this leaves the 13 full Beijing days 04-25 .. 05-07 of history and the last full day of
@@ -20,6 +23,7 @@ activity trough. A UTC-midnight cutoff on 05-08 would leave only 16 hours after 
 at 05-08 24:00 Beijing = 16:00Z).
 
     nice -n 10 .venv/bin/python benchmarks/lookalike_kuairand.py [--cutoff 2022-05-07T16:00:00Z]
+    nice -n 10 .venv/bin/python benchmarks/lookalike_kuairand.py --reuse --lookalike-only --bands 16 --window 64
 """
 from __future__ import annotations
 
@@ -124,7 +128,7 @@ def main() -> None:
     from pipelines.ingest import ingest_dimension, ingest_events
     from pipelines.lookalike import build_lookalike_table, build_user_vectors_table
     from pipelines.recall import build_item_neighbors_table, build_recall_table, evaluate_recall
-    from pipelines.settings import LookalikeSettings, SourceConfig, SparkSettings
+    from pipelines.settings import LookalikeSettings, SourceConfig, SparkSettings, load_settings
     from pipelines.sources import adapter_for
     from pipelines.spark import get_spark, stop_spark
     from pipelines.warehouse import Warehouse
@@ -134,13 +138,24 @@ def main() -> None:
     ap.add_argument("--warehouse", default=os.path.join(ROOT, "var", "lookalike_kuairand", "warehouse"))
     ap.add_argument("--cutoff", default="2022-05-07T16:00:00Z", help="UTC cutoff (default: 05-08 00:00 Beijing)")
     ap.add_argument("--reuse", action="store_true", help="keep an already ingested warehouse (skip ingestion)")
+    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "kuairand.yaml"), help="its lookalike: section is used")
+    ap.add_argument("--bands", type=int, help="override lsh_bands")
+    ap.add_argument("--window", type=int, help="override lsh_window")
+    ap.add_argument("--projection-dims", type=int, help="override lsh_projection_dims (0 = hash raw vectors)")
+    ap.add_argument("--lookalike-only", action="store_true", help="reuse user_vectors; rebuild and measure lookalike_users only")
     args = ap.parse_args()
     if not os.path.isdir(args.data):
         sys.exit(f"KuaiRand slice not found at {args.data}")
 
-    settings = LookalikeSettings(cutoff_ts=_utc(args.cutoff))
+    overrides = {"cutoff_ts": _utc(args.cutoff)}
+    for field, value in (("lsh_bands", args.bands), ("lsh_window", args.window), ("lsh_projection_dims", args.projection_dims)):
+        if value is not None:
+            overrides[field] = value
+    base = load_settings(args.config).lookalike.model_dump()
+    settings = LookalikeSettings.model_validate({**base, **overrides})
     print(f"cutoff_ts={settings.cutoff_ts.isoformat()} k={settings.k} bands={settings.lsh_bands} "
-          f"bits_per_band={settings.lsh_bits_per_band} window={settings.lsh_window} seed={settings.seed} "
+          f"bits_per_band={settings.lsh_bits_per_band} window={settings.lsh_window} "
+          f"projection_dims={settings.lsh_projection_dims} seed={settings.seed} "
           f"als_rank={settings.als_rank} window_days={settings.window_days} recall_size={settings.recall_size}", flush=True)
     spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=4, driver_memory="4g"))
     wh_dir = os.path.abspath(args.warehouse)
@@ -157,20 +172,29 @@ def main() -> None:
     wh = Warehouse(wh_dir)
 
     t = time.perf_counter()
-    build_user_vectors_table(spark, wh, settings)
-    _, stats = build_lookalike_table(spark, wh, settings)
-    print(f"user_vectors + lookalike_users: seconds={time.perf_counter() - t:.0f} {stats}", flush=True)
+    if not (args.lookalike_only and wh.exists("user_vectors")):
+        build_user_vectors_table(spark, wh, settings)
+        print(f"user_vectors: seconds={time.perf_counter() - t:.0f}", flush=True)
     t = time.perf_counter()
-    build_item_neighbors_table(spark, wh, settings)
-    build_recall_table(spark, wh, settings)
-    print(f"item_neighbors + recall_items: seconds={time.perf_counter() - t:.0f}", flush=True)
+    _, stats = build_lookalike_table(spark, wh, settings)
+    print(f"lookalike_users: seconds={time.perf_counter() - t:.0f} {stats}", flush=True)
+    if not args.lookalike_only:
+        t = time.perf_counter()
+        build_item_neighbors_table(spark, wh, settings)
+        build_recall_table(spark, wh, settings)
+        print(f"item_neighbors + recall_items: seconds={time.perf_counter() - t:.0f}", flush=True)
 
     q = lsh_quality(wh, settings.k)
     print(f"FIGURE 1 LSH recall@{settings.k} (k={settings.k}, bands={settings.lsh_bands}, bits_per_band="
-          f"{settings.lsh_bits_per_band}, window={settings.lsh_window}) over {q['users']:,} users, dim {q['dim']}: "
+          f"{settings.lsh_bits_per_band}, window={settings.lsh_window}, projection_dims={settings.lsh_projection_dims}) over {q['users']:,} users, dim {q['dim']}: "
           f"by id {q['recall_by_id']:.4f}, tie-aware {q['recall_tie_aware']:.4f}", flush=True)
     print("  " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v:,}" for k, v in q.items()), flush=True)
-    print(f"  pairs_evaluated={stats.get('pairs_evaluated', 0):,} pairs_per_user={stats.get('pairs_evaluated', 0) / max(q['users'], 1):.0f}", flush=True)
+    print(f"  pairs_evaluated={stats.get('pairs_evaluated', 0):,} pairs_per_user={stats.get('pairs_evaluated', 0) / max(q['users'], 1):.0f} "
+          f"sampled_recall_estimate={stats.get('recall_estimate')} (of {stats.get('recall_sample_users', 0):,} users)", flush=True)
+    if args.lookalike_only:
+        print(f"total seconds={time.perf_counter() - t0:.0f}", flush=True)
+        stop_spark()
+        return
 
     from pyspark.sql import functions as F
 

@@ -11,6 +11,11 @@ public. The details chosen here are documented in ``docs/lookalike.md``:
   ALS on implicit feedback from the positive events *strictly before* the cutoff) times
   ``behaviour_weight``; the concatenation is L2-normalised, so cosine = dot product and
   ``cos = (wp²·cos_profile + wb²·cos_behaviour) / (wp² + wb²)`` for users with both blocks.
+* **hashing space**: the vectors are centred on their mean and projected on their
+  ``projection_dims`` leading principal directions (fitted on a seeded sample of users) before
+  hashing, so the hyperplanes cut where users differ rather than through a component every
+  user shares; 0 hashes the raw vectors. Re-ranking always uses the exact cosine of the stored
+  vectors.
 * **candidates**: SimHash bands. ``bands`` groups of ``bits_per_band`` random hyperplanes
   (seeded Gaussian); a user's band key is the integer of its sign bits (a bucket). Each band
   sorts all users by (bucket, projection on one more random direction of the band, user id):
@@ -21,6 +26,8 @@ public. The details chosen here are documented in ``docs/lookalike.md``:
 * **re-ranking**: exact cosine of every candidate, the top ``k`` kept by similarity
   descending, then ``neighbor_user_id`` ascending (similarities rounded to 1e-12 so that the
   order does not depend on floating-point summation order).
+* **recall estimate**: on every build, ``recall_sample`` seeded users get their exact top ``k``
+  by brute force (linear in users) and the share found by the candidates is reported.
 
 Pure DataFrame-to-DataFrame functions; no I/O.
 """
@@ -308,14 +315,40 @@ class LshParams:
     compared on each side of a user in each ordering, top ``k`` kept."""
 
     k: int = 50
-    bands: int = 16
+    bands: int = 32
     bits_per_band: int = 16
-    window: int = 64
+    window: int = 32
     seed: int = 20220408
+    projection_dims: int = 32
+    recall_sample: int = 1000
 
     def validate(self) -> None:
         if self.k < 1 or self.bands < 1 or not 1 <= self.bits_per_band <= 62 or 2 * self.window < self.k:
             raise ValueError("k >= 1, bands >= 1, 1 <= bits_per_band <= 62 and 2 * window >= k are required")
+        if self.projection_dims < 0 or self.recall_sample < 0:
+            raise ValueError("projection_dims and recall_sample must be >= 0")
+
+
+PCA_FIT_ROWS = 20_000
+
+
+def hash_projection(mat: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The space users are hashed in: ``(mean (dim,), components (p, dim))``; hash ``(v - mean) @ components.T``.
+
+    ``dims`` 0: the identity (mean 0, hash the raw vectors). Otherwise the ``p = min(dims, dim)``
+    leading principal directions of the centred vectors, fitted on a seeded sample of at most
+    ``PCA_FIT_ROWS`` users (the same users for the same seed and data, so deterministic); each
+    direction's sign is fixed so that its largest-magnitude entry is positive.
+    """
+    n, dim = mat.shape
+    if dims == 0 or n == 0:
+        return np.zeros(dim), np.eye(dim)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, PCA_FIT_ROWS), replace=False))
+    mean = mat[rows].mean(axis=0)
+    _, _, vt = np.linalg.svd(mat[rows] - mean, full_matrices=False)
+    comps = vt[: min(dims, dim)]
+    flip = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
+    return mean, comps * np.where(flip == 0, 1.0, flip)[:, None]
 
 
 def hyperplanes(dim: int, bands: int, bits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -338,9 +371,12 @@ def band_keys(vectors: np.ndarray, planes: np.ndarray, bands: int, bits: int) ->
     return signs @ weights
 
 
-def signatures(indexed, params: LshParams, dim: int):
-    """Spark: one row per (user, band): ``idx``, ``band``, ``bucket`` (band key), ``proj``."""
-    planes, order = hyperplanes(dim, params.bands, params.bits_per_band, params.seed)
+def signatures(indexed, params: LshParams, projection: tuple[np.ndarray, np.ndarray]):
+    """Spark: one row per (user, band): ``idx``, ``band``, ``bucket`` (band key), ``proj``.
+
+    Hashed in the space of ``projection`` (``hash_projection``)."""
+    mean, comps = projection
+    planes, order = hyperplanes(comps.shape[0], params.bands, params.bits_per_band, params.seed)
     bands, bits = params.bands, params.bits_per_band
 
     def _sign(batches):
@@ -349,7 +385,7 @@ def signatures(indexed, params: LshParams, dim: int):
         for pdf in batches:
             if pdf.empty:
                 continue
-            mat = np.stack(pdf["vector"].to_numpy()).astype(np.float64)
+            mat = (np.stack(pdf["vector"].to_numpy()).astype(np.float64) - mean) @ comps.T
             keys = band_keys(mat, planes, bands, bits)
             proj = np.round(mat @ order.T, SIM_DECIMALS)
             yield pd.DataFrame(
@@ -382,20 +418,67 @@ def band_orders(sigs, n: int, bands: int) -> np.ndarray:
     return orders
 
 
+def window_candidates(i: int, orders: np.ndarray, positions: np.ndarray, window: int) -> np.ndarray:
+    """User ``i``'s candidates, sorted and distinct, ``i`` excluded: the ``window`` users on each
+    side of it in every band's order (``orders`` ``(bands, n)``, ``positions`` its inverse). The
+    window is shifted inward at the ends of an order, so there are ``min(2·window, n - 1)`` per band."""
+    n = orders.shape[1]
+    span = min(2 * window + 1, n)
+    lo = np.clip(positions[:, i] - window, 0, n - span)
+    cand = np.unique(np.concatenate([orders[b, lo[b] : lo[b] + span] for b in range(orders.shape[0])]))
+    return cand[cand != i]
+
+
+def top_by_similarity(i: int, cand: np.ndarray, mat: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` candidates most similar to user ``i`` (exact cosine of unit rows of ``mat``,
+    rounded to ``SIM_DECIMALS``; ties by index, i.e. by user id): ``(indices, similarities)``."""
+    sim = np.round(mat[cand] @ mat[i], SIM_DECIMALS)
+    top = np.lexsort((cand, -sim))[:k]
+    return cand[top], sim[top]
+
+
+def estimate_recall(mat: np.ndarray, orders: np.ndarray, positions: np.ndarray, params: LshParams) -> dict:
+    """Recall@k of the candidates against brute force, on ``recall_sample`` seeded users.
+
+    For each sampled user the exact ``k``-th largest cosine over all other users is computed
+    (brute force, linear in users); a neighbour the job returns counts as found when its cosine
+    reaches it (tie-aware). Returns ``recall_sample_users`` and ``recall_estimate`` (found /
+    (sample · k)); empty when ``recall_sample`` is 0 or there are fewer than 2 users. For the
+    sampled users the figure is exact, since the job ranks with the same functions.
+    """
+    n = len(mat)
+    k = min(params.k, n - 1)
+    if params.recall_sample == 0 or k < 1:
+        return {}
+    sample = np.sort(np.random.default_rng(params.seed + 1).choice(n, size=min(n, params.recall_sample), replace=False))
+    found = 0
+    for start in range(0, len(sample), 32):
+        rows = sample[start : start + 32]
+        sim = np.round(mat[rows] @ mat.T, SIM_DECIMALS)
+        sim[np.arange(len(rows)), rows] = -np.inf
+        kth = np.partition(sim, n - k, axis=1)[:, n - k]
+        for r, i in enumerate(rows):
+            _, got = top_by_similarity(int(i), window_candidates(int(i), orders, positions, params.window), mat, k)
+            found += int(np.count_nonzero(got >= kth[r]))
+    return {"recall_sample_users": int(len(sample)), "recall_estimate": round(found / (len(sample) * k), 4)}
+
+
 def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = None):
     """Spark: ``(lookalike rows, stats)`` for ``vectors`` (``user_id``, unit ``vector``).
 
-    Candidates of a user: the ``window`` users on each side of it in each band's order (shifted
-    inward at the ends of the order, so always ``2·window`` users when there are enough; users
-    sorted by band key, then by projection on the band's tie-break direction, then id): users
-    sharing a long prefix of sign bits are adjacent, so similar users meet in some band. The
-    exact cosine of every candidate is computed and the top ``k`` kept (similarity descending,
-    then ``neighbor_user_id`` ascending). Work is linear in users: at most
-    ``2·window·bands`` candidates each.
+    Users are hashed in the space of ``hash_projection`` (centred, leading principal directions).
+    Candidates of a user (``window_candidates``): the ``window`` users on each side of it in each
+    band's order (users sorted by band key, then by projection on the band's tie-break direction,
+    then id): users sharing a long prefix of sign bits are adjacent, so similar users meet in
+    some band. The exact cosine of every candidate is computed and the top ``k`` kept
+    (similarity descending, then ``neighbor_user_id`` ascending). Work is linear in users: at
+    most ``2·window·bands`` candidates each.
 
-    ``stats``: ``users``, ``bands``, ``bits_per_band``, ``window`` and ``pairs_evaluated`` (the
-    sum over users of their distinct candidates). Rows: ``user_id``, ``rank`` (1-based),
-    ``neighbor_user_id``, ``similarity``, ``cutoff_ts``.
+    ``stats``: ``users``, ``bands``, ``bits_per_band``, ``window``, ``projection_dims`` (the
+    hashing space's width, 0 = raw vectors), and, when sampled, ``recall_sample_users`` and
+    ``recall_estimate`` (``estimate_recall``). The sum over users of their distinct candidates
+    is each row's ``n_candidates`` (``pairs_evaluated``). Rows: ``user_id``, ``rank`` (1-based),
+    ``neighbor_user_id``, ``similarity``, ``cutoff_ts``, ``n_candidates``.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -410,17 +493,19 @@ def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = N
     n = len(local)
     ids = local["user_id"].to_numpy().astype(object)
     mat = np.stack(local["vector"].to_numpy()).astype(np.float64) if n else np.zeros((0, 0))
-    dim = mat.shape[1] if n else 0
     stats = {"users": n, "bands": params.bands, "bits_per_band": params.bits_per_band, "window": params.window}
     schema = "user_id string, rank int, neighbor_user_id string, similarity double, n_candidates long"
     if n < 2:
-        stats["pairs_evaluated"] = 0
+        stats["projection_dims"] = 0
         empty = spark.createDataFrame([], schema)
         return _finish(empty, cutoff_ts), stats
-    orders = band_orders(signatures(indexed, params, dim), n, params.bands)
+    projection = hash_projection(mat, params.projection_dims, params.seed)
+    stats["projection_dims"] = int(projection[1].shape[0]) if params.projection_dims else 0
+    orders = band_orders(signatures(indexed, params, projection), n, params.bands)
     positions = np.empty_like(orders)
     for b in range(params.bands):
         positions[b, orders[b]] = np.arange(n, dtype=np.int32)
+    stats.update(estimate_recall(mat, orders, positions, params))
     shared = spark.sparkContext.broadcast((ids, mat, orders, positions))
     k, win = params.k, params.window
 
@@ -428,22 +513,15 @@ def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = N
         import pandas as pd
 
         ids_, mat_, orders_, pos_ = shared.value
-        n_ = len(ids_)
+        kk = min(k, len(ids_) - 1)
         for pdf in batches:
-            out_u, out_r, out_n, out_s, out_c = [], [], [], [], []
-            span = min(2 * win + 1, n_)
+            out_u, out_n, out_s, out_c = [], [], [], []
             for i in pdf["id"].to_numpy():
-                # The window is shifted inward at the ends of an order, so every user has
-                # min(2·window, users - 1) candidates in every band.
-                lo = np.clip(pos_[:, i] - win, 0, n_ - span)
-                cand = np.unique(np.concatenate([orders_[b, lo[b] : lo[b] + span] for b in range(orders_.shape[0])]))
-                cand = cand[cand != i]
-                sim = np.round(mat_[cand] @ mat_[i], SIM_DECIMALS)
-                top = np.lexsort((cand, -sim))[: min(k, n_ - 1)]
+                cand = window_candidates(int(i), orders_, pos_, win)
+                top, sim = top_by_similarity(int(i), cand, mat_, kk)
                 out_u.append(np.full(len(top), i))
-                out_r.append(np.arange(1, len(top) + 1))
-                out_n.append(cand[top])
-                out_s.append(sim[top])
+                out_n.append(top)
+                out_s.append(sim)
                 out_c.append(np.full(len(top), len(cand)))
             if not out_u:
                 continue
@@ -451,7 +529,7 @@ def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = N
             yield pd.DataFrame(
                 {
                     "user_id": ids_[u],
-                    "rank": np.concatenate(out_r).astype(np.int32),
+                    "rank": np.concatenate([np.arange(1, len(t) + 1) for t in out_n]).astype(np.int32),
                     "neighbor_user_id": ids_[nb],
                     "similarity": np.concatenate(out_s),
                     "n_candidates": np.concatenate(out_c).astype(np.int64),

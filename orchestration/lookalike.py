@@ -97,4 +97,30 @@ def build(settings: Settings) -> Extension:
         invariant_check(RECALL_ITEMS.name, "pipelines.recall.check_recall",
                         "No item seen before the cutoff, positive scores, ranks contiguous and <= recall_size, cutoff_ts as configured."),
     ]
+
+    @dg.asset_check(
+        asset=LOOKALIKE_USERS.name,
+        name="lookalike_users_recall",
+        blocking=False,
+        description="Warns when the SimHash candidates' estimated recall@k (exact top-k of a seeded user sample) is below lsh_target_recall.",
+    )
+    def lookalike_users_recall(settings: SettingsResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        from pipelines.lookalike import lsh_recall_estimate
+
+        s = settings.get().lookalike
+        estimate, sample = lsh_recall_estimate(warehouse.get())
+        meta = {"target": s.lsh_target_recall, "sample_users": sample}
+        if estimate is None:
+            return dg.AssetCheckResult(
+                passed=True, severity=dg.AssetCheckSeverity.WARN,
+                metadata={**meta, "note": "not estimated (lsh_recall_sample is 0 or fewer than 2 users)"},
+            )
+        return dg.AssetCheckResult(
+            passed=estimate >= s.lsh_target_recall, severity=dg.AssetCheckSeverity.WARN,
+            metadata={**meta, "recall_estimate": estimate},
+            description=None if estimate >= s.lsh_target_recall else
+            f"estimated recall@{s.k} {estimate:.3f} < target {s.lsh_target_recall}: raise lsh_bands or lsh_window (docs/lookalike.md)",
+        )
+
+    checks.append(lookalike_users_recall)
     return Extension(assets=[user_vectors, lookalike_users, item_neighbors, recall_items], asset_checks=checks)

@@ -33,7 +33,10 @@ def vector_params(s: LookalikeSettings) -> VectorParams:
 
 
 def lsh_params(s: LookalikeSettings) -> LshParams:
-    return LshParams(k=s.k, bands=s.lsh_bands, bits_per_band=s.lsh_bits_per_band, window=s.lsh_window, seed=s.seed)
+    return LshParams(
+        k=s.k, bands=s.lsh_bands, bits_per_band=s.lsh_bits_per_band, window=s.lsh_window, seed=s.seed,
+        projection_dims=s.lsh_projection_dims, recall_sample=s.lsh_recall_sample,
+    )
 
 
 def _producer(s: LookalikeSettings, job: str) -> dict[str, str]:
@@ -98,6 +101,15 @@ def check_lookalike(spark, warehouse: Warehouse, settings: LookalikeSettings) ->
     missing = users - per_user.count() if want > 0 else 0
     out = {**row, **bad, "users_without_neighbors": missing}
     return {k: int(v or 0) for k, v in out.items()}
+
+
+def lsh_recall_estimate(warehouse: Warehouse) -> tuple[float | None, int]:
+    """``(recall_estimate, recall_sample_users)`` recorded by the current ``lookalike_users``
+    commit (``(None, 0)`` when that build sampled no users)."""
+    producer = warehouse.manifest(LOOKALIKE_USERS.name).producer
+    if "recall_estimate" not in producer:
+        return None, 0
+    return float(producer["recall_estimate"]), int(producer["recall_sample_users"])
 
 
 def check_user_vectors(spark, warehouse: Warehouse, settings: LookalikeSettings) -> dict[str, int]:

@@ -21,6 +21,10 @@ def recall_params(s: LookalikeSettings) -> RecallParams:
         decay=s.decay,
         size=s.recall_size,
         min_rating=s.min_rating,
+        similarity=s.item_similarity,
+        swing_alpha=s.swing_alpha,
+        swing_max_users_per_item=s.swing_max_users_per_item,
+        fill=s.recall_fill,
     )
 
 
@@ -28,7 +32,10 @@ def build_item_neighbors_table(spark, warehouse: Warehouse, settings: LookalikeS
     """Rebuild ``item_neighbors`` as of ``settings.cutoff_ts``."""
     events = warehouse.read_spark(spark, EVENTS.name)
     df = build_item_neighbors(events, settings.cutoff_ts, recall_params(settings))
-    producer = {"job": "build_item_neighbors_table", "cutoff_ts": settings.cutoff_ts.isoformat(), "window_days": str(settings.window_days)}
+    producer = {
+        "job": "build_item_neighbors_table", "cutoff_ts": settings.cutoff_ts.isoformat(),
+        "window_days": str(settings.window_days), "similarity": settings.item_similarity,
+    }
     return warehouse.write_spark(df.select(*ITEM_NEIGHBORS.columns), ITEM_NEIGHBORS, producer=producer)
 
 
@@ -37,7 +44,10 @@ def build_recall_table(spark, warehouse: Warehouse, settings: LookalikeSettings)
     events = warehouse.read_spark(spark, EVENTS.name)
     neighbors = warehouse.read_spark(spark, ITEM_NEIGHBORS.name)
     df = build_recall_items(events, neighbors, settings.cutoff_ts, recall_params(settings))
-    producer = {"job": "build_recall_table", "cutoff_ts": settings.cutoff_ts.isoformat(), "size": str(settings.recall_size)}
+    producer = {
+        "job": "build_recall_table", "cutoff_ts": settings.cutoff_ts.isoformat(),
+        "size": str(settings.recall_size), "fill": settings.recall_fill,
+    }
     return warehouse.write_spark(df.select(*RECALL_ITEMS.columns), RECALL_ITEMS, producer=producer)
 
 
@@ -46,11 +56,14 @@ def check_item_neighbors(spark, warehouse: Warehouse, settings: LookalikeSetting
     from pyspark.sql import functions as F
 
     df = warehouse.read_spark(spark, ITEM_NEIGHBORS.name)
+    upper = 1.0 if settings.item_similarity == "cosine" else float("inf")  # Swing scores are unbounded above
     per = df.groupBy("item_id").agg(F.count(F.lit(1)).alias("n"), F.max("rank").alias("m"))
     row = df.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum((F.col("item_id") == F.col("neighbor_item_id")).cast("long")).alias("self_neighbors"),
-        F.sum(((F.col("similarity") <= 0) | (F.col("similarity") > 1)).cast("long")).alias("similarity_out_of_range"),
+        F.sum(
+            ((F.col("similarity") <= 0) | F.isnan("similarity") | (F.col("similarity") > F.lit(upper))).cast("long")
+        ).alias("similarity_out_of_range"),
         F.sum((F.col("co_users") < settings.min_co_users).cast("long")).alias("co_users_below_min"),
         F.sum((F.col("cutoff_ts") != F.lit(settings.cutoff_ts)).cast("long")).alias("rows_with_other_cutoff"),
     ).collect()[0].asDict()
@@ -60,6 +73,7 @@ def check_item_neighbors(spark, warehouse: Warehouse, settings: LookalikeSetting
 
 def check_recall(spark, warehouse: Warehouse, settings: LookalikeSettings) -> dict[str, int]:
     """Count violations of ``recall_items``' invariants, including seen items (cutoff respected)."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     df = warehouse.read_spark(spark, RECALL_ITEMS.name)
@@ -69,12 +83,23 @@ def check_recall(spark, warehouse: Warehouse, settings: LookalikeSettings) -> di
         .select("user_id", "item_id")
         .distinct()
     )
-    per = df.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.max("rank").alias("m"))
-    row = df.agg(
+    per = df.groupBy("user_id").agg(
+        F.count(F.lit(1)).alias("n"), F.max("rank").alias("m"),
+        F.max(F.when(F.col("source") == "i2i", F.col("rank"))).alias("last_i2i"),
+        F.min(F.when(F.col("source") == "popular", F.col("rank"))).alias("first_popular"),
+    )
+    w = Window.partitionBy("user_id", "source").orderBy("rank")
+    allowed = ["i2i", "popular"] if settings.recall_fill == "popular" else ["i2i"]
+    row = df.select(
+        "*", (F.lag("score").over(w) < F.col("score")).alias("_up")
+    ).agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum((F.col("score") <= 0).cast("long")).alias("nonpositive_scores"),
+        F.sum(F.coalesce(F.col("_up"), F.lit(False)).cast("long")).alias("scores_not_sorted"),
+        F.sum((~F.col("source").isin(*allowed)).cast("long")).alias("rows_with_unexpected_source"),
         F.sum((F.col("cutoff_ts") != F.lit(settings.cutoff_ts)).cast("long")).alias("rows_with_other_cutoff"),
     ).collect()[0].asDict()
+    row["users_with_popular_before_i2i"] = per.where(F.col("first_popular") < F.col("last_i2i")).count()
     row["seen_items_recalled"] = df.join(seen, ["user_id", "item_id"], "left_semi").count()
     row["users_with_bad_ranks"] = per.where((F.col("n") != F.col("m")) | (F.col("n") > settings.recall_size)).count()
     return {k: int(v or 0) for k, v in row.items()}

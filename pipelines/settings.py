@@ -405,21 +405,40 @@ class LookalikeSettings(StrictModel):
     als_reg: Annotated[float, Field(ge=0)] = Field(0.05, description="ALS regularisation")
     als_alpha: Annotated[float, Field(gt=0)] = Field(10.0, description="ALS implicit confidence: 1 + alpha * positives")
     k: Annotated[int, Field(ge=1, le=1000)] = Field(50, description="look-alike users kept per user")
-    lsh_bands: Annotated[int, Field(ge=1, le=256)] = Field(16, description="SimHash bands (orderings)")
+    lsh_bands: Annotated[int, Field(ge=1, le=256)] = Field(32, description="SimHash bands (orderings)")
     lsh_bits_per_band: Annotated[int, Field(ge=1, le=62)] = Field(16, description="hyperplanes (sign bits) per band")
     lsh_window: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        64, description="users compared on each side of a user in each band's order (2 * window >= k)"
+        32, description="users compared on each side of a user in each band's order (2 * window >= k)"
     )
-    seed: int = Field(20220408, description="seed of the hyperplanes and of ALS")
+    lsh_projection_dims: Annotated[int, Field(ge=0, le=4096)] = Field(
+        32, description="hash the centred vectors' leading principal directions (0 = hash the raw vectors)"
+    )
+    lsh_recall_sample: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        1000, description="users whose exact top-k is brute-forced on every build to estimate recall@k (0 = off)"
+    )
+    lsh_target_recall: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.95, description="the lookalike_users_recall check warns when the estimated recall@k is below this"
+    )
+    seed: int = Field(20220408, description="seed of the hyperplanes, the PCA sample, the recall sample and ALS")
     window_days: Annotated[int, Field(ge=1, le=366)] = Field(7, description="item_neighbors: days of positives before the cutoff")
     max_items_per_user: Annotated[int, Field(ge=2, le=10_000)] = Field(
         100, description="item_neighbors: a user's most recent distinct positive items counted"
     )
     min_co_users: Annotated[int, Field(ge=1)] = Field(2, description="item_neighbors: fewest co-occurring users of a pair")
     item_k: Annotated[int, Field(ge=1, le=1000)] = Field(50, description="item_neighbors: neighbours kept per item")
+    item_similarity: Literal["cosine", "swing"] = Field(
+        "cosine", description="item_neighbors: co-occurrence cosine, or Swing with user weights (docs/lookalike.md)"
+    )
+    swing_alpha: Annotated[float, Field(gt=0)] = Field(1.0, description="item_neighbors (swing): alpha in 1 / (alpha + |I_u ∩ I_v|)")
+    swing_max_users_per_item: Annotated[int, Field(ge=2, le=100_000)] = Field(
+        200, description="item_neighbors (swing): an item's most recent users paired (bounds the work per item)"
+    )
     history_items: Annotated[int, Field(ge=1, le=1000)] = Field(20, description="recall_items: recent positive items that vote")
     decay: Annotated[float, Field(gt=0, le=1)] = Field(0.9, description="recall_items: vote weight decay^position (0 = most recent)")
     recall_size: Annotated[int, Field(ge=1, le=10_000)] = Field(100, description="recall_items: pool size N per user")
+    recall_fill: Literal["none", "popular"] = Field(
+        "none", description="recall_items: top up short pools with the window's popular unseen items (source 'popular')"
+    )
 
     @field_validator("cutoff_ts")
     @classmethod

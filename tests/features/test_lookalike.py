@@ -15,6 +15,7 @@ from features.lookalike import (
     band_keys,
     build_user_vectors,
     encode_profiles,
+    hash_projection,
     lookalike_topk,
     profile_columns,
     synthetic_user_vectors,
@@ -122,11 +123,57 @@ def test_recall_at_50_on_20000_synthetic_users(spark):
         top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         truth.update({ids[s + r]: set(ids[top[r]]) for r in range(sim.shape[0])})
     df = spark.createDataFrame(pd.DataFrame({"user_id": ids, "vector": list(mat)}))
-    out, stats = lookalike_topk(df, LshParams(k=k, bands=16, bits_per_band=16, window=64))
+    params = LshParams(k=k)  # the defaults: 32 bands of 16 bits, window 32, hashed on 32 principal directions
+    out, stats = lookalike_topk(df, params)
     got = out.select("user_id", "neighbor_user_id").toPandas().groupby("user_id")["neighbor_user_id"].apply(set)
     recall = np.mean([len(got[u] & truth[u]) / k for u in ids])
-    print(f"recall@50 = {recall:.4f} (bands 16, bits 16, window 64)")
+    print(f"recall@50 = {recall:.4f} (bands {params.bands}, bits {params.bits_per_band}, window {params.window}, "
+          f"projection {params.projection_dims}); sampled estimate {stats['recall_estimate']}")
     assert recall >= 0.95
+    assert abs(stats["recall_estimate"] - recall) < 0.02  # 1,000 sampled users estimate the whole
+
+
+def test_hash_projection_centres_and_keeps_leading_directions():
+    rng = np.random.default_rng(0)
+    mat = rng.standard_normal((500, 6)) * np.array([5.0, 3.0, 1.0, 0.1, 0.1, 0.1]) + 7.0
+    mean, comps = hash_projection(mat, 3, seed=1)
+    assert np.allclose(mean, mat.mean(axis=0))  # fewer rows than the fit sample: every row is used
+    assert comps.shape == (3, 6) and np.allclose(comps @ comps.T, np.eye(3), atol=1e-9)
+    assert np.allclose(np.abs(comps[:, :3]), np.eye(3), atol=0.1)  # the three high-variance axes, in order
+    assert (comps[np.arange(3), np.abs(comps).argmax(axis=1)] > 0).all()  # sign convention
+    again = hash_projection(mat, 3, seed=1)
+    assert np.array_equal(again[0], mean) and np.array_equal(again[1], comps)
+    zero_mean, identity = hash_projection(mat, 0, seed=1)
+    assert not zero_mean.any() and np.array_equal(identity, np.eye(6))
+    assert hash_projection(mat, 99, seed=1)[1].shape == (6, 6)  # capped at the vector width
+
+
+@pytest.mark.parametrize("window,projection", [(3, 8), (3, 0), (40, 8)])
+def test_recall_estimate_equals_the_recall_of_the_output(spark, window, projection):
+    """With every user sampled, the estimate is the tie-aware recall@k of the rows the job returns."""
+    n, k = 150, 6
+    ids, mat = synthetic_user_vectors(n, dim=8, clusters=5, seed=4)
+    params = LshParams(k=k, bands=2, bits_per_band=5, window=window, projection_dims=projection, recall_sample=n)
+    out, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), params)
+    got = out.toPandas()
+    m = mat.astype(np.float64)
+    m = m / np.linalg.norm(m, axis=1, keepdims=True)
+    sim = np.round(m @ m.T, 12)
+    np.fill_diagonal(sim, -np.inf)
+    kth = np.sort(sim, axis=1)[:, -k]
+    index = {u: i for i, u in enumerate(ids)}
+    found = sum(int(r.similarity >= kth[index[r.user_id]] - 1e-9) for r in got.itertuples())
+    assert stats["recall_sample_users"] == n
+    assert stats["recall_estimate"] == pytest.approx(found / (n * k), abs=1e-4)
+    if window >= n:
+        assert stats["recall_estimate"] == 1.0
+    assert stats["projection_dims"] == projection
+
+
+def test_recall_sample_zero_skips_the_estimate(spark):
+    ids, mat = synthetic_user_vectors(40, dim=4, seed=2)
+    _, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), LshParams(k=5, bands=2, bits_per_band=4, window=4, recall_sample=0))
+    assert "recall_estimate" not in stats
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
         "events_quality", "users_quality", "items_quality", "synthetic_truth_quality", "events_referential_integrity",
         "user_sequences_invariants", "rote_features_invariants", "duration_stats_invariants", "watch_time_labels_invariants",
         "user_vectors_invariants", "lookalike_users_invariants", "item_neighbors_invariants", "recall_items_invariants",
+        "lookalike_users_recall",
     }
     assert defs.resolve_schedule_def("daily_ingest_schedule").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("new_source_files") is not None

@@ -28,7 +28,11 @@ def test_lookalike_assets_and_checks_pass(spark, tmp_path):
     done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert done == {"user_vectors", "lookalike_users", "item_neighbors", "recall_items"}
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    recall = checks.pop("lookalike_users_recall")  # non-blocking: warns, never stops the run
     assert set(checks) == {f"{t}_invariants" for t in done} and all(c.passed for c in checks.values())
+    estimate = recall.metadata["recall_estimate"].value
+    assert 0 < estimate <= 1 and recall.passed == (estimate >= 0.95)
+    assert recall.severity == dg.AssetCheckSeverity.WARN
     mat = result.asset_materializations_for_node("lookalike_users")[0]
     assert mat.metadata["cutoff_ts"].value == "2022-04-13T00:00:00+00:00"
     assert mat.metadata["lsh_pairs_evaluated"].value > 0
