@@ -142,13 +142,17 @@ def main() -> None:
     ap.add_argument("--bands", type=int, help="override lsh_bands")
     ap.add_argument("--window", type=int, help="override lsh_window")
     ap.add_argument("--projection-dims", type=int, help="override lsh_projection_dims (0 = hash raw vectors)")
+    ap.add_argument("--item-similarity", choices=["cosine", "swing"], help="override item_similarity")
+    ap.add_argument("--recall-fill", choices=["none", "popular"], help="override recall_fill")
     ap.add_argument("--lookalike-only", action="store_true", help="reuse user_vectors; rebuild and measure lookalike_users only")
+    ap.add_argument("--recall-only", action="store_true", help="rebuild and measure item_neighbors and recall_items only")
     args = ap.parse_args()
     if not os.path.isdir(args.data):
         sys.exit(f"KuaiRand slice not found at {args.data}")
 
     overrides = {"cutoff_ts": _utc(args.cutoff)}
-    for field, value in (("lsh_bands", args.bands), ("lsh_window", args.window), ("lsh_projection_dims", args.projection_dims)):
+    for field, value in (("lsh_bands", args.bands), ("lsh_window", args.window), ("lsh_projection_dims", args.projection_dims),
+                         ("item_similarity", args.item_similarity), ("recall_fill", args.recall_fill)):
         if value is not None:
             overrides[field] = value
     base = load_settings(args.config).lookalike.model_dump()
@@ -156,7 +160,8 @@ def main() -> None:
     print(f"cutoff_ts={settings.cutoff_ts.isoformat()} k={settings.k} bands={settings.lsh_bands} "
           f"bits_per_band={settings.lsh_bits_per_band} window={settings.lsh_window} "
           f"projection_dims={settings.lsh_projection_dims} seed={settings.seed} "
-          f"als_rank={settings.als_rank} window_days={settings.window_days} recall_size={settings.recall_size}", flush=True)
+          f"als_rank={settings.als_rank} window_days={settings.window_days} recall_size={settings.recall_size} "
+          f"item_similarity={settings.item_similarity} recall_fill={settings.recall_fill}", flush=True)
     spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=4, driver_memory="4g"))
     wh_dir = os.path.abspath(args.warehouse)
     t0 = time.perf_counter()
@@ -172,18 +177,23 @@ def main() -> None:
     wh = Warehouse(wh_dir)
 
     t = time.perf_counter()
-    if not (args.lookalike_only and wh.exists("user_vectors")):
+    if not args.recall_only and not (args.lookalike_only and wh.exists("user_vectors")):
         build_user_vectors_table(spark, wh, settings)
         print(f"user_vectors: seconds={time.perf_counter() - t:.0f}", flush=True)
     t = time.perf_counter()
-    _, stats = build_lookalike_table(spark, wh, settings)
-    print(f"lookalike_users: seconds={time.perf_counter() - t:.0f} {stats}", flush=True)
+    stats = {}
+    if not args.recall_only:
+        _, stats = build_lookalike_table(spark, wh, settings)
+        print(f"lookalike_users: seconds={time.perf_counter() - t:.0f} {stats}", flush=True)
     if not args.lookalike_only:
         t = time.perf_counter()
         build_item_neighbors_table(spark, wh, settings)
         build_recall_table(spark, wh, settings)
         print(f"item_neighbors + recall_items: seconds={time.perf_counter() - t:.0f}", flush=True)
 
+    if args.recall_only:
+        recall_figures(spark, wh, settings, t0)
+        return
     q = lsh_quality(wh, settings.k)
     print(f"FIGURE 1 LSH recall@{settings.k} (k={settings.k}, bands={settings.lsh_bands}, bits_per_band="
           f"{settings.lsh_bits_per_band}, window={settings.lsh_window}, projection_dims={settings.lsh_projection_dims}) over {q['users']:,} users, dim {q['dim']}: "
@@ -196,14 +206,23 @@ def main() -> None:
         stop_spark()
         return
 
+    recall_figures(spark, wh, settings, t0)
+
+
+def recall_figures(spark, wh, settings, t0: float) -> None:
+    """Figure 2: the committed recall pools against popularity on the next day's clicks."""
+    from pipelines.recall import evaluate_recall
+    from pipelines.spark import stop_spark
     from pyspark.sql import functions as F
 
     pool = wh.read_spark(spark, "recall_items")
-    sizes = pool.groupBy("user_id").count().agg(F.count(F.lit(1)), F.avg("count")).collect()[0]
-    print(f"recall pools: users={sizes[0]:,} mean_size={sizes[1]:.1f}", flush=True)
+    sizes = pool.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.sum((F.col("source") == "i2i").cast("int")).alias("i2i")).agg(
+        F.count(F.lit(1)), F.avg("n"), F.avg("i2i")
+    ).collect()[0]
+    print(f"recall pools: users={sizes[0]:,} mean_size={sizes[1]:.1f} mean_i2i_items={sizes[2]:.1f}", flush=True)
     week = evaluate_recall(spark, wh, settings)
     print(f"FIGURE 2 next-day clicks [{settings.cutoff_ts.isoformat()}, +1 day), pool size {week['pool_size']}: "
-          f"i2i recall pool item_recall={week['recall_item_recall']:.4f} user_hit_rate={week['recall_user_hit_rate']:.4f}; "
+          f"recall pool ({settings.item_similarity}, fill {settings.recall_fill}) item_recall={week['recall_item_recall']:.4f} user_hit_rate={week['recall_user_hit_rate']:.4f}; "
           f"popularity (7-day window) item_recall={week['popular_item_recall']:.4f} user_hit_rate={week['popular_user_hit_rate']:.4f}", flush=True)
     print("  " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v:,}" for k, v in week.items()), flush=True)
     # The same committed pool against popularity over the whole history before the cutoff.

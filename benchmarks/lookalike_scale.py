@@ -6,7 +6,7 @@ user, the ratio to the brute-force count n·(n-1) of (user, other user) pairs (t
 counted, not run), and the recall@50 the job estimates on its 1,000 sampled users. Default LSH
 parameters (``LshParams()``, the same as ``recfeat.yaml``).
 
-    .venv/bin/python benchmarks/lookalike_scale.py [--users 100000 1000000]
+    .venv/bin/python benchmarks/lookalike_scale.py [--users 100000 1000000] [--bands 64] [--window 32]
 """
 from __future__ import annotations
 
@@ -28,9 +28,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--dim", type=int, default=32)
+    ap.add_argument("--bands", type=int, help="override the default number of bands")
+    ap.add_argument("--window", type=int, help="override the default window")
     args = ap.parse_args()
     spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=8, driver_memory="8g"))
     params = LshParams()
+    params = LshParams(bands=args.bands or params.bands, window=args.window or params.window)
     prev = None
     for n in args.users:
         ids, mat = synthetic_user_vectors(n, args.dim, seed=1)

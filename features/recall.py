@@ -94,7 +94,7 @@ class RecallParams:
     decay: float = 0.9
     size: int = 100
     min_rating: float = 4.0
-    similarity: str = "cosine"
+    similarity: str = "swing"
     swing_alpha: float = 1.0
     swing_max_users_per_item: int = 200
     fill: str = "none"

@@ -427,7 +427,7 @@ class LookalikeSettings(StrictModel):
     min_co_users: Annotated[int, Field(ge=1)] = Field(2, description="item_neighbors: fewest co-occurring users of a pair")
     item_k: Annotated[int, Field(ge=1, le=1000)] = Field(50, description="item_neighbors: neighbours kept per item")
     item_similarity: Literal["cosine", "swing"] = Field(
-        "cosine", description="item_neighbors: co-occurrence cosine, or Swing with user weights (docs/lookalike.md)"
+        "swing", description="item_neighbors: co-occurrence cosine, or Swing with user weights (docs/lookalike.md)"
     )
     swing_alpha: Annotated[float, Field(gt=0)] = Field(1.0, description="item_neighbors (swing): alpha in 1 / (alpha + |I_u ∩ I_v|)")
     swing_max_users_per_item: Annotated[int, Field(ge=2, le=100_000)] = Field(

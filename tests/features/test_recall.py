@@ -109,7 +109,7 @@ def test_hand_computed_neighbours_and_pool(spark):
     # Users 1, 2 clicked a and b; user 3 clicked a and c; user 4 clicked b only.
     rows = [("1", "a", 1, True), ("1", "b", 2, True), ("2", "a", 3, True), ("2", "b", 4, True),
             ("3", "a", 5, True), ("3", "c", 6, True), ("4", "b", 7, True), ("4", "c", 8, False)]
-    p = RecallParams(min_co_users=1, item_k=5, size=5)
+    p = RecallParams(min_co_users=1, item_k=5, size=5, similarity="cosine")
     events = spark.createDataFrame(events_frame(rows))
     nb = build_item_neighbors(events, CUTOFF, p)
     got = {(r.item_id, r.neighbor_item_id): (r.rank, round(r.similarity, 9), r.co_users) for r in nb.collect()}
@@ -142,7 +142,7 @@ def test_swing_hand_computed(spark):
 def test_popular_fill_tops_up_short_pools_after_the_i2i_items(spark):
     rows = [("1", "a", 1, True), ("1", "b", 2, True), ("2", "a", 3, True), ("2", "c", 4, True),
             ("3", "c", 5, True), ("3", "d", 6, True), ("4", "e", 7, False)]
-    p = RecallParams(min_co_users=1, item_k=5, size=3, fill="popular")
+    p = RecallParams(min_co_users=1, item_k=5, size=3, fill="popular", similarity="cosine")
     events = spark.createDataFrame(events_frame(rows))
     nb = build_item_neighbors(events, CUTOFF, p)
     pool = {}
