@@ -49,9 +49,10 @@ def test_every_table_has_a_blocking_quality_check(small_config):
     defs = build_definitions(load_settings(small_config), str(small_config))
     specs = {s.name: s for c in defs.asset_checks for s in c.check_specs}
     assert {f"{t}_quality" for t in TABLES} | {"events_referential_integrity", "user_sequences_invariants", "rote_features_invariants"} <= set(specs)
-    assert all(s.blocking for name, s in specs.items() if name != "events_referential_integrity")
+    warnings = {"events_referential_integrity", "lookalike_users_recall"}  # non-blocking by design
+    assert all(s.blocking for name, s in specs.items() if name not in warnings)
     assert all(specs[f"{t}_quality"].blocking for t in TABLES)
-    assert not specs["events_referential_integrity"].blocking
+    assert not any(specs[name].blocking for name in warnings)
 
 
 def test_failing_suite_blocks_downstream_asset_in_a_real_run(spark, small_config, tmp_path, capsys):
