@@ -183,6 +183,9 @@ def materialize_assets(
         ]
         if failed_checks:
             raise CliError(f"{key}: blocking check failed: {failed_checks[0]}")
+        for e in result.get_asset_check_evaluations():
+            if not e.passed and e.severity == dg.AssetCheckSeverity.WARN:
+                log(f"warning: {e.check_name}: {e.description or 'failed (non-blocking)'}")
         key = ", ".join(keys)
         log(f"materialized {key}{label} in {time.perf_counter() - t0:.1f} s")
         done.extend(keys)
