@@ -27,7 +27,9 @@ public. The details chosen here are documented in ``docs/lookalike.md``:
   descending, then ``neighbor_user_id`` ascending (similarities rounded to 1e-12 so that the
   order does not depend on floating-point summation order).
 * **recall estimate**: on every build, ``recall_sample`` seeded users get their exact top ``k``
-  by brute force (linear in users) and the share found by the candidates is reported.
+  by brute force (linear in users) and the share found by the candidates is reported. With
+  ``auto_bands``, the bands are doubled (new seeded hyperplanes each time) until the estimate
+  reaches ``target_recall`` or ``max_bands`` would be exceeded.
 
 Pure DataFrame-to-DataFrame functions; no I/O.
 """
@@ -36,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -321,12 +323,17 @@ class LshParams:
     seed: int = 20220408
     projection_dims: int = 32
     recall_sample: int = 1000
+    auto_bands: bool = False
+    target_recall: float = 0.95
+    max_bands: int = 256
 
     def validate(self) -> None:
         if self.k < 1 or self.bands < 1 or not 1 <= self.bits_per_band <= 62 or 2 * self.window < self.k:
             raise ValueError("k >= 1, bands >= 1, 1 <= bits_per_band <= 62 and 2 * window >= k are required")
         if self.projection_dims < 0 or self.recall_sample < 0:
             raise ValueError("projection_dims and recall_sample must be >= 0")
+        if self.auto_bands and (self.recall_sample == 0 or self.max_bands < self.bands):
+            raise ValueError("auto_bands needs recall_sample > 0 and max_bands >= bands")
 
 
 PCA_FIT_ROWS = 20_000
@@ -476,7 +483,8 @@ def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = N
 
     ``stats``: ``users``, ``bands``, ``bits_per_band``, ``window``, ``projection_dims`` (the
     hashing space's width, 0 = raw vectors), and, when sampled, ``recall_sample_users`` and
-    ``recall_estimate`` (``estimate_recall``). The sum over users of their distinct candidates
+    ``recall_estimate`` (``estimate_recall``); with ``auto_bands``, ``bands`` is the count
+    used and ``bands_tried`` lists ``bands:estimate`` for each try. The sum over users of their distinct candidates
     is each row's ``n_candidates`` (``pairs_evaluated``). Rows: ``user_id``, ``rank`` (1-based),
     ``neighbor_user_id``, ``similarity``, ``cutoff_ts``, ``n_candidates``.
     """
@@ -501,11 +509,23 @@ def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = N
         return _finish(empty, cutoff_ts), stats
     projection = hash_projection(mat, params.projection_dims, params.seed)
     stats["projection_dims"] = int(projection[1].shape[0]) if params.projection_dims else 0
-    orders = band_orders(signatures(indexed, params, projection), n, params.bands)
-    positions = np.empty_like(orders)
-    for b in range(params.bands):
-        positions[b, orders[b]] = np.arange(n, dtype=np.int32)
-    stats.update(estimate_recall(mat, orders, positions, params))
+    tried = []
+    while True:
+        orders = band_orders(signatures(indexed, params, projection), n, params.bands)
+        positions = np.empty_like(orders)
+        for b in range(params.bands):
+            positions[b, orders[b]] = np.arange(n, dtype=np.int32)
+        estimate = estimate_recall(mat, orders, positions, params)
+        tried.append(f"{params.bands}:{estimate.get('recall_estimate', '')}")
+        # Auto bands: double until the sampled recall reaches the target or the cap is hit.
+        if (not params.auto_bands or not estimate or estimate["recall_estimate"] >= params.target_recall
+                or 2 * params.bands > params.max_bands):
+            break
+        params = replace(params, bands=2 * params.bands)
+    stats.update(estimate)
+    stats["bands"] = params.bands
+    if params.auto_bands:
+        stats["bands_tried"] = " ".join(tried)
     shared = spark.sparkContext.broadcast((ids, mat, orders, positions))
     k, win = params.k, params.window
 

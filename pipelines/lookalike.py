@@ -36,6 +36,7 @@ def lsh_params(s: LookalikeSettings) -> LshParams:
     return LshParams(
         k=s.k, bands=s.lsh_bands, bits_per_band=s.lsh_bits_per_band, window=s.lsh_window, seed=s.seed,
         projection_dims=s.lsh_projection_dims, recall_sample=s.lsh_recall_sample,
+        auto_bands=s.lsh_auto_bands, target_recall=s.lsh_target_recall, max_bands=s.lsh_max_bands,
     )
 
 

@@ -405,7 +405,7 @@ class LookalikeSettings(StrictModel):
     als_reg: Annotated[float, Field(ge=0)] = Field(0.05, description="ALS regularisation")
     als_alpha: Annotated[float, Field(gt=0)] = Field(10.0, description="ALS implicit confidence: 1 + alpha * positives")
     k: Annotated[int, Field(ge=1, le=1000)] = Field(50, description="look-alike users kept per user")
-    lsh_bands: Annotated[int, Field(ge=1, le=256)] = Field(32, description="SimHash bands (orderings)")
+    lsh_bands: Annotated[int, Field(ge=1, le=1024)] = Field(32, description="SimHash bands (orderings)")
     lsh_bits_per_band: Annotated[int, Field(ge=1, le=62)] = Field(16, description="hyperplanes (sign bits) per band")
     lsh_window: Annotated[int, Field(ge=1, le=10_000)] = Field(
         32, description="users compared on each side of a user in each band's order (2 * window >= k)"
@@ -419,6 +419,10 @@ class LookalikeSettings(StrictModel):
     lsh_target_recall: Annotated[float, Field(ge=0, le=1)] = Field(
         0.95, description="the lookalike_users_recall check warns when the estimated recall@k is below this"
     )
+    lsh_auto_bands: bool = Field(
+        False, description="double lsh_bands until the sampled recall@k reaches lsh_target_recall (or lsh_max_bands)"
+    )
+    lsh_max_bands: Annotated[int, Field(ge=1, le=1024)] = Field(256, description="cap on the bands lsh_auto_bands may reach")
     seed: int = Field(20220408, description="seed of the hyperplanes, the PCA sample, the recall sample and ALS")
     window_days: Annotated[int, Field(ge=1, le=366)] = Field(7, description="item_neighbors: days of positives before the cutoff")
     max_items_per_user: Annotated[int, Field(ge=2, le=10_000)] = Field(
@@ -451,6 +455,10 @@ class LookalikeSettings(StrictModel):
             raise ValueError("profile_weight and behaviour_weight must not both be 0")
         if 2 * self.lsh_window < self.k:
             raise ValueError("lsh_window must be at least k / 2 (every user needs k candidates)")
+        if self.lsh_auto_bands and self.lsh_recall_sample == 0:
+            raise ValueError("lsh_auto_bands needs lsh_recall_sample > 0 (the bands are chosen on the sampled recall)")
+        if self.lsh_auto_bands and self.lsh_max_bands < self.lsh_bands:
+            raise ValueError("lsh_max_bands must be at least lsh_bands")
         return self
 
 # --- training settings (trainers; docs/training.md) go here ---

@@ -268,3 +268,31 @@ def test_weights_split_cosine_between_blocks(spark):
     assert abs(a @ b - (4 * cp + cb) / 5) < 1e-5
     only_profile = _vectors(spark, rows, users, behaviour_weight=0.0)
     assert only_profile["a"].behaviour_dim == 0 and len(only_profile["a"].vector) == only_profile["a"].profile_dim
+
+
+def test_auto_bands_double_until_the_sampled_recall_reaches_the_target(spark):
+    ids, mat = synthetic_user_vectors(400, dim=16, clusters=8, seed=7)
+    df = _frame(spark, ids, mat.astype(float))
+    auto = LshParams(k=10, bands=1, bits_per_band=8, window=5, recall_sample=400, auto_bands=True, target_recall=0.9, max_bands=64)
+    out, stats = lookalike_topk(df, auto)
+    tries = [t.split(":") for t in stats["bands_tried"].split()]
+    assert [int(b) for b, _ in tries] == [2 ** i for i in range(len(tries))]  # 1, 2, 4, ...
+    assert all(float(e) < 0.9 for _, e in tries[:-1])  # stopped at the first try reaching the target
+    assert stats["bands"] == int(tries[-1][0]) > 1
+    assert stats["recall_estimate"] >= 0.9 or stats["bands"] * 2 > 64
+    # The result is the fixed-bands build with the chosen count.
+    fixed = LshParams(k=10, bands=stats["bands"], bits_per_band=8, window=5, recall_sample=400)
+    a = out.toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
+    b = lookalike_topk(df, fixed)[0].toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_auto_bands_stop_at_the_cap_and_are_validated(spark):
+    ids, mat = synthetic_user_vectors(200, dim=8, seed=8)
+    capped = LshParams(k=10, bands=1, bits_per_band=8, window=5, recall_sample=50, auto_bands=True, target_recall=1.0, max_bands=4)
+    _, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), capped)
+    assert stats["bands"] == 4 and [t.split(":")[0] for t in stats["bands_tried"].split()] == ["1", "2", "4"]
+    with pytest.raises(ValueError, match="auto_bands"):
+        LshParams(bands=8, max_bands=4, auto_bands=True).validate()
+    with pytest.raises(ValueError, match="auto_bands"):
+        LshParams(recall_sample=0, auto_bands=True).validate()

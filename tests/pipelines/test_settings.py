@@ -78,6 +78,10 @@ def test_cli_overrides_win(tmp_path):
         ("rules: {colour: blue}\n", "rules.colour", "unknown key"),
         ("sources: {x: {kind: movielens, path: a, require_duration: true}}\nactive_source: x\n", "sources.x", "no durations"),
         ("sources: {x: {kind: csv, path: a, require_duration: true, mapping: {user_id: u, item_id: i, timestamp: t}}}\nactive_source: x\n", "sources.x", "needs mapping.duration_ms"),
+        ("lookalike: {lsh_auto_bands: true, lsh_recall_sample: 0}\n", "lookalike", "lsh_auto_bands needs lsh_recall_sample > 0"),
+        ("lookalike: {lsh_auto_bands: true, lsh_bands: 64, lsh_max_bands: 32}\n", "lookalike", "lsh_max_bands must be at least lsh_bands"),
+        ("lookalike: {item_similarity: jaccard}\n", "lookalike.item_similarity", "Input should be"),
+        ("lookalike: {recall_fill: random}\n", "lookalike.recall_fill", "Input should be"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, text, field, words):
