@@ -119,7 +119,7 @@ def build(settings: Settings) -> Extension:
             passed=estimate >= s.lsh_target_recall, severity=dg.AssetCheckSeverity.WARN,
             metadata={**meta, "recall_estimate": estimate},
             description=None if estimate >= s.lsh_target_recall else
-            f"estimated recall@{s.k} {estimate:.3f} < target {s.lsh_target_recall}: raise lsh_bands or lsh_window (docs/lookalike.md)",
+            f"estimated recall@{s.k} {estimate:.3f} < target {s.lsh_target_recall}: raise lsh_bands, or set lsh_auto_bands (docs/lookalike.md)",
         )
 
     checks.append(lookalike_users_recall)
