@@ -8,16 +8,26 @@ Identity of a record
 --------------------
 ``record_key`` is the record's raw field text joined with ``\\x1f`` in the source's column
 order, so a record read from a plain or a gzipped copy of a file has the same key, and any
-change to any field changes it. Real logs repeat records byte for byte (the KuaiRand slice
-repeats 5,460 lines byte for byte within their files, distinct impressions), so the id also counts the
-occurrence: the *k*-th record (0-based, in line order) with a given key within one source file
-gets occurrence *k*. Then::
+change to any field changes it. Then::
 
     event_id = sha256(source + "\\x1f" + record_key + "\\x1f" + str(occurrence)).hex()[:24]
 
 is stable (the same record of the same file always gets the same id), survives re-reading,
 and makes the same record in two overlapping files collapse to one event. 96 bits keep the
 chance of any collision below 1e-10 at 10^8 events.
+
+Real logs repeat records byte for byte (the KuaiRand slice repeats 5,460 lines within their
+files). What ``occurrence`` is depends on how such exact repeats are read
+(:data:`REPEATED_LINES`, the setting ``ingest.repeated_lines``):
+
+* ``duplicate`` (the project default): occurrence is always 0, so an exact repeat has the id
+  of its first copy and the pipeline's de-duplication (:func:`deduplicate_events`) keeps the
+  first copy and makes the others ``duplicate`` dead letters;
+* ``distinct`` (parity with the published code, which keeps every log row): the *k*-th record
+  (0-based, in line order) with a given key within one source file gets occurrence *k*, so
+  every repeat is an event of its own.
+
+The first copy of a record gets the same id either way.
 
 Units and time: ``event_ts`` is a UTC timestamp (microseconds); ``event_date`` is its UTC
 date; ``play_time_ms`` and ``duration_ms`` are milliseconds; ``rating`` is on the source's
@@ -33,6 +43,10 @@ from features.contracts import TableContract, register
 
 ID_SEPARATOR = "\x1f"
 EVENT_ID_HEX_CHARS = 24
+
+#: How exact repeats of a line within one file are read (``ingest.repeated_lines``):
+#: ``duplicate`` (a repeat is a ``duplicate`` dead letter) or ``distinct`` (each is an event).
+REPEATED_LINES = ("duplicate", "distinct")
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 
@@ -110,16 +124,29 @@ def record_key(fields: list[str | None]) -> str:
     return ID_SEPARATOR.join("" if f is None else f for f in fields)
 
 
-def add_event_ids(staged):
+def check_repeated_lines(mode: str) -> str:
+    """``mode`` if it is one of :data:`REPEATED_LINES`, else ``ValueError``."""
+    if mode not in REPEATED_LINES:
+        raise ValueError(f"repeated_lines must be one of {', '.join(REPEATED_LINES)}, not {mode!r}")
+    return mode
+
+
+def add_event_ids(staged, repeated_lines: str = "distinct"):
     """Spark: staged rows (``STAGED_EVENT_SCHEMA``) plus their ``event_id`` column.
 
-    Pure DataFrame-to-DataFrame function; the staged columns are kept.
+    Pure DataFrame-to-DataFrame function; the staged columns are kept. ``repeated_lines``
+    (see the module docstring): ``distinct`` counts the occurrence of exact repeats within a
+    file, ``duplicate`` gives every repeat the id of its first copy (the ingestion pipelines
+    pass the configured mode).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    occurrence_window = Window.partitionBy("source", "source_file", "record_key").orderBy("source_line")
-    occurrence = (F.row_number().over(occurrence_window) - 1).cast("string")
+    if check_repeated_lines(repeated_lines) == "duplicate":
+        occurrence = F.lit("0")
+    else:
+        occurrence_window = Window.partitionBy("source", "source_file", "record_key").orderBy("source_line")
+        occurrence = (F.row_number().over(occurrence_window) - 1).cast("string")
     event_id_col = F.substring(
         F.sha2(F.concat_ws(ID_SEPARATOR, F.col("source"), F.col("record_key"), occurrence), 256),
         1,
@@ -135,10 +162,10 @@ def to_events(with_ids):
     return with_ids.withColumn("event_date", F.to_date(F.col("event_ts"))).select(*EVENTS.columns)
 
 
-def assign_event_ids(staged):
+def assign_event_ids(staged, repeated_lines: str = "distinct"):
     """Spark: staged rows to ``events`` rows, ids and dates added. Does not de-duplicate
     (see :func:`deduplicate_events`)."""
-    return to_events(add_event_ids(staged))
+    return to_events(add_event_ids(staged, repeated_lines))
 
 
 def deduplicate_events(events):

@@ -9,11 +9,18 @@ Layout under the warehouse root (a local path or an fsspec URI)::
     <root>/<table>/_manifests/000007.json         the manifest of version 7 (see Manifest)
     <root>/<table>/data/<part>/<commit>/*.parquet immutable data directories
     <root>/<table>/_staging/<txn>/                in-progress writes (never read)
+    <root>/<table>/_pins/<name>.json              a version that retention must keep (see below)
 
 ``<part>`` is ``<partition_column>=<value>`` for partitioned tables and ``all`` otherwise;
 ``<commit>`` is ``v<version>-<txn>``. A version is committed when ``_current`` names it; the
 pointer is replaced atomically and written last, so readers see either the old version or the
 new one, never a partial write. Data directories are never modified after a commit.
+
+Pins: retention keeps the newest ``keep_versions`` versions of a table plus every pinned one. A
+pin file holds ``{"version": N, "run_dir": ...}``; a training run writes one per table it read
+(``name`` = ``<model>--<run id>``), and it holds as long as its ``run_dir`` exists (a deleted run
+releases its versions at the next commit). Versions named in the project configuration
+(``training.models.<model>.table_versions``) are pinned without a file.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ CURRENT_POINTER = "_current"
 MANIFESTS_DIR = "_manifests"
 DATA_DIR = "data"
 STAGING_DIR = "_staging"
+PINS_DIR = "_pins"
 UNPARTITIONED = "all"
 VERSION_DIGITS = 6
 
@@ -38,6 +46,16 @@ def pointer_path(root: str, table: str) -> str:
 
 def manifest_path(root: str, table: str, version: int) -> str:
     return f"{table_dir(root, table)}/{MANIFESTS_DIR}/{format_version(version)}.json"
+
+
+def pins_dir(root: str, table: str) -> str:
+    return f"{table_dir(root, table)}/{PINS_DIR}"
+
+
+def pin_path(root: str, table: str, name: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"not a pin name: {name!r}")
+    return f"{pins_dir(root, table)}/{name}.json"
 
 
 def staging_dir(root: str, table: str, txn: str) -> str:

@@ -63,8 +63,9 @@ class Reason(enum.StrEnum):
     NONPOSITIVE_DURATION = "nonpositive_duration"
     #: ``play_time_ms`` > ``rules.replay_factor`` x ``duration_ms`` (only where duration > 0).
     PLAY_BEYOND_DURATION = "play_beyond_duration"
-    #: Same ``event_id`` as an accepted record (the same record in overlapping files); set by
-    #: the ingestion pipeline's de-duplication, never by an adapter.
+    #: Same ``event_id`` as an accepted record: the same record in overlapping files, or, with
+    #: ``ingest.repeated_lines: duplicate`` (the default), an exact repeat of an earlier line of
+    #: the same file. Set by the ingestion pipeline's de-duplication, never by an adapter.
     DUPLICATE = "duplicate"
 
 

@@ -6,12 +6,14 @@ Stages (one Beam pipeline; DirectRunner by default, any Beam runner by configura
    bounded chunks (Arrow tables), validated against the event schema and the ingestion rules;
    good records go to the main output, bad ones to ``rejected`` with a reason code, and the
    number of records read per file to ``counts``.
-2. Occurrences: records with the same raw text in the same file are grouped
-   (``GroupByKey`` on ``(file, record_key)``) so the k-th repeat gets occurrence k, which
-   enters its ``event_id`` (``features.events``).
+2. Occurrences (only with ``repeated_lines="distinct"``): records with the same raw text in
+   the same file are grouped (``GroupByKey`` on ``(file, record_key)``) so the k-th repeat
+   gets occurrence k, which enters its ``event_id`` (``features.events``). With
+   ``"duplicate"`` (the default) every record has occurrence 0, so an exact repeat shares the
+   id of its first copy.
 3. De-duplication: records are grouped by ``event_id``; the first by ``(source_file,
    source_line)`` is accepted, the others become ``duplicate`` dead letters (the same record
-   in overlapping files).
+   in overlapping files, and exact repeats within a file unless they are ``distinct``).
 4. Accepted rows and dead letters are written as Parquet under the stage directory, with a
    ``counts.json`` of the run. The pipeline itself checks that
    ``records in = accepted + rejected + duplicates`` and fails the run if not.
@@ -43,7 +45,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from features.events import STAGED_EVENT_SCHEMA, event_id  # noqa: E402
+from features.events import STAGED_EVENT_SCHEMA, check_repeated_lines, event_id  # noqa: E402
 from features.rejections import REJECTED_RECORD_SCHEMA, Reason  # noqa: E402
 
 ACCEPTED_SCHEMA = STAGED_EVENT_SCHEMA.append(pa.field("event_id", pa.string(), nullable=False))
@@ -154,7 +156,8 @@ def _duplicate_rejections(table: pa.Table, dups: dict):
     if not pc.any(mask).as_py():
         return
     rows = table.filter(mask)
-    firsts = [dups[(f, line)] for f, line in zip(rows.column("source_file").to_pylist(), rows.column("source_line").to_pylist())]
+    places = zip(rows.column("source_file").to_pylist(), rows.column("source_line").to_pylist())
+    reasons = [duplicate_reason(f, *dups[(f, line)]) for f, line in places]
     raw = pc.replace_substring(rows.column("record_key"), "\x1f", ",")
     yield pa.table(
         {
@@ -163,11 +166,16 @@ def _duplicate_rejections(table: pa.Table, dups: dict):
             "source_line": rows.column("source_line"),
             "raw_record": raw,
             "reason_code": pa.array([Reason.DUPLICATE.value] * rows.num_rows, pa.string()),
-            "reason": pa.array(
-                [f"same event_id as {f} line {line}" for f, line in firsts], pa.string()
-            ),
+            "reason": pa.array(reasons, pa.string()),
         }
     ).cast(REJECTED_RECORD_SCHEMA)
+
+
+def duplicate_reason(source_file: str, first_file: str, first_line: int) -> str:
+    """The message of a ``duplicate`` dead letter (both engines write the same text)."""
+    if source_file == first_file:
+        return f"exact repeat of line {first_line} of the same file"
+    return f"same event_id as {first_file} line {first_line}"
 
 
 def _rows(table: pa.Table) -> int:
@@ -197,7 +205,10 @@ def _check_and_write_counts(_, stage_dir, counts, accepted, rejected_by_reason):
     yield result
 
 
-def build_pipeline(p: beam.Pipeline, files: list[str], stage_dir: str, name, config, rules, chunk_rows: int, now=None):
+def build_pipeline(
+    p: beam.Pipeline, files: list[str], stage_dir: str, name, config, rules, chunk_rows: int, now=None,
+    repeated_lines: str = "duplicate",
+):
     """Add the ingestion transforms to ``p`` (see the module docstring)."""
     read = (
         p
@@ -207,13 +218,16 @@ def build_pipeline(p: beam.Pipeline, files: list[str], stage_dir: str, name, con
         )
     )
     staged = read.staged
-    repeats = (
-        staged
-        | "OccurrenceKeys" >> beam.FlatMap(_occurrence_keys)
-        | "GroupRepeats" >> beam.GroupByKey()
-        | "Occurrences" >> beam.FlatMap(_repeats)
-    )
-    with_ids = staged | "EventIds" >> beam.Map(_with_event_ids, repeats=beam.pvalue.AsDict(repeats))
+    if check_repeated_lines(repeated_lines) == "distinct":
+        repeats = (
+            staged
+            | "OccurrenceKeys" >> beam.FlatMap(_occurrence_keys)
+            | "GroupRepeats" >> beam.GroupByKey()
+            | "Occurrences" >> beam.FlatMap(_repeats)
+        )
+        with_ids = staged | "EventIds" >> beam.Map(_with_event_ids, repeats=beam.pvalue.AsDict(repeats))
+    else:  # "duplicate": occurrence 0 for all, so exact repeats share an id and are de-duplicated below
+        with_ids = staged | "EventIds" >> beam.Map(_with_event_ids, repeats={})
     dups = (
         with_ids
         | "IdLocations" >> beam.FlatMap(_id_locations)
@@ -271,9 +285,14 @@ def run_stage(
     runner: str = "DirectRunner",
     runner_args: list[str] | None = None,
     now: dt.datetime | None = None,
+    repeated_lines: str = "duplicate",
 ) -> StageCounts:
-    """Run the pipeline over ``files`` into ``stage_dir``; raise if the counts do not balance."""
+    """Run the pipeline over ``files`` into ``stage_dir``; raise if the counts do not balance.
+
+    ``repeated_lines``: ``duplicate`` (exact repeats within a file are ``duplicate`` dead
+    letters) or ``distinct`` (each is an event; see ``features.events``)."""
+    check_repeated_lines(repeated_lines)
     os.makedirs(stage_dir, exist_ok=True)
     with beam.Pipeline(runner=resolve_runner(runner), options=pipeline_options(runner, runner_args)) as p:
-        build_pipeline(p, files, stage_dir, name, config, rules, chunk_rows, now)
+        build_pipeline(p, files, stage_dir, name, config, rules, chunk_rows, now, repeated_lines)
     return StageCounts.read(stage_dir)

@@ -13,6 +13,12 @@
    the run in ``ingest_runs``. The counts must balance again, with every record read accounted
    for as new, already present, outside the window, rejected or duplicate; otherwise nothing is
    committed.
+
+``repeated_lines`` says what an exact repeat of a line within one file is: ``duplicate`` (the
+default; a ``duplicate`` dead letter) or ``distinct`` (an event of its own, for parity with the
+published code). The mode is recorded in the producer of every ``events`` version; re-ingesting
+a source under the other mode is refused, since the events already committed were counted the
+other way.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from features.dimensions import ITEMS, USERS
-from features.events import EVENTS, deduplicate_events, to_events
+from features.events import EVENTS, check_repeated_lines, deduplicate_events, to_events
 from features.ingest_runs import INGEST_RUNS
 from features.layout import Manifest
 from features.rejections import REJECTED_EVENTS, REJECTED_RECORD_SCHEMA
@@ -51,6 +57,10 @@ class DateWindow:
     def dates(self) -> list[str]:
         days = (self.end - self.start).days
         return [(self.start + dt.timedelta(days=i)).isoformat() for i in range(days)]
+
+
+class IngestModeError(ValueError):
+    """A source is re-ingested with another ``repeated_lines`` mode than its committed events."""
 
 
 @dataclass
@@ -108,27 +118,35 @@ def ingest_events(
     runner_args: list[str] | None = None,
     stage_root: str | None = None,
     now: dt.datetime | None = None,
+    repeated_lines: str = "duplicate",
 ) -> IngestResult:
     """Ingest the adapter's source files into ``events`` (see the module docstring).
 
     ``window``: only events whose UTC date falls in it are taken, and exactly the window's
     partitions are (re)committed (a daily partition or a backfill range); without a window every
     date present is committed. ``engine``: ``beam`` (with ``runner``) or ``spark``.
+    ``repeated_lines``: ``duplicate`` or ``distinct`` (see the module docstring).
     """
     from pyspark.sql import functions as F
 
     run_id = run_id or uuid.uuid4().hex
     started = dt.datetime.now(dt.timezone.utc)
     rules = rules or IngestRules()
+    check_repeated_lines(repeated_lines)
+    _check_same_mode(warehouse, adapter.name, repeated_lines)
     files = adapter.event_files()
     stage_dir = _stage_dir(warehouse, stage_root)
     try:
         if engine == "beam":
-            counts = run_stage(files, stage_dir, adapter.name, adapter.config, rules, chunk_rows, runner, runner_args, now)
+            counts = run_stage(
+                files, stage_dir, adapter.name, adapter.config, rules, chunk_rows, runner, runner_args, now, repeated_lines
+            )
         elif engine == "spark":
             from pipelines.spark_stage import run_stage_spark
 
-            counts = run_stage_spark(spark, files, stage_dir, adapter.name, adapter.config, rules, chunk_rows, now)
+            counts = run_stage_spark(
+                spark, files, stage_dir, adapter.name, adapter.config, rules, chunk_rows, now, repeated_lines
+            )
         else:
             raise ValueError(f"unknown ingestion engine {engine!r} (beam or spark)")
 
@@ -157,7 +175,7 @@ def ingest_events(
             result,
             EVENTS,
             replace_partitions=partitions,
-            producer={"job": "ingest_events", "source": adapter.name, "run_id": run_id},
+            producer={"job": "ingest_events", "source": adapter.name, "run_id": run_id, "repeated_lines": repeated_lines},
         )
         new.unpersist()
         result.unpersist()
@@ -198,7 +216,23 @@ def ingest_with_settings(spark, warehouse: Warehouse, adapter: SourceAdapter, se
         runner=settings.ingest.runner,
         runner_args=list(settings.ingest.runner_args),
         stage_root=settings.ingest.stage_root,
+        repeated_lines=settings.ingest.repeated_lines,
     )
+
+
+def _check_same_mode(warehouse: Warehouse, source: str, repeated_lines: str) -> None:
+    """Refuse to re-ingest ``source`` under another ``repeated_lines`` mode than the one its
+    committed events were ingested with (recorded in the producer of the ``events`` version its
+    last run wrote; versions written before the mode was recorded are not checked)."""
+    if not warehouse.exists(EVENTS.name):
+        return
+    producer = warehouse.manifest(EVENTS.name).producer
+    recorded = producer.get("repeated_lines")
+    if producer.get("source") == source and recorded and recorded != repeated_lines:
+        raise IngestModeError(
+            f"source {source!r} was ingested into {warehouse.uri} with ingest.repeated_lines: {recorded}; "
+            f"this run uses {repeated_lines}: keep {recorded}, or ingest into a fresh warehouse"
+        )
 
 
 def _read_stage(spark, path: str, schema: pa.Schema):

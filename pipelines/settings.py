@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.events import FEEDBACK_FLAGS as FEEDBACK_FLAG_NAMES
+
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "RECFEAT_WAREHOUSE": ("warehouse", "root"),
     "RECFEAT_SPARK_MASTER": ("spark", "master"),
@@ -47,7 +49,8 @@ def _is_uri(path: str) -> bool:
 class WarehouseSettings(StrictModel):
     root: str = Field("var/warehouse", description="Warehouse root: a local path or an fsspec URI (s3://, gs://, hdfs://, file://).")
     keep_versions: Annotated[int, Field(ge=1)] = Field(
-        5, description="Committed versions kept per table; older ones are removed after a commit."
+        5, description="Committed versions kept per table; older ones are removed after a commit, except versions "
+        "pinned by a training run that still exists or by training.models.*.table_versions (docs/warehouse.md)."
     )
 
     @field_validator("root")
@@ -282,6 +285,11 @@ class SequenceSettings(StrictModel):
         description="full: rebuild every partition from all events; incremental: daily partitions, each built "
         "from its day's events plus the earlier partitions (needs the temporal split, no k-core)",
     )
+    require_flags: list[Literal[FEEDBACK_FLAG_NAMES]] = Field(  # type: ignore[valid-type]  # the events flags
+        default_factory=list,
+        description="keep only events whose every named feedback flag is true (e.g. [is_click] for click "
+        "sequences, as the official SASRec preprocessing of KuaiRand); applied before the k-core filter",
+    )
     k_core: KCoreSettings = Field(default_factory=KCoreSettings, description="k-core filter (full builds)")
     rote_levels: list[Literal["year", "month", "day", "hour", "minute", "second"]] = Field(
         default_factory=lambda: ["year", "month", "day"],
@@ -321,6 +329,11 @@ class IngestSettings(StrictModel):
         description="Beam runner: DirectRunner (in process), FlinkRunner, SparkRunner, DataflowRunner, ...",
     )
     runner_args: list[str] = Field(default_factory=list, description="Beam pipeline options for the runner, as is")
+    repeated_lines: Literal["duplicate", "distinct"] = Field(
+        "duplicate",
+        description="an exact repeat of a line within one file: duplicate = a `duplicate` dead letter; "
+        "distinct = an event of its own (parity with the published code; configs/kuairand.yaml)",
+    )
     stage_root: str | None = Field(
         None,
         description="where runs stage their output; default <warehouse>/_tmp (local) or the system temp dir; "
@@ -354,6 +367,10 @@ class LabelSettings(StrictModel):
     long_view_cwm_quantile: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.7, description="CWM long-view threshold τ: this quantile of w over the fit window"
     )
+    long_view_cwm_completion: Literal["rounded_s", "raw_ms"] = Field(
+        "rounded_s",
+        description="CWM long view 'played to the end': rounded_s = play rounded to seconds >= d (official code); raw_ms = play_time_ms >= duration_ms",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "LabelSettings":
@@ -380,6 +397,7 @@ class LabelSettings(StrictModel):
             min_gap_s=self.min_gap_s,
             long_view_d2co_s=self.long_view_d2co_s,
             long_view_cwm_quantile=self.long_view_cwm_quantile,
+            long_view_cwm_completion=self.long_view_cwm_completion,
         )
 
 # --- lookalike settings (user_vectors, lookalike_users, item_neighbors, recall_items; docs/lookalike.md) go here ---
@@ -414,13 +432,17 @@ class LookalikeSettings(StrictModel):
         32, description="hash the centred vectors' leading principal directions (0 = hash the raw vectors)"
     )
     lsh_recall_sample: Annotated[int, Field(ge=0, le=100_000)] = Field(
-        1000, description="users whose exact top-k is brute-forced on every build to estimate recall@k (0 = off)"
+        1000,
+        description="users per sample whose exact top-k is brute-forced on every build: a selection sample "
+        "(lsh_auto_bands) and a disjoint held-out one that estimates recall@k (0 = off; at most half the users each)",
     )
     lsh_target_recall: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.95, description="the lookalike_users_recall check warns when the estimated recall@k is below this"
+        0.95, description="the lookalike_users_recall check warns when the held-out recall@k is below this"
     )
     lsh_auto_bands: bool = Field(
-        False, description="double lsh_bands until the sampled recall@k reaches lsh_target_recall (or lsh_max_bands)"
+        True,
+        description="double lsh_bands until the recall@k of a selection sample reaches lsh_target_recall (or "
+        "lsh_max_bands); the recall reported is measured on a disjoint held-out sample",
     )
     lsh_max_bands: Annotated[int, Field(ge=1, le=1024)] = Field(256, description="cap on the bands lsh_auto_bands may reach")
     seed: int = Field(20220408, description="seed of the hyperplanes, the PCA sample, the recall sample and ALS")
@@ -491,6 +513,14 @@ class TrainingSettings(StrictModel):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
+
+    def pinned_versions(self) -> dict[str, list[int]]:
+        """Table -> the versions a model's ``table_versions`` pins (retention keeps them)."""
+        out: dict[str, set[int]] = {}
+        for overrides in self.models.values():
+            for table, version in (overrides.get("table_versions") or {}).items():
+                out.setdefault(str(table), set()).add(int(version))
+        return {t: sorted(v) for t, v in out.items()}
 
 
 class Settings(StrictModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 
 from pipelines.settings import SparkSettings
@@ -30,6 +31,49 @@ def _check_java() -> None:
         "Java was not found: Spark needs a Java 17 runtime. Install it (Debian/Ubuntu: "
         "`apt-get install -y openjdk-17-jre-headless`) or set JAVA_HOME to a JDK 17."
     )
+
+
+#: What Spark's Python workers import: the Arrow and pandas bridges and the project's packages.
+WORKER_MODULES = ("pyarrow", "pandas", "numpy", "features", "pipelines")
+_PROBED: set[str] = set()
+
+
+def _worker_python(conf: dict[str, str]) -> str:
+    """The interpreter Spark starts its Python workers with (conf wins over the environment)."""
+    return conf.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON") or sys.executable
+
+
+def check_worker_python(python: str) -> None:
+    """Fail with one line unless ``python`` runs and imports :data:`WORKER_MODULES`.
+
+    Without this a worker interpreter that lacks them shows up only later, as a
+    ``PythonException`` in the first Python task. Cheap: nothing runs when ``python`` is this
+    process's interpreter, and each other interpreter is probed once per process.
+    """
+    path = shutil.which(python) or python
+    if os.path.abspath(path) == os.path.abspath(sys.executable) or path in _PROBED:
+        return
+    fix = (
+        f"point PYSPARK_PYTHON at the project's environment (for example {sys.executable}), "
+        "or unset it to use the driver's interpreter"
+    )
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise SparkSetupError(f"Spark's Python workers would run PYSPARK_PYTHON={python}, which is not an executable: {fix}")
+    probe = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)"
+    try:
+        proc = subprocess.run(
+            [path, "-c", probe, *WORKER_MODULES], capture_output=True, text=True, timeout=120, cwd=os.getcwd()
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SparkSetupError(f"Spark's Python workers would run PYSPARK_PYTHON={python}, which fails to start ({exc}): {fix}") from None
+    if proc.returncode != 0:
+        lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
+        why = lines[-1] if lines else f"exit code {proc.returncode}"
+        raise SparkSetupError(
+            f"Spark's Python workers would run PYSPARK_PYTHON={python}, which cannot import the project's packages "
+            f"({why}): {fix}"
+        )
+    _PROBED.add(path)
 
 
 LOG4J_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
@@ -64,7 +108,9 @@ def get_spark(settings: SparkSettings | None = None):
     """Return the process's Spark session, creating it on first use.
 
     One session per process: later calls return the same session (its conf is fixed at
-    creation). Raises :class:`SparkSetupError` when Java is missing.
+    creation). Raises :class:`SparkSetupError` when Java is missing, or, for a local master,
+    when the workers' Python (``PYSPARK_PYTHON`` or ``spark.pyspark.python``) cannot import
+    the project's packages.
     """
     global _SESSION
     if _SESSION is not None and _SESSION._jsc is not None and not _SESSION._jsc.sc().isStopped():
@@ -75,10 +121,14 @@ def get_spark(settings: SparkSettings | None = None):
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if settings.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    conf = spark_conf(settings)
+    if settings.master.startswith("local"):
+        # On a cluster the workers' interpreter lives on other machines; here it is probed.
+        check_worker_python(_worker_python(conf))
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(settings.master)
-    for key, value in spark_conf(settings).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     try:
         session = builder.getOrCreate()

@@ -4,7 +4,8 @@ Each source file is read by one Spark task through the same adapter and the same
 (``SourceAdapter.read_records``), so validation is identical; occurrences, event ids and
 de-duplication use the window functions of ``features.events``. The output is the stage
 directory layout of :mod:`pipelines.beam_ingest` (``accepted/``, ``rejected/``,
-``counts.json``), so the commit step does not care which engine staged the run.
+``counts.json``) and the same dead-letter messages, so the commit step does not care which
+engine staged the run. ``repeated_lines`` is honoured as in the Beam pipeline.
 Selected with ``ingest.engine: spark``; the benchmark compares the two engines.
 """
 from __future__ import annotations
@@ -68,8 +69,13 @@ def _reader(name, config, rules, chunk_rows, now):
     return read
 
 
-def run_stage_spark(spark, files, stage_dir, name, config, rules, chunk_rows=500_000, now: dt.datetime | None = None) -> StageCounts:
-    """Stage ``files`` with Spark into ``stage_dir``; raise if the counts do not balance."""
+def run_stage_spark(
+    spark, files, stage_dir, name, config, rules, chunk_rows=500_000, now: dt.datetime | None = None,
+    repeated_lines: str = "duplicate",
+) -> StageCounts:
+    """Stage ``files`` with Spark into ``stage_dir``; raise if the counts do not balance.
+
+    ``repeated_lines``: as for :func:`pipelines.beam_ingest.run_stage`."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -81,17 +87,26 @@ def run_stage_spark(spark, files, stage_dir, name, config, rules, chunk_rows=500
     combined = file_df.mapInArrow(_reader(name, config, rules, chunk_rows, now), from_arrow_schema(COMBINED)).persist()
     try:
         staged = combined.where(F.col(KIND) == "accepted").select(*STAGED_EVENT_SCHEMA.names)
-        keyed = add_event_ids(staged)
+        keyed = add_event_ids(staged, repeated_lines)
         first = Window.partitionBy("event_id").orderBy("source_file", "source_line")
-        ranked = keyed.withColumn("_rank", F.row_number().over(first)).withColumn(
-            "_first", F.first(F.concat_ws(" line ", "source_file", F.col("source_line").cast("string"))).over(first)
-        ).persist()
+        ranked = (
+            keyed.withColumn("_rank", F.row_number().over(first))
+            .withColumn("_first_file", F.first("source_file").over(first))
+            .withColumn("_first_line", F.first("source_line").over(first).cast("string"))
+            .persist()
+        )
         accepted = ranked.where("_rank = 1").select(*ACCEPTED_SCHEMA.names)
         dups = ranked.where("_rank > 1").select(
             "source", "source_file", "source_line",
             F.regexp_replace("record_key", ID_SEPARATOR, ",").alias("raw_record"),
             F.lit(Reason.DUPLICATE.value).alias("reason_code"),
-            F.concat(F.lit("same event_id as "), F.col("_first")).alias("reason"),
+            # The text of pipelines.beam_ingest.duplicate_reason.
+            F.when(
+                F.col("source_file") == F.col("_first_file"),
+                F.concat(F.lit("exact repeat of line "), F.col("_first_line"), F.lit(" of the same file")),
+            )
+            .otherwise(F.concat(F.lit("same event_id as "), F.col("_first_file"), F.lit(" line "), F.col("_first_line")))
+            .alias("reason"),
         )
         rejected = combined.where(F.col(KIND) == "rejected").select(*REJECTED_RECORD_SCHEMA.names).unionByName(dups)
         accepted.write.mode("overwrite").parquet(spark_path(os.path.join(stage_dir, "accepted")))

@@ -15,6 +15,8 @@ races is detected when its manifest version already exists and fails without com
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import os
 import time
 import uuid
@@ -37,16 +39,88 @@ from features.layout import (
     data_dir,
     manifest_path,
     parse_version,
+    pin_path,
+    pins_dir,
     pointer_path,
     staging_dir,
     table_dir,
 )
 
 STALE_STAGING_SECONDS = 3600
+_log = logging.getLogger("recfeat.warehouse")
+
+
+def _path_exists(path: str) -> bool:
+    """Whether a local path or an fsspec URI exists (a run directory a pin refers to)."""
+    fs, p = fsspec.core.url_to_fs(path)
+    return fs.exists(p)
 
 
 class WarehouseError(RuntimeError):
     """A table is missing, corrupt, or a commit could not be made."""
+
+
+#: Object stores: fsspec protocol -> (the package implementing it, the recfeat install extra).
+STORE_PACKAGES = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+}
+HDFS_PROTOCOLS = ("hdfs", "viewfs")
+
+
+def filesystem(uri: str):
+    """``fsspec.core.url_to_fs(uri)``, with a one-line :class:`WarehouseError` naming what to
+    install when the URI's filesystem is not available here (instead of fsspec's traceback)."""
+    protocol = uri.split("://", 1)[0].lower() if "://" in uri else "file"
+    try:
+        if protocol in HDFS_PROTOCOLS:
+            # pyarrow's HDFS client prints every failed attempt to load libjvm / libhdfs from C.
+            with _quiet_native_stderr():
+                return fsspec.core.url_to_fs(uri)
+        return fsspec.core.url_to_fs(uri)
+    except ImportError as exc:
+        if protocol in STORE_PACKAGES:
+            package, extra = STORE_PACKAGES[protocol]
+            raise WarehouseError(
+                f"{uri}: the {protocol}:// filesystem needs the package {package}, which is not installed: "
+                f"install the extra recfeat[{extra}] (in the project: pip install -e '.[{extra}]')"
+            ) from None
+        raise WarehouseError(f"{uri}: the {protocol}:// filesystem is not installed: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        if protocol not in HDFS_PROTOCOLS:
+            raise
+        raise WarehouseError(
+            f"{uri}: pyarrow's HDFS client cannot start ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
+            "hdfs:// needs a Java runtime (JAVA_HOME) and Hadoop's libhdfs (HADOOP_HOME or ARROW_LIBHDFS_DIR, "
+            "and CLASSPATH=$(hadoop classpath --glob)); see docs/configuration.md"
+        ) from None
+    except ValueError as exc:
+        if "Protocol not known" not in str(exc):
+            raise
+        raise WarehouseError(f"{uri}: unknown filesystem {protocol}:// (not an fsspec protocol)") from None
+
+
+@contextmanager
+def _quiet_native_stderr():
+    """Send file descriptor 2 (what C libraries write to) to /dev/null for the block."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @dataclass
@@ -63,9 +137,15 @@ class StagedWrite:
 class Warehouse:
     """Versioned Parquet tables under ``root`` with atomic commits."""
 
-    def __init__(self, root: str, keep_versions: int = 5):
+    def __init__(self, root: str, keep_versions: int = 5, pinned: dict[str, Iterable[int]] | None = None):
+        """``pinned``: table -> versions that retention must keep besides the newest
+        ``keep_versions`` (the project configuration's pinned table versions); runs pin theirs
+        with pin files (:meth:`pin`)."""
+        self.pinned = {t: {int(v) for v in vs} for t, vs in (pinned or {}).items()}
+        #: table -> versions the last commit's retention removed (also logged).
+        self.last_removed: dict[str, list[int]] = {}
         self.uri = root
-        self.fs, path = fsspec.core.url_to_fs(root)
+        self.fs, path = filesystem(root)
         self.root = path.rstrip("/") if path != "/" else path
         self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
         if self.is_local:
@@ -81,6 +161,45 @@ class Warehouse:
 
     def table_path(self, table: str) -> str:
         return table_dir(self.root, table)
+
+    # ---- pins (versions retention keeps; features/layout.py) -------------------------
+    def pin(self, table: str, version: int, name: str, run_dir: str | None = None) -> None:
+        """Keep ``version`` of ``table`` through retention, as long as ``run_dir`` (if given) exists."""
+        if version not in self.versions(table):
+            raise WarehouseError(f"table {table!r} has no version {version} to pin (kept: {self.versions(table)})")
+        self._put_text(pin_path(self.root, table, name), json.dumps({"version": int(version), "run_dir": run_dir}))
+
+    def pins(self, table: str) -> dict[int, list[str]]:
+        """Version -> what pins it (pin names, ``config`` for the project configuration).
+
+        A pin whose ``run_dir`` no longer exists is stale: it is not returned (and
+        :meth:`release_stale_pins` removes it).
+        """
+        out: dict[int, list[str]] = {v: ["config"] for v in self.pinned.get(table, ())}
+        for name, pin in self._pin_files(table).items():
+            if pin.get("run_dir") and not _path_exists(pin["run_dir"]):
+                continue
+            out.setdefault(int(pin["version"]), []).append(name)
+        return out
+
+    def release_stale_pins(self, table: str) -> list[str]:
+        """Remove the pins of runs whose directory is gone; return their names."""
+        gone = [n for n, pin in self._pin_files(table).items() if pin.get("run_dir") and not _path_exists(pin["run_dir"])]
+        for name in gone:
+            self.fs.rm(pin_path(self.root, table, name))
+        return gone
+
+    def _pin_files(self, table: str) -> dict[str, dict]:
+        folder = pins_dir(self.root, table)
+        if not self.fs.exists(folder):
+            return {}
+        out = {}
+        for entry in self.fs.ls(folder, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name.endswith(".json"):
+                with self.fs.open(entry, "r") as fh:
+                    out[name[: -len(".json")]] = json.loads(fh.read())
+        return out
 
     # ---- reading ---------------------------------------------------------------------
     def tables(self) -> list[str]:
@@ -378,7 +497,7 @@ class Warehouse:
         """Write the committed version as one Parquet file at ``out_path``; return the row count."""
         manifest = self.manifest(table, version)
         schema = self.arrow_schema(manifest) or _empty_from_manifest(manifest, None).schema
-        out_fs, out = fsspec.core.url_to_fs(out_path)
+        out_fs, out = filesystem(out_path)
         parent = os.path.dirname(out)
         if parent:
             out_fs.makedirs(parent, exist_ok=True)
@@ -437,12 +556,17 @@ class Warehouse:
             self.fs.pipe_file(path, text.encode())
 
     def _sweep(self, table: str, keep_txn: str) -> None:
-        """Drop manifests beyond ``keep_versions``, unreferenced data and stale staging areas."""
+        """Drop manifests beyond ``keep_versions`` (except pinned ones), unreferenced data and
+        stale staging areas; record and log the versions removed (``last_removed``)."""
         versions = self.versions(table)
-        keep = versions[-self.keep_versions:]
-        for v in versions:
-            if v not in keep:
-                self.fs.rm(manifest_path(self.root, table, v))
+        self.release_stale_pins(table)
+        keep = sorted(set(versions[-self.keep_versions:]) | (set(self.pins(table)) & set(versions)))
+        removed = [v for v in versions if v not in keep]
+        for v in removed:
+            self.fs.rm(manifest_path(self.root, table, v))
+        self.last_removed[table] = removed
+        if removed:
+            _log.info("table %s: retention removed versions %s (kept %s)", table, removed, keep)
         referenced = set()
         for v in keep:
             for entry in self.manifest(table, v).partitions.values():

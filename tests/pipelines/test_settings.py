@@ -27,6 +27,7 @@ def test_committed_default_file_matches_code_defaults(monkeypatch):
     assert from_file.partitions == from_code.partitions
     assert from_file.rules == from_code.rules
     assert from_file.ingest_chunk_rows == from_code.ingest_chunk_rows
+    assert from_file.ingest == from_code.ingest
     assert from_file.active_source == from_code.active_source
     assert Path(from_file.warehouse.root) == REPO / "var" / "warehouse"
 
@@ -82,6 +83,7 @@ def test_cli_overrides_win(tmp_path):
         ("lookalike: {lsh_auto_bands: true, lsh_bands: 64, lsh_max_bands: 32}\n", "lookalike", "lsh_max_bands must be at least lsh_bands"),
         ("lookalike: {item_similarity: jaccard}\n", "lookalike.item_similarity", "Input should be"),
         ("lookalike: {recall_fill: random}\n", "lookalike.recall_fill", "Input should be"),
+        ("ingest: {repeated_lines: keep}\n", "ingest.repeated_lines", "Input should be 'duplicate' or 'distinct'"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, text, field, words):
@@ -104,6 +106,13 @@ def test_rules_defaults_and_file_values(tmp_path):
                                       "sources: {k: {kind: kuairand, path: d, require_duration: false}}\nactive_source: k\n"))
     assert s.rules.replay_factor == 5.0 and s.rules.max_event_ts == dt.date(2030, 1, 1)
     assert s.source.require_duration is False
+
+
+def test_repeated_lines_default_and_the_kuairand_config():
+    # An exact repeat is a duplicate by default; configs/kuairand.yaml keeps the official runs'
+    # counting (every log row an event) for parity with docs/results.md.
+    assert load_settings(REPO / "recfeat.yaml").ingest.repeated_lines == "duplicate"
+    assert load_settings(REPO / "configs" / "kuairand.yaml").ingest.repeated_lines == "distinct"
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
