@@ -104,7 +104,7 @@ def main() -> None:
     print("|---|---|" + "---|" * len(SHOW))
     for key, r in final.items():
         backbone, label = key.split(":")
-        cells = [f"{np.mean(r['test'][k]):.4f} ± {np.std(r['test'][k]):.4f}" for k in SHOW]
+        cells = [f"{np.mean(r['test'][k]):.4f} ± {np.std(r['test'][k], ddof=1) if len(r['test'][k]) > 1 else 0.0:.4f}" for k in SHOW]
         print(f"| {backbone} | {label} | " + " | ".join(cells) + " |")
     out = {"rows": rows, "seeds": args.seeds, "epochs": args.epochs, "patience": args.patience,
            "chosen_lr": chosen_lr, "chosen_hp": chosen_hp, "grid": grid_out, "final": final,

@@ -148,7 +148,7 @@ def main() -> None:
     print("|---|" + "---|" * (len(SHOW) + 1))
     for label, r in final.items():
         cells = [
-            f"{np.mean(r['test'][k]):.4f} ± {np.std(r['test'][k]):.4f}" if k in r["test"] else "–" for k in SHOW
+            f"{np.mean(r['test'][k]):.4f} ± {np.std(r['test'][k], ddof=1) if len(r['test'][k]) > 1 else 0.0:.4f}" if k in r["test"] else "–" for k in SHOW
         ]
         print(f"| {label} | " + " | ".join(cells) + f" | {r.get('best_epoch', '–')} |")
     out = {"rows": rows, "test_users": len(test_users), "seeds": args.seeds, "epochs": args.epochs,

@@ -93,27 +93,44 @@ def cwm_score_to_seconds(score, c_inv: float = 40.0, duration_s=None) -> np.ndar
     return np.clip(cwt, 0.0, np.asarray(duration_s, dtype=float))
 
 
+#: Below this |α·(p - q)| the D²Co label and its inverse use the affine form (they agree to ~|α·(p - q)|).
+D2CO_AFFINE_BELOW = 1e-12
+
+
 def d2co(w, p, q, alpha: float = 0.0, min_gap_s: float = 1.0) -> np.ndarray:
     """D²Co label, clipped to [0, 1].
 
-    ``alpha != 0``: (e^{αw} - e^{αq}) / (e^{αp} - e^{αq}), computed as expm1(α(w-q)) / expm1(α(p-q))
-    (the same value, without overflowing for large αw). ``alpha == 0``: the affine limit
-    (w - q) / (p - q). Guard: where p - q < ``min_gap_s`` (p ≈ q, including p < q) the
-    denominator uses p' = q + min_gap_s, so the label stays finite and monotone in w.
-    See :func:`d2co_gap_fallbacks` to count the guarded rows.
+    ``alpha != 0``: r = (e^{αw} - e^{αq}) / (e^{αp} - e^{αq}), evaluated in a form that neither
+    overflows nor cancels for any α and any watch time. With x = α(w - q) and A = α(p - q):
+
+    * α > 0: r = e^{x - A} · expm1(-x) / expm1(-A) (every exponent <= 0);
+    * α < 0: r = expm1(x) / expm1(A) (every exponent <= 0 already).
+
+    Because r is monotone in w, with r(q) = 0 and r(p) = 1, w is first clipped to [q, p], which
+    gives the same clipped label and keeps x between 0 and A. ``alpha == 0``: the affine limit
+    (w - q) / (p - q), also used where |A| < ``D2CO_AFFINE_BELOW`` (1e-12), where the two forms
+    agree to within |A| and a subnormal α would lose every digit to underflow.
+
+    Guard: where p - q < ``min_gap_s`` (p ≈ q, including p < q) the denominator uses
+    p' = q + min_gap_s, so the label stays finite and monotone in w. See
+    :func:`d2co_gap_fallbacks` to count the guarded rows.
     """
     w = np.asarray(w, dtype=float)
     p = np.asarray(p, dtype=float)
     q = np.asarray(q, dtype=float)
     span = np.maximum(p - q, float(min_gap_s))
+    affine = (w - q) / span
     if alpha == 0:
-        r = (w - q) / span
-    else:
-        a = float(alpha)
-        # expm1 overflows only past 709; clip the exponent (labels are clipped to [0, 1] anyway).
-        num = np.expm1(np.clip(a * (w - q), -745.0, 700.0))
-        den = np.expm1(np.clip(a * span, -745.0, 700.0))
-        r = num / den
+        return np.clip(affine, 0.0, 1.0)
+    a = float(alpha)
+    x = a * (np.clip(w, q, q + span) - q)
+    big_a = a * span
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if a > 0:
+            r = np.exp(x - big_a) * np.expm1(-x) / np.expm1(-big_a)
+        else:
+            r = np.expm1(x) / np.expm1(big_a)
+    r = np.where(np.abs(big_a) < D2CO_AFFINE_BELOW, affine, r)
     return np.clip(r, 0.0, 1.0)
 
 
@@ -125,7 +142,10 @@ def d2co_gap_fallbacks(p, q, min_gap_s: float = 1.0) -> np.ndarray:
 def d2co_score_to_seconds(score, p, q, duration_s, alpha: float = 0.0, min_gap_s: float = 1.0) -> np.ndarray:
     """Inverse of :func:`d2co` (CWM's evaluation maps s·(p-q)+q for the affine form), clipped to [0, d].
 
-    For α != 0 the exponential form is inverted exactly: w = q + log1p(s·expm1(α·span))/α.
+    For α != 0 the exponential form is inverted exactly, w = q + log(1 + s·(e^{A} - 1))/α with
+    A = α·(p - q) and s clipped to [0, 1]: as ``log1p(s·expm1(A))`` where |A| <= 1, and as
+    ``logaddexp(log(1 - s), log(s) + A)`` (the same value, with no overflow and no cancellation)
+    elsewhere; the affine inverse where |A| < ``D2CO_AFFINE_BELOW``, as in :func:`d2co`.
     """
     s = np.asarray(score, dtype=float)
     p = np.asarray(p, dtype=float)
@@ -135,8 +155,13 @@ def d2co_score_to_seconds(score, p, q, duration_s, alpha: float = 0.0, min_gap_s
         w = s * span + q
     else:
         a = float(alpha)
-        inner = 1.0 + s * np.expm1(np.clip(a * span, -745.0, 700.0))
-        w = q + np.log(np.maximum(inner, 1e-300)) / a
+        s = np.clip(s, 0.0, 1.0)
+        big_a = a * span
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            near = np.log1p(s * np.expm1(np.where(np.abs(big_a) <= 1.0, big_a, 0.0)))
+            far = np.logaddexp(np.log1p(-s), np.log(s) + big_a)
+            w = q + np.where(np.abs(big_a) <= 1.0, near, far) / a
+        w = np.where(np.abs(big_a) < D2CO_AFFINE_BELOW, s * span + q, w)
     return np.clip(w, 0.0, np.asarray(duration_s, dtype=float))
 
 
@@ -390,14 +415,31 @@ def long_view_d2co(w, d, play_time_ms=None, duration_ms=None, threshold_s: float
     return ((w >= d) & (d <= t)) | ((w > t) & (d > t))
 
 
-def long_view_cwm(w, d, play_time_ms, duration_ms, tau_s: float) -> np.ndarray:
-    """CWM's relevance label: (untruncated play >= duration and d <= τ) or (w > τ and d > τ).
+#: How CWM's long view decides "played to the end" (``LabelParams.long_view_cwm_completion``).
+CWM_COMPLETION_ROUNDED, CWM_COMPLETION_RAW = "rounded_s", "raw_ms"
+CWM_COMPLETIONS = (CWM_COMPLETION_ROUNDED, CWM_COMPLETION_RAW)
+
+
+def long_view_cwm(w, d, play_time_ms, duration_ms, tau_s: float, completion: str = CWM_COMPLETION_ROUNDED) -> np.ndarray:
+    """CWM's relevance label: (played to the end and d <= τ) or (w > τ and d > τ).
+
+    "Played to the end" compares the untruncated play with the duration. ``completion``:
+
+    * ``"rounded_s"`` (default, the official CWM code): both rounded to whole seconds first,
+      half to even, ``round(play_time_ms / 1000) >= d``. For rounded seconds this is the same as
+      ``w >= d`` (``is_censored``): 29.6 s of a 30.4 s video counts as played to the end.
+    * ``"raw_ms"``: ``play_time_ms >= duration_ms`` (``is_complete``), the stricter reading.
 
     τ is the watch-time percentile fitted on the training window (:func:`watch_percentile`).
     """
     w = np.asarray(w, dtype=float)
     d = np.asarray(d, dtype=float)
-    complete = np.asarray(play_time_ms, dtype=np.int64) >= np.asarray(duration_ms, dtype=np.int64)
+    if completion == CWM_COMPLETION_ROUNDED:
+        complete = round_ms_to_s(play_time_ms) >= d
+    elif completion == CWM_COMPLETION_RAW:
+        complete = np.asarray(play_time_ms, dtype=np.int64) >= np.asarray(duration_ms, dtype=np.int64)
+    else:
+        raise ValueError(f"unknown long_view_cwm_completion {completion!r} (one of {CWM_COMPLETIONS})")
     t = float(tau_s)
     return (complete & (d <= t)) | ((w > t) & (d > t))
 
@@ -436,6 +478,7 @@ class LabelParams:
     min_gap_s: float = 1.0
     long_view_d2co_s: float = 18.0
     long_view_cwm_quantile: float = 0.7
+    long_view_cwm_completion: str = "rounded_s"  # rounded_s: round(play) >= d (official) | raw_ms: play_ms >= duration_ms
 
     @property
     def durations(self) -> np.ndarray:
@@ -548,5 +591,7 @@ def label_frame_pandas(rows: pd.DataFrame, stats: pd.DataFrame, rank_table: pd.D
     out["is_censored"] = w >= d
     out["is_long_view_d2co"] = long_view_d2co(w, d, threshold_s=params.long_view_d2co_s)
     tau = float(stats["long_view_cwm_threshold_s"].iloc[0])
-    out["is_long_view_cwm"] = long_view_cwm(w, d, rows["play_time_ms"].to_numpy(), rows["duration_ms"].to_numpy(), tau)
+    out["is_long_view_cwm"] = long_view_cwm(
+        w, d, rows["play_time_ms"].to_numpy(), rows["duration_ms"].to_numpy(), tau, params.long_view_cwm_completion
+    )
     return out

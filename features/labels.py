@@ -18,7 +18,15 @@ import pyarrow as pa
 
 from features.contracts import TableContract, register
 from features.events import TS_TYPE
-from features.label_math import CWM_EPS, FITTED, LabelParams
+from features.label_math import (
+    CWM_COMPLETION_RAW,
+    CWM_COMPLETION_ROUNDED,
+    CWM_COMPLETIONS,
+    CWM_EPS,
+    D2CO_AFFINE_BELOW,
+    FITTED,
+    LabelParams,
+)
 
 DURATION_STATS = register(
     TableContract(
@@ -164,19 +172,24 @@ def duration_groups(train_rows, min_rows: int = 3):
 
 
 def d2co_expr(w, p, q, alpha: float, min_gap_s: float):
-    """Spark column: the D²Co label of :func:`features.label_math.d2co` (same guards and clip)."""
+    """Spark column: the D²Co label of :func:`features.label_math.d2co` (same overflow-free form,
+    guards and clip): w clipped to [q, p'], then e^{x-A}·expm1(-x)/expm1(-A) for α > 0 and
+    expm1(x)/expm1(A) for α < 0, with x = α(w - q) and A = α(p' - q)."""
     from pyspark.sql import functions as F
 
     span = F.greatest(p - q, F.lit(float(min_gap_s)))
+    affine = (w - q) / span
     if alpha == 0:
-        r = (w - q) / span
+        r = affine
     else:
-        a = float(alpha)
-
-        def clip(x):
-            return F.least(F.greatest(x, F.lit(-745.0)), F.lit(700.0))
-
-        r = F.expm1(clip(F.lit(a) * (w - q))) / F.expm1(clip(F.lit(a) * span))
+        a = F.lit(float(alpha))
+        x = a * (F.least(F.greatest(w, q), q + span) - q)
+        big_a = a * span
+        if alpha > 0:
+            r = F.exp(x - big_a) * F.expm1(-x) / F.expm1(-big_a)
+        else:
+            r = F.expm1(x) / F.expm1(big_a)
+        r = F.when(F.abs(big_a) < F.lit(D2CO_AFFINE_BELOW), affine).otherwise(r)
     return F.least(F.greatest(r, F.lit(0.0)), F.lit(1.0))
 
 
@@ -228,6 +241,14 @@ def label_rows(rows, stats, rank_table, wtg_table, params: LabelParams):
     gain = F.when(std_ok, (w - F.col("_mean")) / F.col("_std")).otherwise(F.lit(0.0))
     tau = F.col("_tau")
     t = float(params.long_view_d2co_s)
+    if params.long_view_cwm_completion == CWM_COMPLETION_ROUNDED:  # the official code: seconds, half to even
+        played_to_end = _round_s(F.col("play_time_ms")) >= F.col("duration_s")
+    elif params.long_view_cwm_completion == CWM_COMPLETION_RAW:
+        played_to_end = F.col("play_time_ms") >= F.col("duration_ms")
+    else:
+        raise ValueError(
+            f"unknown long_view_cwm_completion {params.long_view_cwm_completion!r} (one of {CWM_COMPLETIONS})"
+        )
     df = df.withColumn("wtg_gain", gain)
     return df.select(
         "event_id",
@@ -250,7 +271,5 @@ def label_rows(rows, stats, rank_table, wtg_table, params: LabelParams):
         cwm_target_expr(w, params.cwm_c_inv).alias("cwm_target"),
         (w >= d).alias("is_censored"),
         (((w >= d) & (d <= t)) | ((w > t) & (d > t))).alias("is_long_view_d2co"),
-        (
-            ((F.col("play_time_ms") >= F.col("duration_ms")) & (d <= tau)) | ((w > tau) & (d > tau))
-        ).alias("is_long_view_cwm"),
+        ((played_to_end & (d <= tau)) | ((w > tau) & (d > tau))).alias("is_long_view_cwm"),
     )

@@ -16,10 +16,14 @@ Watch-time accuracy:
 
 - :func:`mae`.
 - :func:`xauc`: the fraction of all pairs whose predicted order agrees with the true watch-time
-  order. Pairs with equal true watch time count as concordant; tied predictions are ordered by
-  row order (the earlier row counts as the lower prediction), as a stable sort does.
-- :func:`xgauc`: per-user XAUC weighted by the user's number of rows; users with one row score 1;
-  users whose watch times are all zero are skipped.
+  order. Pairs with equal true watch time count as concordant (as in the CWM code). Pairs with
+  different truths and tied predictions count ½ by default (``ties="half"``), so a constant
+  predictor scores ½ on rows with distinct truths, whatever their order; ``ties="official"``
+  reproduces the CWM code's ``xauc_score`` for parity: rows sorted by prediction, descending,
+  with a stable sort, so a tied pair counts as concordant exactly when the earlier row has the
+  larger (or equal) truth; the result then depends on row order.
+- :func:`xgauc`: per-user XAUC weighted by the user's number of rows (same ``ties`` argument);
+  users with one row score 1; users whose watch times are all zero are skipped.
 
 Full ranking (one target item per user, a score for every item), for sequential models:
 
@@ -141,20 +145,56 @@ def _count_strict_inversions(y: np.ndarray) -> int:
     return inversions
 
 
-def xauc(truth, predicted) -> float:
-    """Share of row pairs ordered concordantly (equal truths concordant; prediction ties by row order)."""
+XAUC_TIES = ("half", "official")
+
+
+def _tied_pairs(*columns: np.ndarray) -> int:
+    """#{(a, b): a < b, equal in every column}: Σ over the groups of equal rows of k·(k-1)/2."""
+    n = columns[0].size
+    if n < 2:
+        return 0
+    order = np.lexsort(columns[::-1])
+    differs = np.zeros(n - 1, dtype=bool)
+    for c in columns:
+        sc = c[order]
+        differs |= sc[1:] != sc[:-1]
+    bounds = np.concatenate([[0], np.flatnonzero(differs) + 1, [n]])
+    counts = np.diff(bounds).astype(np.int64)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def xauc(truth, predicted, ties: str = "half") -> float:
+    """Share of row pairs ordered concordantly; pairs with equal truths count as concordant.
+
+    ``ties="half"`` (default): a pair with different truths and equal predictions counts ½, so
+    the value does not depend on row order. ``ties="official"``: the CWM code's rule, rows
+    sorted by prediction descending with a stable sort (a tied pair is concordant when the
+    earlier row's truth is >= the later row's). Fewer than two rows: 1.0. O(n log n).
+    """
+    if ties not in XAUC_TIES:
+        raise ValueError(f"ties must be one of {XAUC_TIES}, not {ties!r}")
     t = np.asarray(truth, dtype=np.float64)
     p = np.asarray(predicted, dtype=np.float64)
     n = t.size
     if n < 2:
         return 1.0
-    order = np.argsort(p, kind="stable")
     pairs = n * (n - 1) // 2
-    return float((pairs - _count_strict_inversions(t[order])) / pairs)
+    if ties == "official":
+        # descending stable order; discordant = pairs (i < j) with t_i < t_j there, i.e. the strict
+        # inversions of the reversed sequence
+        seq = t[np.argsort(-p, kind="stable")]
+        return float((pairs - _count_strict_inversions(seq[::-1])) / pairs)
+    # sorted by prediction, then truth, ascending: the strict inversions are exactly the pairs
+    # with p_a < p_b and t_a > t_b (discordant); tied predictions with different truths count ½
+    order = np.lexsort((t, p))
+    discordant = _count_strict_inversions(t[order])
+    tied_pred_diff_truth = _tied_pairs(p) - _tied_pairs(p, t)
+    return float((pairs - discordant - 0.5 * tied_pred_diff_truth) / pairs)
 
 
-def xgauc(users, truth, predicted) -> float:
-    """Per-user XAUC weighted by rows; one-row users score 1; all-zero-watch-time users are skipped."""
+def xgauc(users, truth, predicted, ties: str = "half") -> float:
+    """Per-user XAUC (``ties`` as :func:`xauc`) weighted by rows; one-row users score 1;
+    all-zero-watch-time users are skipped."""
     t = np.asarray(truth, dtype=np.float64)
     p = np.asarray(predicted, dtype=np.float64)
     num = den = 0.0
@@ -162,7 +202,7 @@ def xgauc(users, truth, predicted) -> float:
         tu = t[idx]
         if not np.any(tu != 0):
             continue
-        num += idx.size * xauc(tu, p[idx])
+        num += idx.size * xauc(tu, p[idx], ties)
         den += idx.size
     return float(num / den) if den else float("nan")
 

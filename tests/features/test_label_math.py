@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 import sys
 
+import mpmath as mp
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm, percentileofscore
 
@@ -72,12 +73,93 @@ def test_d2co_hand_computed_affine_and_exponential():
     assert lm.d2co([9], [15], [3], 1e-9)[0] == pytest.approx(0.5, rel=1e-6)
 
 
+def _extra_digits(x) -> int:
+    """Decimal digits a difference of exponentials loses when its exponents differ by x."""
+    return 0 if x == 0 else max(0, int(-mp.log10(abs(x))) + 1)
+
+
+def d2co_mpmath(w, p, q, alpha, min_gap_s=1.0) -> float:
+    """Reference D²Co label from its definition, (e^{αw} - e^{αq}) / (e^{αp'} - e^{αq}) clipped to
+    [0, 1] with p' = q + max(p - q, min_gap_s), in mpmath: no exponent range limit, and enough
+    digits that the differences do not cancel. α = 0: the affine (w - q) / (p' - q)."""
+    w, p, q, a, g = (mp.mpf(float(x)) for x in (w, p, q, alpha, min_gap_s))
+    span = max(p - q, g)
+    if a == 0:
+        r = (w - q) / span
+    else:
+        digits = 40 + max(_extra_digits(a * (w - q)), _extra_digits(a * span))
+        with mp.workdps(digits):
+            r = (mp.exp(a * w) - mp.exp(a * q)) / (mp.exp(a * (q + span)) - mp.exp(a * q))
+    return float(min(max(r, mp.mpf(0)), mp.mpf(1)))
+
+
+def d2co_inverse_mpmath(s, p, q, d, alpha, min_gap_s=1.0) -> float:
+    """Reference inverse of the D²Co label: w = q + log(1 + s·(e^{α·span} - 1)) / α (α = 0:
+    q + s·span), clipped to [0, d], in mpmath; the log's argument is summed as (1 - s) + s·e^{α·span},
+    two non-negative terms, so it never cancels."""
+    s, p, q, d, a, g = (mp.mpf(float(x)) for x in (s, p, q, d, alpha, min_gap_s))
+    span = max(p - q, g)
+    if a == 0:
+        w = q + s * span
+    else:
+        with mp.workdps(40 + _extra_digits(a * span) + _extra_digits(s)):
+            w = q + mp.log((1 - s) + s * mp.exp(a * span)) / a
+    return float(min(max(w, mp.mpf(0)), d))
+
+
+def test_d2co_large_alpha_hand_computed():
+    # α(w-q) = 750 and α(p-q) = 1000 both overflow exp; the label is e^{α(w-p)}(1 - e^{-750})/(1 - e^{-1000})
+    # = e^{-250} to double precision, not 1.
+    got = lm.d2co([150.0], [200.0], [0.0], alpha=5.0)[0]
+    assert got == pytest.approx(math.exp(-250.0), rel=1e-12)
+    assert got == pytest.approx(d2co_mpmath(150, 200, 0, 5.0), rel=1e-12)
+    # α < 0: (e^{-750} - 1) / (e^{-1000} - 1) = 1 - e^{-750} to double precision, i.e. 1.0
+    assert lm.d2co([150.0], [200.0], [0.0], alpha=-5.0)[0] == d2co_mpmath(150, 200, 0, -5.0) == 1.0
+    assert lm.d2co([1.0], [200.0], [0.0], alpha=-5.0)[0] == pytest.approx(1 - math.exp(-5.0), rel=1e-12)
+    # the inverse map back to seconds: s = 0.5 is w = (1000 + log(0.5 + 0.5 e^{-1000})) / 5 = 200 - log(2)/5
+    back = lm.d2co_score_to_seconds([0.5], [200.0], [0.0], [240.0], alpha=5.0)[0]
+    assert back == pytest.approx(200 - math.log(2) / 5, rel=1e-12)
+    assert lm.d2co_score_to_seconds([1.0], [200.0], [0.0], [240.0], alpha=-5.0)[0] == pytest.approx(200.0, rel=1e-12)
+
+
 def test_d2co_guards_p_close_to_q_and_overflow():
     # The reference divides by ~0 (inf/NaN); here the denominator is at least min_gap_s.
     assert lm.d2co([4, 5, 6], [5, 5, 5], [5, 5, 5], 0.0, min_gap_s=1.0).tolist() == [0.0, 0.0, 1.0]
     assert lm.d2co_gap_fallbacks([5, 9], [5, 3]).tolist() == [True, False]
-    out = lm.d2co([0, 2000, 5000], [3000, 3000, 3000], [10, 10, 10], alpha=2.0)
-    assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()
+    # Exponents far beyond float64's range (α·(p - q) = 5980): values, not only finiteness.
+    w, p, q = [0, 2000, 2999, 5000], [3000] * 4, [10] * 4
+    out = lm.d2co(w, p, q, alpha=2.0)
+    ref = [d2co_mpmath(*x, 2.0) for x in zip(w, p, q)]
+    assert ref[1] < 1e-300 and ref[2] == pytest.approx(math.exp(-2.0), rel=1e-9)
+    assert np.allclose(out, ref, rtol=1e-12, atol=0)
+    # a subnormal α (α·span underflows to 0): the affine form, not 0/0
+    assert lm.d2co([5.005], [5.0], [5.0], alpha=5e-324, min_gap_s=0.01)[0] == pytest.approx(0.5, rel=1e-9)
+
+
+ALPHAS = st.floats(-5.0, 5.0, allow_nan=False)  # the range LabelSettings allows
+SECONDS = st.floats(0.0, 600.0, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SECONDS, SECONDS, SECONDS, ALPHAS, st.floats(0.01, 10.0))
+@example(150.0, 200.0, 0.0, 5.0, 1.0)  # both exponents > 700: the clipped form gave 1, the value is e^{-250}
+@example(150.0, 200.0, 0.0, -5.0, 1.0)
+@example(9.0, 15.0, 3.0, 0.0, 1.0)
+@example(0.5, 0.0, 0.0, 5e-324, 1.0)  # a subnormal α: α(w - q) underflows, the affine form is exact
+def test_d2co_matches_mpmath_over_the_alpha_range(w, p, q, alpha, gap):
+    got = lm.d2co([w], [p], [q], alpha, gap)[0]
+    assert math.isclose(got, d2co_mpmath(w, p, q, alpha, gap), rel_tol=1e-9, abs_tol=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.0, 1.0), SECONDS, SECONDS, ALPHAS, st.floats(0.01, 10.0))
+@example(0.5, 200.0, 0.0, 5.0, 1.0)
+@example(1.0, 200.0, 0.0, -5.0, 1.0)
+@example(0.5, 0.0, 0.0, 5e-324, 1.0)  # found by hypothesis: a subnormal α
+def test_d2co_score_to_seconds_matches_mpmath_over_the_alpha_range(s, p, q, alpha, gap):
+    d = 700.0
+    got = lm.d2co_score_to_seconds([s], [p], [q], [d], alpha, gap)[0]
+    assert math.isclose(got, d2co_inverse_mpmath(s, p, q, d, alpha, gap), rel_tol=1e-9, abs_tol=1e-9)
 
 
 def test_score_to_seconds_mappings():
@@ -209,6 +291,22 @@ def test_long_view_rules_hand_computed():
     play = np.array([10000, 9000, 19000, 18000, 30000])
     dur = d * 1000
     assert lm.long_view_cwm(w, d, play, dur, tau_s=20).tolist() == [True, False, False, False, True]
+
+
+def test_cwm_long_view_compares_rounded_seconds_by_default():
+    # 29.6 s of a 30.4 s video and 10.4 s of a 10.5 s video (10.5 s -> 10 s, half to even): in whole
+    # seconds both are played to the end (the official code rounds play and duration first); in raw
+    # milliseconds neither is. τ = 40 s, so d <= τ and only "played to the end" decides.
+    play, dur = np.array([29600, 10400, 30400, 9000]), np.array([30400, 10500, 30400, 10500])
+    w, d = lm.truncated_watch_s(play, dur), lm.round_ms_to_s(dur)
+    assert w.tolist() == [30, 10, 30, 9] and d.tolist() == [30, 10, 30, 10]
+    assert lm.long_view_cwm(w, d, play, dur, tau_s=40).tolist() == [True, True, True, False]
+    assert lm.long_view_cwm(w, d, play, dur, 40, completion="rounded_s").tolist() == [True, True, True, False]
+    assert lm.long_view_cwm(w, d, play, dur, 40, completion="raw_ms").tolist() == [False, False, True, False]
+    # the official reading is the censoring flag w >= d for every row with d <= τ
+    assert (lm.long_view_cwm(w, d, play, dur, 40) == (w >= d)).all()
+    with pytest.raises(ValueError, match="long_view_cwm_completion"):
+        lm.long_view_cwm(w, d, play, dur, 40, completion="floor_s")
 
 
 # ---- properties of every label over random logs ---------------------------------------------

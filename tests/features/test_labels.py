@@ -94,6 +94,64 @@ def test_spark_expressions_equal_label_math_hand_cases(spark):
     assert np.allclose(got, lm.cwm_target(df["w"], 40.0), rtol=0, atol=1e-12)
 
 
+def d2co_mpmath(w, p, q, alpha, min_gap_s=1.0) -> float:
+    """The D²Co label from its definition in mpmath (no overflow), as in test_label_math.py."""
+    import mpmath as mp
+
+    w, p, q, a, g = (mp.mpf(float(x)) for x in (w, p, q, alpha, min_gap_s))
+    span = max(p - q, g)
+    if a == 0:
+        r = (w - q) / span
+    else:
+        with mp.workdps(60):
+            r = (mp.exp(a * w) - mp.exp(a * q)) / (mp.exp(a * (q + span)) - mp.exp(a * q))
+    return float(min(max(r, mp.mpf(0)), mp.mpf(1)))
+
+
+def test_spark_d2co_matches_mpmath_for_large_alpha(spark):
+    """α(w - q) and α(p - q) beyond exp's range: the Spark column has the true value (e^{-250} for
+    α = 5, w = 150, p = 200, q = 0), not the 1 that clipping both exponents at 700 gave."""
+    from pyspark.sql import functions as F
+
+    from features.labels import d2co_expr
+
+    cases = [(150.0, 200.0, 0.0), (0.0, 200.0, 0.0), (199.0, 200.0, 0.0), (250.0, 200.0, 0.0), (-3.0, 200.0, 0.0),
+             (2000.0, 3000.0, 10.0), (2999.0, 3000.0, 10.0), (9.0, 15.0, 3.0), (5.0, 5.0, 5.0), (5.5, 5.0, 5.0)]
+    sdf = spark.createDataFrame(pd.DataFrame(cases, columns=["w", "p", "q"]))
+    for alpha in (5.0, -5.0, 2.0, -2.0, 0.3, -0.05, 0.0):
+        got = sdf.select(d2co_expr(F.col("w"), F.col("p"), F.col("q"), alpha, 1.0).alias("r")).toPandas()["r"].to_numpy()
+        ref = np.array([d2co_mpmath(w, p, q, alpha) for w, p, q in cases])
+        assert np.allclose(got, ref, rtol=1e-9, atol=1e-12), (alpha, got, ref)
+        assert np.allclose(got, lm.d2co(*np.array(cases).T, alpha), rtol=1e-12, atol=1e-15), alpha
+    got = sdf.select(d2co_expr(F.col("w"), F.col("p"), F.col("q"), 5.0, 1.0).alias("r")).toPandas()["r"]
+    assert got[0] == pytest.approx(math.exp(-250.0), rel=1e-12)
+
+
+def test_cwm_long_view_rounds_to_seconds_by_default(spark):
+    """A row that rounds into a complete play: 29.6 s of a 30.4 s video (w = d = 30 s) and 10.4 s of a
+    10.5 s video (10.5 s rounds half to even to 10 s). τ = 60 s (below), so d <= τ and the long view
+    is "played to the end": yes in seconds (the official code), no in raw milliseconds."""
+    log = [(0, 20000, p) for p in (1000, 5000, 15000, 20000)] + [(0, 60000, 60000)] * 10
+    log += [(0, 30400, 29600), (0, 10500, 10400)]
+    ev = events_frame(log)
+    targets = ["e00014", "e00015"]
+    for completion, expected in (("rounded_s", [True, True]), ("raw_ms", [False, False])):
+        params = lm.LabelParams(long_view_cwm_completion=completion)
+        got, stats = spark_labels(spark, ev, params, D0, D0 + dt.timedelta(days=1))
+        # w over the fit window: 1, 5, 10, 15, 20, 30, 60 (x10): the 0.7 quantile is 60 s
+        assert stats["long_view_cwm_threshold_s"].iloc[0] == 60.0
+        row = got.set_index("event_id").loc[targets]
+        assert row["duration_s"].tolist() == [30, 10] and row["watch_time_s"].tolist() == [30, 10]
+        assert row["is_complete"].tolist() == [False, False] and row["is_censored"].tolist() == [True, True]
+        assert row["is_long_view_cwm"].tolist() == expected, completion
+        prows = lm.prepare_rows_pandas(ev, params, D0, D0 + dt.timedelta(days=1))
+        pstats, table = lm.fit_stats_pandas(prows, params)
+        ref = lm.label_frame_pandas(prows, pstats, table, params).set_index("event_id")
+        assert ref.loc[targets, "is_long_view_cwm"].tolist() == expected, completion
+    with pytest.raises(ValueError, match="long_view_cwm_completion"):
+        spark_labels(spark, ev, lm.LabelParams(long_view_cwm_completion="floor_s"), D0, D0 + dt.timedelta(days=1))
+
+
 # ---- Spark agrees with label_math on random logs ------------------------------------------
 LOG = st.lists(
     st.tuples(st.integers(0, 3), st.sampled_from([5000, 6000, 6400, 8000, 30000, 31000, 100000]), st.integers(0, 120_000)),

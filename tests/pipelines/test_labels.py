@@ -191,6 +191,7 @@ def test_changing_only_test_window_rows_leaves_training_labels_and_stats_unchang
         ("labels: {long_view_cwm_quantile: 1.5}", "labels.long_view_cwm_quantile"),
         ("labels: {duration_min_s: 0}", "labels.duration_min_s"),
         ("labels: {alhpa: 0.3}", "labels.alhpa"),
+        ("labels: {long_view_cwm_completion: floor_s}", "labels.long_view_cwm_completion"),
     ],
 )
 def test_bad_label_settings_fail_at_load_naming_the_field(tmp_path, yaml_text, field):
@@ -209,3 +210,27 @@ def test_the_repository_yaml_holds_the_label_defaults():
 
     s = load_settings(Path(__file__).resolve().parents[2] / "recfeat.yaml")
     assert s.labels == LabelSettings()
+
+
+def test_cwm_long_view_follows_the_official_seconds_by_default(spark, warehouse):
+    """The job labels a near-complete play (10.4 s of a 10.5 s video: both 10 s, half to even) as
+    played to the end, as the official CWM code does; ``long_view_cwm_completion: raw_ms`` keeps
+    the millisecond reading. The setting is recorded in the manifest."""
+    from pipelines.labels import build_duration_stats, build_watch_time_labels
+
+    assert LabelSettings().long_view_cwm_completion == "rounded_s"
+    assert SETTINGS.params().long_view_cwm_completion == "rounded_s"
+    extra = [{"event_id": "z1", "user_id": "uz", "item_id": "iz", "event_ts": pd.Timestamp(D0, tz="UTC"),
+              "event_date": D0, "duration_ms": 10500, "play_time_ms": 10400}]
+    write_events(warehouse, random_events(n=400), extra)
+    build_duration_stats(spark, warehouse, SETTINGS)
+    stats = warehouse.read_arrow(DURATION_STATS.name).to_pandas()
+    assert stats["long_view_cwm_threshold_s"].iloc[0] >= 10  # d = 10 s <= τ: the completion decides
+    got = {}
+    for completion in ("rounded_s", "raw_ms"):
+        settings = SETTINGS.model_copy(update={"long_view_cwm_completion": completion})
+        res = build_watch_time_labels(spark, warehouse, settings)
+        assert json.loads(res.manifest.producer["settings"])["long_view_cwm_completion"] == completion
+        lab = warehouse.read_arrow(WATCH_TIME_LABELS.name).to_pandas().set_index("event_id")
+        got[completion] = lab.loc["z1", ["duration_s", "watch_time_s", "is_complete", "is_censored", "is_long_view_cwm"]].tolist()
+    assert got == {"rounded_s": [10, 10, False, True, True], "raw_ms": [10, 10, False, True, False]}

@@ -14,13 +14,28 @@ from trainers import metrics as M
 
 # ---- brute-force references written from the definitions (spec: labels, §5) ----------------
 def xauc_brute(t, p):
+    """Every pair once: equal truths concordant; otherwise 1 if the predictions agree, ½ if tied."""
     n = len(t)
-    order = sorted(range(n), key=lambda i: (p[i], i))  # stable: ties by row order
-    good = 0
-    for a, b in itertools.combinations(range(n), 2):
-        i, j = order[a], order[b]  # i ranked lower than j
-        good += t[i] <= t[j]
+    good = 0.0
+    for i, j in itertools.combinations(range(n), 2):
+        if t[i] == t[j]:
+            good += 1
+        elif p[i] == p[j]:
+            good += 0.5
+        else:
+            good += (t[i] < t[j]) == (p[i] < p[j])
     return good / (n * (n - 1) / 2) if n > 1 else 1.0
+
+
+def xauc_official_rule(t, p):
+    """The CWM code's ``xauc_score`` rule, restated: Python's stable sort by prediction with
+    ``reverse=True``, then the share of pairs (i before j) with truth_i >= truth_j."""
+    rows = sorted(zip(t, p), key=lambda r: r[1], reverse=True)
+    n = len(rows)
+    if n < 2:
+        return 1.0
+    good = sum(rows[i][0] >= rows[j][0] for i, j in itertools.combinations(range(n), 2))
+    return good / (n * (n - 1) / 2)
 
 
 def ndcg_brute(users, rel, scores, k):
@@ -69,8 +84,32 @@ def test_xauc_hand():
     assert M.xauc([1, 2, 3], [1, 2, 3]) == 1.0
     # equal truths count as concordant
     assert M.xauc([5, 5], [2, 1]) == 1.0
-    # tied predictions: row order decides (row 0 counts as lower): truths 2 then 1 -> discordant
-    assert M.xauc([2, 1], [0.0, 0.0]) == 0.0
+    # tied predictions with different truths count ½, in either row order
+    assert M.xauc([2, 1], [0.0, 0.0]) == 0.5
+    assert M.xauc([1, 2], [0.0, 0.0]) == 0.5
+    # truths 1..4, predictions 0, 1, 1, 2: five concordant pairs and one tie (rows 1, 2) -> 5.5 / 6
+    assert M.xauc([1, 2, 3, 4], [0, 1, 1, 2]) == pytest.approx(5.5 / 6)
+    # truths 3, 3, 1, 2 with predictions 1, 1, 1, 0: pairs (0,1) equal truths: 1; (0,2), (1,2) tied: ½ each;
+    # (0,3), (1,3): truth 3 > 2 and prediction 1 > 0: 1 each; (2,3): truth 1 < 2, prediction 1 > 0: 0
+    assert M.xauc([3, 3, 1, 2], [1, 1, 1, 0]) == pytest.approx(4 / 6)
+
+
+def test_xauc_constant_predictor_scores_half():
+    truth = np.arange(50, dtype=float)  # rows sorted by truth, ascending: the old rule gave 1.0
+    assert M.xauc(truth, np.zeros(50)) == 0.5
+    assert M.xauc(truth[::-1], np.zeros(50)) == 0.5
+    users = np.repeat(["a", "b"], 25)
+    assert M.xgauc(users, truth, np.ones(50)) == 0.5
+
+
+def test_xauc_official_variant_depends_on_row_order_hand():
+    # descending stable sort: of two tied rows the earlier one counts as the higher prediction
+    assert M.xauc([2, 1], [0.0, 0.0], ties="official") == 1.0
+    assert M.xauc([1, 2], [0.0, 0.0], ties="official") == 0.0
+    assert M.xauc(np.arange(50.0), np.zeros(50), ties="official") == 0.0
+    assert M.xgauc(["u", "u"], [2, 1], [0.0, 0.0], ties="official") == 1.0
+    with pytest.raises(ValueError, match="ties"):
+        M.xauc([1, 2], [1, 2], ties="stable")
 
 
 def test_xgauc_hand():
@@ -107,14 +146,44 @@ def test_auc_matches_sklearn(rows):
         assert M.auc(y, s) == pytest.approx(roc_auc_score(y, s))
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=30))
+XAUC_ROWS = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(XAUC_ROWS)
 def test_xauc_matches_brute_force(rows):
     t = [r[1] for r in rows]
     p = [r[2] for r in rows]
-    assert M.xauc(t, p) == pytest.approx(xauc_brute(t, p))
+    assert M.xauc(t, p) == pytest.approx(xauc_brute(t, p), abs=1e-12)
+    # the default does not depend on row order
+    rev = M.xauc(t[::-1], p[::-1])
+    assert rev == pytest.approx(M.xauc(t, p), abs=1e-12)
     users = [r[0] for r in rows]
-    assert 0.0 <= M.xgauc(users, t, p) <= 1.0 or np.isnan(M.xgauc(users, t, p))
+    ref = [(users.count(u), [t[i] for i in range(len(t)) if users[i] == u], [p[i] for i in range(len(t)) if users[i] == u])
+           for u in dict.fromkeys(users)]
+    ref = [(n, xauc_brute(tu, pu)) for n, tu, pu in ref if any(x != 0 for x in tu)]
+    got = M.xgauc(users, t, p)
+    if ref:
+        assert got == pytest.approx(sum(n * x for n, x in ref) / sum(n for n, _ in ref), abs=1e-12)
+    else:
+        assert np.isnan(got)
+
+
+@settings(max_examples=60, deadline=None)
+@given(XAUC_ROWS)
+def test_xauc_official_variant_matches_the_official_rule(rows):
+    t = [r[1] for r in rows]
+    p = [r[2] for r in rows]
+    assert M.xauc(t, p, ties="official") == pytest.approx(xauc_official_rule(t, p), abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 300, allow_nan=False), st.floats(-5, 5, allow_nan=False)), min_size=1, max_size=60))
+def test_xauc_matches_brute_force_on_floats(rows):
+    t = [r[0] for r in rows]
+    p = [r[1] for r in rows]
+    assert M.xauc(t, p) == pytest.approx(xauc_brute(t, p), abs=1e-12)
+    assert M.xauc(t, p, ties="official") == pytest.approx(xauc_official_rule(t, p), abs=1e-12)
 
 
 @settings(max_examples=30, deadline=None)
