@@ -10,10 +10,10 @@
    window, and over the whole history before the cutoff).
 
 The slice (``../shared/data/kuairand-pure-slice``) is ingested into a fresh, git-ignored
-warehouse under ``var/`` (events through the default Beam pipeline, then ``users`` and
-``items``); the four tables are built as of the cutoff with the ``lookalike:`` settings of
-``configs/kuairand.yaml`` (``--config`` for another file; ``--bands``, ``--window`` and
-``--projection-dims`` override the LSH parameters). ``--lookalike-only`` reuses the committed
+warehouse under ``var/`` (events through the Beam pipeline with the configuration's source and
+``ingest:`` settings, then ``users`` and ``items``); the four tables are built as of the cutoff with the ``lookalike:`` settings of
+``configs/kuairand.yaml`` (``--config`` for another file; ``--bands``, ``--auto-bands/--no-auto-bands``,
+``--window`` and ``--projection-dims`` override the LSH parameters). ``--lookalike-only`` reuses the committed
 ``user_vectors`` and rebuilds only ``lookalike_users`` (figure 1 for other LSH parameters).
 
 Default cutoff 2022-05-07T16:00:00Z = 2022-05-08 00:00 Beijing time: the log's days are Beijing
@@ -23,7 +23,7 @@ activity trough. A UTC-midnight cutoff on 05-08 would leave only 16 hours after 
 at 05-08 24:00 Beijing = 16:00Z).
 
     nice -n 10 .venv/bin/python benchmarks/lookalike_kuairand.py [--cutoff 2022-05-07T16:00:00Z]
-    nice -n 10 .venv/bin/python benchmarks/lookalike_kuairand.py --reuse --lookalike-only --bands 16 --window 64
+    nice -n 10 .venv/bin/python benchmarks/lookalike_kuairand.py --reuse --lookalike-only --no-auto-bands --bands 16 --window 64
 """
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def lsh_quality(warehouse, k: int) -> dict:
 
 
 def main() -> None:
-    from pipelines.ingest import ingest_dimension, ingest_events
+    from pipelines.ingest import ingest_dimension, ingest_with_settings
     from pipelines.lookalike import build_lookalike_table, build_user_vectors_table
     from pipelines.recall import build_item_neighbors_table, build_recall_table, evaluate_recall
     from pipelines.settings import LookalikeSettings, SourceConfig, SparkSettings, load_settings
@@ -139,7 +139,8 @@ def main() -> None:
     ap.add_argument("--cutoff", default="2022-05-07T16:00:00Z", help="UTC cutoff (default: 05-08 00:00 Beijing)")
     ap.add_argument("--reuse", action="store_true", help="keep an already ingested warehouse (skip ingestion)")
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "kuairand.yaml"), help="its lookalike: section is used")
-    ap.add_argument("--bands", type=int, help="override lsh_bands")
+    ap.add_argument("--bands", type=int, help="override lsh_bands (with lsh_auto_bands: the first try)")
+    ap.add_argument("--auto-bands", action=argparse.BooleanOptionalAction, default=None, help="override lsh_auto_bands")
     ap.add_argument("--window", type=int, help="override lsh_window")
     ap.add_argument("--projection-dims", type=int, help="override lsh_projection_dims (0 = hash raw vectors)")
     ap.add_argument("--item-similarity", choices=["cosine", "swing"], help="override item_similarity")
@@ -151,13 +152,15 @@ def main() -> None:
         sys.exit(f"KuaiRand slice not found at {args.data}")
 
     overrides = {"cutoff_ts": _utc(args.cutoff)}
-    for field, value in (("lsh_bands", args.bands), ("lsh_window", args.window), ("lsh_projection_dims", args.projection_dims),
+    for field, value in (("lsh_bands", args.bands), ("lsh_auto_bands", args.auto_bands),
+                         ("lsh_window", args.window), ("lsh_projection_dims", args.projection_dims),
                          ("item_similarity", args.item_similarity), ("recall_fill", args.recall_fill)):
         if value is not None:
             overrides[field] = value
-    base = load_settings(args.config).lookalike.model_dump()
+    project = load_settings(args.config)
+    base = project.lookalike.model_dump()
     settings = LookalikeSettings.model_validate({**base, **overrides})
-    print(f"cutoff_ts={settings.cutoff_ts.isoformat()} k={settings.k} bands={settings.lsh_bands} "
+    print(f"cutoff_ts={settings.cutoff_ts.isoformat()} k={settings.k} bands={settings.lsh_bands} auto_bands={settings.lsh_auto_bands} "
           f"bits_per_band={settings.lsh_bits_per_band} window={settings.lsh_window} "
           f"projection_dims={settings.lsh_projection_dims} seed={settings.seed} "
           f"als_rank={settings.als_rank} window_days={settings.window_days} recall_size={settings.recall_size} "
@@ -169,8 +172,10 @@ def main() -> None:
         shutil.rmtree(wh_dir, ignore_errors=True)
         os.makedirs(wh_dir)
         wh = Warehouse(wh_dir)
-        adapter = adapter_for("kuairand", SourceConfig(kind="kuairand", path=os.path.abspath(args.data)))
-        r = ingest_events(spark, wh, adapter, chunk_rows=100_000)
+        # The configuration's KuaiRand source and ingestion settings (as `recfeat --config ... materialize`).
+        source = next((c for c in project.sources.values() if c.kind == "kuairand"), SourceConfig(kind="kuairand", path=""))
+        adapter = adapter_for("kuairand", source.model_copy(update={"path": os.path.abspath(args.data)}))
+        r = ingest_with_settings(spark, wh, adapter, project)
         ingest_dimension(wh, adapter, "users")
         ingest_dimension(wh, adapter, "items")
         print(f"ingested events={r.manifest.row_count:,} rejected={r.rejected} seconds={time.perf_counter() - t0:.0f}", flush=True)
@@ -195,12 +200,13 @@ def main() -> None:
         recall_figures(spark, wh, settings, t0)
         return
     q = lsh_quality(wh, settings.k)
-    print(f"FIGURE 1 LSH recall@{settings.k} (k={settings.k}, bands={settings.lsh_bands}, bits_per_band="
+    print(f"FIGURE 1 LSH recall@{settings.k} (k={settings.k}, bands={stats.get('bands', settings.lsh_bands)}, bits_per_band="
           f"{settings.lsh_bits_per_band}, window={settings.lsh_window}, projection_dims={settings.lsh_projection_dims}) over {q['users']:,} users, dim {q['dim']}: "
           f"by id {q['recall_by_id']:.4f}, tie-aware {q['recall_tie_aware']:.4f}", flush=True)
     print("  " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v:,}" for k, v in q.items()), flush=True)
     print(f"  pairs_evaluated={stats.get('pairs_evaluated', 0):,} pairs_per_user={stats.get('pairs_evaluated', 0) / max(q['users'], 1):.0f} "
-          f"sampled_recall_estimate={stats.get('recall_estimate')} (of {stats.get('recall_sample_users', 0):,} users)", flush=True)
+          f"held_out_recall_estimate={stats.get('recall_estimate')} (of {stats.get('recall_sample_users', 0):,} users) "
+          f"bands_tried={stats.get('bands_tried', '-')} (selection sample)", flush=True)
     if args.lookalike_only:
         print(f"total seconds={time.perf_counter() - t0:.0f}", flush=True)
         stop_spark()

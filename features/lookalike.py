@@ -26,10 +26,12 @@ public. The details chosen here are documented in ``docs/lookalike.md``:
 * **re-ranking**: exact cosine of every candidate, the top ``k`` kept by similarity
   descending, then ``neighbor_user_id`` ascending (similarities rounded to 1e-12 so that the
   order does not depend on floating-point summation order).
-* **recall estimate**: on every build, ``recall_sample`` seeded users get their exact top ``k``
-  by brute force (linear in users) and the share found by the candidates is reported. With
-  ``auto_bands``, the bands are doubled (new seeded hyperplanes each time) until the estimate
-  reaches ``target_recall`` or ``max_bands`` would be exceeded.
+* **recall estimate**: two disjoint seeded samples of ``recall_sample`` users get their exact
+  top ``k`` by brute force (linear in users). With ``auto_bands`` (the default), bands are added
+  (doubling the count; each band has its own seeded hyperplanes, so the bands already built are
+  kept) until the recall on the *selection* sample reaches ``target_recall`` or ``max_bands``
+  would be exceeded. The recall reported is measured on the other, *held-out* sample, which
+  chose nothing.
 
 Pure DataFrame-to-DataFrame functions; no I/O.
 """
@@ -323,7 +325,7 @@ class LshParams:
     seed: int = 20220408
     projection_dims: int = 32
     recall_sample: int = 1000
-    auto_bands: bool = False
+    auto_bands: bool = True
     target_recall: float = 0.95
     max_bands: int = 256
 
@@ -358,12 +360,16 @@ def hash_projection(mat: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, 
     return mean, comps * np.where(flip == 0, 1.0, flip)[:, None]
 
 
-def hyperplanes(dim: int, bands: int, bits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded Gaussian directions: ``(bands·bits, dim)`` sign hyperplanes and ``(bands, dim)``
-    tie-break directions (one per band: orders users inside a bucket)."""
-    rng = np.random.default_rng(seed)
-    planes = rng.standard_normal((bands * bits, dim))
-    order = rng.standard_normal((bands, dim))
+def hyperplanes(dim: int, bands: int, bits: int, seed: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded Gaussian directions of bands ``first .. first + bands - 1``: ``(bands·bits, dim)``
+    sign hyperplanes and ``(bands, dim)`` tie-break directions (one per band: orders users inside
+    a bucket). Each band has its own generator (seeded by ``(seed, band)``), so a band's
+    directions do not depend on how many bands there are: adding bands keeps the others."""
+    planes, order = np.empty((bands * bits, dim)), np.empty((bands, dim))
+    for j in range(bands):
+        rng = np.random.default_rng([seed, first + j])
+        planes[j * bits : (j + 1) * bits] = rng.standard_normal((bits, dim))
+        order[j] = rng.standard_normal(dim)
     return planes, order
 
 
@@ -378,13 +384,15 @@ def band_keys(vectors: np.ndarray, planes: np.ndarray, bands: int, bits: int) ->
     return signs @ weights
 
 
-def signatures(indexed, params: LshParams, projection: tuple[np.ndarray, np.ndarray]):
-    """Spark: one row per (user, band): ``idx``, ``band``, ``bucket`` (band key), ``proj``.
+def signatures(indexed, params: LshParams, projection: tuple[np.ndarray, np.ndarray], first: int = 0, bands: int | None = None):
+    """Spark: one row per (user, band): ``idx``, ``band``, ``bucket`` (band key), ``proj``, for
+    the ``bands`` bands from ``first`` (default: all ``params.bands``; ``band`` counts from 0).
 
     Hashed in the space of ``projection`` (``hash_projection``)."""
     mean, comps = projection
-    planes, order = hyperplanes(comps.shape[0], params.bands, params.bits_per_band, params.seed)
-    bands, bits = params.bands, params.bits_per_band
+    bands = params.bands - first if bands is None else bands
+    bits = params.bits_per_band
+    planes, order = hyperplanes(comps.shape[0], bands, bits, params.seed, first)
 
     def _sign(batches):
         import pandas as pd
@@ -444,30 +452,43 @@ def top_by_similarity(i: int, cand: np.ndarray, mat: np.ndarray, k: int) -> tupl
     return cand[top], sim[top]
 
 
-def estimate_recall(mat: np.ndarray, orders: np.ndarray, positions: np.ndarray, params: LshParams) -> dict:
-    """Recall@k of the candidates against brute force, on ``recall_sample`` seeded users.
+def recall_samples(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(selection, held_out)``: two disjoint seeded samples of ``min(size, n // 2)`` user
+    indices each (sorted), cut from one permutation of the ``n`` users.
 
-    For each sampled user the exact ``k``-th largest cosine over all other users is computed
-    (brute force, linear in users); a neighbour the job returns counts as found when its cosine
-    reaches it (tie-aware). Returns ``recall_sample_users`` and ``recall_estimate`` (found /
-    (sample · k)); empty when ``recall_sample`` is 0 or there are fewer than 2 users. For the
-    sampled users the figure is exact, since the job ranks with the same functions.
+    ``auto_bands`` chooses the bands on ``selection``; the recall a build reports is measured on
+    ``held_out``, so it is not biased by the choice. The same users for the same ``n``, ``size``
+    and ``seed``, with or without ``auto_bands``.
     """
+    m = min(size, n // 2)
+    perm = np.random.default_rng(seed + 1).permutation(n)
+    return np.sort(perm[m : 2 * m]), np.sort(perm[:m])
+
+
+def exact_kth(mat: np.ndarray, rows: np.ndarray, k: int, block: int = 32) -> np.ndarray:
+    """Brute force: each of ``rows``' exact ``k``-th largest cosine to the other users
+    (rounded to ``SIM_DECIMALS`` as the job rounds; linear in users)."""
     n = len(mat)
-    k = min(params.k, n - 1)
-    if params.recall_sample == 0 or k < 1:
-        return {}
-    sample = np.sort(np.random.default_rng(params.seed + 1).choice(n, size=min(n, params.recall_sample), replace=False))
+    out = np.empty(len(rows))
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        sim = np.round(mat[part] @ mat.T, SIM_DECIMALS)
+        sim[np.arange(len(part)), part] = -np.inf
+        out[start : start + block] = np.partition(sim, n - k, axis=1)[:, n - k]
+    return out
+
+
+def sampled_recall(mat: np.ndarray, orders: np.ndarray, positions: np.ndarray, window: int, k: int,
+                   rows: np.ndarray, kth: np.ndarray) -> float:
+    """Recall@k of the candidates of ``rows`` against their exact ``k``-th cosine ``kth``
+    (:func:`exact_kth`): a neighbour the job returns counts as found when its cosine reaches it
+    (tie-aware); found / (rows · k), rounded to 4 decimals. Exact for these users, since the job
+    ranks them with the same functions."""
     found = 0
-    for start in range(0, len(sample), 32):
-        rows = sample[start : start + 32]
-        sim = np.round(mat[rows] @ mat.T, SIM_DECIMALS)
-        sim[np.arange(len(rows)), rows] = -np.inf
-        kth = np.partition(sim, n - k, axis=1)[:, n - k]
-        for r, i in enumerate(rows):
-            _, got = top_by_similarity(int(i), window_candidates(int(i), orders, positions, params.window), mat, k)
-            found += int(np.count_nonzero(got >= kth[r]))
-    return {"recall_sample_users": int(len(sample)), "recall_estimate": round(found / (len(sample) * k), 4)}
+    for r, i in enumerate(rows):
+        _, got = top_by_similarity(int(i), window_candidates(int(i), orders, positions, window), mat, k)
+        found += int(np.count_nonzero(got >= kth[r]))
+    return round(found / (len(rows) * k), 4)
 
 
 def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = None):
@@ -482,9 +503,11 @@ def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = N
     most ``2·window·bands`` candidates each.
 
     ``stats``: ``users``, ``bands``, ``bits_per_band``, ``window``, ``projection_dims`` (the
-    hashing space's width, 0 = raw vectors), and, when sampled, ``recall_sample_users`` and
-    ``recall_estimate`` (``estimate_recall``); with ``auto_bands``, ``bands`` is the count
-    used and ``bands_tried`` lists ``bands:estimate`` for each try. The sum over users of their distinct candidates
+    hashing space's width, 0 = raw vectors), and, when sampled (``recall_samples``),
+    ``recall_estimate`` and ``recall_sample_users``: the recall@k on the held-out sample
+    (``sampled_recall``). With ``auto_bands``, ``bands`` is the count used, ``bands_tried`` lists
+    ``bands:selection estimate`` for each try and ``selection_recall_estimate`` /
+    ``selection_sample_users`` give the last try's. The sum over users of their distinct candidates
     is each row's ``n_candidates`` (``pairs_evaluated``). Rows: ``user_id``, ``rank`` (1-based),
     ``neighbor_user_id``, ``similarity``, ``cutoff_ts``, ``n_candidates``.
     """
@@ -509,23 +532,30 @@ def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = N
         return _finish(empty, cutoff_ts), stats
     projection = hash_projection(mat, params.projection_dims, params.seed)
     stats["projection_dims"] = int(projection[1].shape[0]) if params.projection_dims else 0
-    tried = []
-    while True:
-        orders = band_orders(signatures(indexed, params, projection), n, params.bands)
-        positions = np.empty_like(orders)
-        for b in range(params.bands):
-            positions[b, orders[b]] = np.arange(n, dtype=np.int32)
-        estimate = estimate_recall(mat, orders, positions, params)
-        tried.append(f"{params.bands}:{estimate.get('recall_estimate', '')}")
-        # Auto bands: double until the sampled recall reaches the target or the cap is hit.
-        if (not params.auto_bands or not estimate or estimate["recall_estimate"] >= params.target_recall
-                or 2 * params.bands > params.max_bands):
-            break
-        params = replace(params, bands=2 * params.bands)
-    stats.update(estimate)
+    kk = min(params.k, n - 1)
+    selection, held_out = recall_samples(n, params.recall_sample, params.seed)
+    orders = band_orders(signatures(indexed, params, projection), n, params.bands)
+    positions = _positions(orders)
+    if params.auto_bands and len(selection):
+        # Auto bands: double until the selection sample's recall reaches the target or the cap
+        # is hit. Each band has its own hyperplanes, so only the added bands are hashed and sorted.
+        kth, tried = exact_kth(mat, selection, kk), []
+        while True:
+            chosen = sampled_recall(mat, orders, positions, params.window, kk, selection, kth)
+            tried.append(f"{params.bands}:{chosen}")
+            if chosen >= params.target_recall or 2 * params.bands > params.max_bands:
+                break
+            added = band_orders(signatures(indexed, params, projection, first=params.bands, bands=params.bands), n, params.bands)
+            orders = np.concatenate([orders, added])
+            positions = np.concatenate([positions, _positions(added)])
+            params = replace(params, bands=2 * params.bands)
+        stats.update(selection_sample_users=int(len(selection)), selection_recall_estimate=chosen, bands_tried=" ".join(tried))
+    if len(held_out):
+        # The reported recall: on users that chose nothing.
+        kth_out = exact_kth(mat, held_out, kk)
+        stats["recall_sample_users"] = int(len(held_out))
+        stats["recall_estimate"] = sampled_recall(mat, orders, positions, params.window, kk, held_out, kth_out)
     stats["bands"] = params.bands
-    if params.auto_bands:
-        stats["bands_tried"] = " ".join(tried)
     shared = spark.sparkContext.broadcast((ids, mat, orders, positions))
     k, win = params.k, params.window
 
@@ -559,6 +589,14 @@ def lookalike_topk(vectors, params: LshParams, cutoff_ts: dt.datetime | None = N
     parts = max(spark.sparkContext.defaultParallelism, n // 20_000)
     ranked = spark.range(n, numPartitions=parts).mapInPandas(_rerank, schema)
     return _finish(ranked, cutoff_ts), stats
+
+
+def _positions(orders: np.ndarray) -> np.ndarray:
+    """The inverse of each band's order: ``positions[b, user]`` is the user's place in band ``b``."""
+    positions = np.empty_like(orders)
+    for b in range(orders.shape[0]):
+        positions[b, orders[b]] = np.arange(orders.shape[1], dtype=orders.dtype)
+    return positions
 
 
 def _finish(ranked, cutoff_ts):

@@ -89,37 +89,41 @@ def build(settings: Settings) -> Extension:
 
     checks = [
         invariant_check(USER_VECTORS.name, "pipelines.lookalike.check_user_vectors",
-                        "Width = profile_dim + behaviour_dim, unit norm, every user has a past event, cutoff_ts as configured."),
+                        "Width = profile_dim + behaviour_dim, unit norm, every user has a past event, rows and build at the configured cutoff_ts."),
         invariant_check(LOOKALIKE_USERS.name, "pipelines.lookalike.check_lookalike",
-                        "No self-neighbour, min(K, users - 1) distinct ranked neighbours per user, similarity in [-1, 1] and sorted, cutoff_ts as configured."),
+                        "No self-neighbour, min(K, users - 1) distinct ranked neighbours per user, similarity in [-1, 1] and sorted; "
+                        "rows, build and the user_vectors it read at the configured cutoff_ts."),
         invariant_check(ITEM_NEIGHBORS.name, "pipelines.recall.check_item_neighbors",
-                        "No self-neighbour, similarity in (0, 1], co_users >= min_co_users, ranks contiguous, cutoff_ts as configured."),
+                        "No self-neighbour, similarity > 0 (<= 1 for cosine), co_users >= min_co_users, ranks contiguous, rows and build at the configured cutoff_ts."),
         invariant_check(RECALL_ITEMS.name, "pipelines.recall.check_recall",
-                        "No item seen before the cutoff, positive scores, ranks contiguous and <= recall_size, cutoff_ts as configured."),
+                        "No item seen before the cutoff, positive scores, ranks contiguous and <= recall_size; "
+                        "rows, build and the item_neighbors it read at the configured cutoff_ts."),
     ]
 
     @dg.asset_check(
         asset=LOOKALIKE_USERS.name,
         name="lookalike_users_recall",
         blocking=False,
-        description="Warns when the SimHash candidates' estimated recall@k (exact top-k of a seeded user sample) is below lsh_target_recall.",
+        description="Warns when the SimHash candidates' recall@k on a held-out seeded user sample (exact top-k; "
+        "users not used to choose the bands) is below lsh_target_recall.",
     )
     def lookalike_users_recall(settings: SettingsResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         from pipelines.lookalike import lsh_recall_estimate
 
         s = settings.get().lookalike
         estimate, sample = lsh_recall_estimate(warehouse.get())
-        meta = {"target": s.lsh_target_recall, "sample_users": sample}
+        meta = {"target": s.lsh_target_recall, "sample_users": sample, "sample": "held-out (did not choose the bands)"}
         if estimate is None:
             return dg.AssetCheckResult(
                 passed=True, severity=dg.AssetCheckSeverity.WARN,
                 metadata={**meta, "note": "not estimated (lsh_recall_sample is 0 or fewer than 2 users)"},
             )
+        remedy = ("raise lsh_max_bands or lsh_window" if s.lsh_auto_bands else "raise lsh_bands, or set lsh_auto_bands")
         return dg.AssetCheckResult(
             passed=estimate >= s.lsh_target_recall, severity=dg.AssetCheckSeverity.WARN,
             metadata={**meta, "recall_estimate": estimate},
             description=None if estimate >= s.lsh_target_recall else
-            f"estimated recall@{s.k} {estimate:.3f} < target {s.lsh_target_recall}: raise lsh_bands, or set lsh_auto_bands (docs/lookalike.md)",
+            f"held-out recall@{s.k} {estimate:.3f} < target {s.lsh_target_recall}: {remedy} (docs/lookalike.md)",
         )
 
     checks.append(lookalike_users_recall)

@@ -7,6 +7,7 @@ from features.events import EVENTS
 from features.layout import Manifest
 from features.lookalike import positive_column
 from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS, RecallParams, build_item_neighbors, build_recall_items, popular_items
+from pipelines.lookalike import committed_cutoffs, cutoff_provenance_violations, read_input, require_cutoff
 from pipelines.settings import LookalikeSettings
 from pipelines.warehouse import Warehouse
 
@@ -40,13 +41,15 @@ def build_item_neighbors_table(spark, warehouse: Warehouse, settings: LookalikeS
 
 
 def build_recall_table(spark, warehouse: Warehouse, settings: LookalikeSettings) -> Manifest:
-    """Rebuild ``recall_items`` from ``events`` and the committed ``item_neighbors``."""
+    """Rebuild ``recall_items`` from ``events`` and the committed ``item_neighbors`` (which must
+    have been built as of ``settings.cutoff_ts``)."""
+    neighbors, provenance = read_input(spark, warehouse, ITEM_NEIGHBORS.name, settings)
     events = warehouse.read_spark(spark, EVENTS.name)
-    neighbors = warehouse.read_spark(spark, ITEM_NEIGHBORS.name)
     df = build_recall_items(events, neighbors, settings.cutoff_ts, recall_params(settings))
     producer = {
         "job": "build_recall_table", "cutoff_ts": settings.cutoff_ts.isoformat(),
         "size": str(settings.recall_size), "fill": settings.recall_fill,
+        **provenance,  # what it was built from: the invariant check compares it with the settings
     }
     return warehouse.write_spark(df.select(*RECALL_ITEMS.columns), RECALL_ITEMS, producer=producer)
 
@@ -68,6 +71,7 @@ def check_item_neighbors(spark, warehouse: Warehouse, settings: LookalikeSetting
         F.sum((F.col("cutoff_ts") != F.lit(settings.cutoff_ts)).cast("long")).alias("rows_with_other_cutoff"),
     ).collect()[0].asDict()
     row["items_with_bad_ranks"] = per.where((F.col("n") != F.col("m")) | (F.col("n") > settings.item_k)).count()
+    row.update(cutoff_provenance_violations(warehouse, ITEM_NEIGHBORS.name, settings))
     return {k: int(v or 0) for k, v in row.items()}
 
 
@@ -102,6 +106,7 @@ def check_recall(spark, warehouse: Warehouse, settings: LookalikeSettings) -> di
     row["users_with_popular_before_i2i"] = per.where(F.col("first_popular") < F.col("last_i2i")).count()
     row["seen_items_recalled"] = df.join(seen, ["user_id", "item_id"], "left_semi").count()
     row["users_with_bad_ranks"] = per.where((F.col("n") != F.col("m")) | (F.col("n") > settings.recall_size)).count()
+    row.update(cutoff_provenance_violations(warehouse, RECALL_ITEMS.name, settings, inputs=(ITEM_NEIGHBORS.name,)))
     return {k: int(v or 0) for k, v in row.items()}
 
 
@@ -112,9 +117,12 @@ def evaluate_recall(spark, warehouse: Warehouse, settings: LookalikeSettings, ho
     Targets: (user, item) positives after the cutoff for items the user had not seen before it,
     for users with a recall pool. ``item_recall`` = targets found in the pool / targets;
     ``user_hit_rate`` = users with at least one target in the pool / users with a target.
+    The committed ``recall_items`` must have been built as of ``settings.cutoff_ts``
+    (:class:`~pipelines.lookalike.CutoffMismatchError` otherwise).
     """
     from pyspark.sql import functions as F
 
+    require_cutoff(RECALL_ITEMS.name, committed_cutoffs(spark, warehouse, RECALL_ITEMS.name), settings)
     events = warehouse.read_spark(spark, EVENTS.name)
     cutoff = settings.cutoff_ts
     params = recall_params(settings)

@@ -44,7 +44,7 @@ def test_hand_computed_neighbours(spark):
     # a and b point the same way, c is 90 degrees from a, d is opposite to a.
     ids = ["a", "b", "c", "d"]
     mat = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    out, stats = lookalike_topk(_frame(spark, ids, mat), LshParams(k=2, bands=2, bits_per_band=3, window=2))
+    out, stats = lookalike_topk(_frame(spark, ids, mat), LshParams(k=2, bands=2, bits_per_band=3, window=2, auto_bands=False))
     got = {(r.user_id, r.rank): (r.neighbor_user_id, round(r.similarity, 9)) for r in out.collect()}
     assert got[("a", 1)] == ("b", 1.0) and got[("a", 2)] == ("c", 0.0)
     assert got[("c", 1)] == ("a", 0.0) and got[("c", 2)] == ("b", 0.0)  # tie: id order
@@ -74,7 +74,7 @@ def test_window_covering_everyone_equals_brute_force(spark, data):
     n, rows, k = data
     ids = [f"u{i:02d}" for i in range(n)]
     mat = np.array(rows, dtype=float)
-    out, stats = lookalike_topk(_frame(spark, ids, mat), LshParams(k=k, bands=2, bits_per_band=4, window=max(n, k)))
+    out, stats = lookalike_topk(_frame(spark, ids, mat), LshParams(k=k, bands=2, bits_per_band=4, window=max(n, k), auto_bands=False))
     got = out.toPandas()
     ref = brute_force(ids, mat.astype(np.float32).astype(float), k)
     assert len(got) == n * min(k, n - 1)
@@ -92,7 +92,7 @@ def test_window_covering_everyone_equals_brute_force(spark, data):
 @given(n=st.integers(60, 200), seed=st.integers(0, 10_000))
 def test_small_windows_still_give_k_distinct_neighbours(spark, n, seed):
     ids, mat = synthetic_user_vectors(n, dim=8, seed=seed)
-    out, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), LshParams(k=10, bands=2, bits_per_band=6, window=5))
+    out, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), LshParams(k=10, bands=2, bits_per_band=6, window=5, auto_bands=False))
     got = out.toPandas()
     assert len(got) == n * 10
     assert got.groupby("user_id")["neighbor_user_id"].nunique().eq(10).all()
@@ -104,7 +104,7 @@ def test_small_windows_still_give_k_distinct_neighbours(spark, n, seed):
 def test_deterministic_for_a_seed(spark):
     ids, mat = synthetic_user_vectors(300, dim=16, seed=3)
     df = _frame(spark, ids, mat.astype(float))
-    p = LshParams(k=10, bands=3, bits_per_band=8, window=8, seed=5)
+    p = LshParams(k=10, bands=3, bits_per_band=8, window=8, seed=5, auto_bands=False)
     a = lookalike_topk(df, p)[0].toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
     b = lookalike_topk(df.repartition(3), p)[0].toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
@@ -123,14 +123,14 @@ def test_recall_at_50_on_20000_synthetic_users(spark):
         top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         truth.update({ids[s + r]: set(ids[top[r]]) for r in range(sim.shape[0])})
     df = spark.createDataFrame(pd.DataFrame({"user_id": ids, "vector": list(mat)}))
-    params = LshParams(k=k)  # the defaults: 32 bands of 16 bits, window 32, hashed on 32 principal directions
+    params = LshParams(k=k)  # the defaults: from 32 bands of 16 bits (auto), window 32, 32 principal directions
     out, stats = lookalike_topk(df, params)
     got = out.select("user_id", "neighbor_user_id").toPandas().groupby("user_id")["neighbor_user_id"].apply(set)
     recall = np.mean([len(got[u] & truth[u]) / k for u in ids])
-    print(f"recall@50 = {recall:.4f} (bands {params.bands}, bits {params.bits_per_band}, window {params.window}, "
-          f"projection {params.projection_dims}); sampled estimate {stats['recall_estimate']}")
+    print(f"recall@50 = {recall:.4f} (bands {stats['bands']}, bits {params.bits_per_band}, window {params.window}, "
+          f"projection {params.projection_dims}); held-out estimate {stats['recall_estimate']}, tried {stats.get('bands_tried')}")
     assert recall >= 0.95
-    assert abs(stats["recall_estimate"] - recall) < 0.02  # 1,000 sampled users estimate the whole
+    assert abs(stats["recall_estimate"] - recall) < 0.02  # 1,000 held-out users estimate the whole
 
 
 def test_hash_projection_centres_and_keeps_leading_directions():
@@ -148,31 +148,78 @@ def test_hash_projection_centres_and_keeps_leading_directions():
     assert hash_projection(mat, 99, seed=1)[1].shape == (6, 6)  # capped at the vector width
 
 
-@pytest.mark.parametrize("window,projection", [(3, 8), (3, 0), (40, 8)])
-def test_recall_estimate_equals_the_recall_of_the_output(spark, window, projection):
-    """With every user sampled, the estimate is the tie-aware recall@k of the rows the job returns."""
-    n, k = 150, 6
-    ids, mat = synthetic_user_vectors(n, dim=8, clusters=5, seed=4)
-    params = LshParams(k=k, bands=2, bits_per_band=5, window=window, projection_dims=projection, recall_sample=n)
-    out, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), params)
-    got = out.toPandas()
+def _tie_aware_recall(got: pd.DataFrame, ids, mat, k: int, users) -> float:
+    """Reference: the share of each of ``users``' returned neighbours whose cosine reaches the
+    user's exact k-th cosine (NumPy brute force), over ``users``."""
     m = mat.astype(np.float64)
     m = m / np.linalg.norm(m, axis=1, keepdims=True)
     sim = np.round(m @ m.T, 12)
     np.fill_diagonal(sim, -np.inf)
     kth = np.sort(sim, axis=1)[:, -k]
     index = {u: i for i, u in enumerate(ids)}
-    found = sum(int(r.similarity >= kth[index[r.user_id]] - 1e-9) for r in got.itertuples())
-    assert stats["recall_sample_users"] == n
-    assert stats["recall_estimate"] == pytest.approx(found / (n * k), abs=1e-4)
+    wanted = {ids[i] for i in users}
+    rows = got[got["user_id"].isin(wanted)]
+    found = sum(int(r.similarity >= kth[index[r.user_id]] - 1e-9) for r in rows.itertuples())
+    return found / (len(wanted) * k)
+
+
+@pytest.mark.parametrize("window,projection", [(3, 8), (3, 0), (40, 8)])
+def test_recall_estimate_equals_the_recall_of_the_output(spark, window, projection):
+    """The estimate is the tie-aware recall@k of the rows the job returns, over the held-out users."""
+    from features.lookalike import recall_samples
+
+    n, k = 150, 6
+    ids, mat = synthetic_user_vectors(n, dim=8, clusters=5, seed=4)
+    params = LshParams(k=k, bands=2, bits_per_band=5, window=window, projection_dims=projection, recall_sample=n,
+                       auto_bands=False)
+    out, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), params)
+    _, held_out = recall_samples(n, n, params.seed)
+    assert stats["recall_sample_users"] == len(held_out) == n // 2
+    assert stats["recall_estimate"] == pytest.approx(_tie_aware_recall(out.toPandas(), ids, mat, k, held_out), abs=1e-4)
     if window >= n:
         assert stats["recall_estimate"] == 1.0
     assert stats["projection_dims"] == projection
+    assert "selection_recall_estimate" not in stats  # fixed bands: nothing is chosen
+
+
+def test_selection_and_held_out_samples_are_disjoint_and_seeded():
+    from features.lookalike import recall_samples
+
+    for n, size in [(10_000, 1000), (1500, 1000), (7, 1000), (2, 5)]:
+        selection, held_out = recall_samples(n, size, seed=3)
+        assert len(selection) == len(held_out) == min(size, n // 2)
+        assert not set(selection) & set(held_out)
+        assert len(set(selection)) == len(selection) and set(selection) | set(held_out) <= set(range(n))
+        again = recall_samples(n, size, seed=3)
+        assert np.array_equal(again[0], selection) and np.array_equal(again[1], held_out)
+    assert not np.array_equal(recall_samples(10_000, 1000, seed=4)[1], recall_samples(10_000, 1000, seed=3)[1])
+    assert recall_samples(1, 1000, seed=3)[1].size == 0
+
+
+def test_auto_bands_are_chosen_on_one_sample_and_the_recall_reported_on_the_other(spark):
+    """The bands are chosen on the selection sample; the reported recall is the output's recall
+    over the held-out users, which differ from the selection users."""
+    from features.lookalike import recall_samples
+
+    n, k = 400, 10
+    ids, mat = synthetic_user_vectors(n, dim=16, clusters=8, seed=7)
+    params = LshParams(k=k, bands=1, bits_per_band=8, window=5, recall_sample=150, target_recall=0.9, max_bands=64)
+    assert params.auto_bands  # the default
+    out, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), params)
+    got = out.toPandas()
+    selection, held_out = recall_samples(n, 150, params.seed)
+    assert not set(selection) & set(held_out)
+    assert stats["selection_sample_users"] == stats["recall_sample_users"] == 150
+    chosen = float(stats["bands_tried"].split()[-1].split(":")[1])
+    assert stats["selection_recall_estimate"] == chosen
+    assert chosen == pytest.approx(_tie_aware_recall(got, ids, mat, k, selection), abs=1e-4)
+    assert chosen >= 0.9 or stats["bands"] * 2 > 64
+    assert stats["recall_estimate"] == pytest.approx(_tie_aware_recall(got, ids, mat, k, held_out), abs=1e-4)
 
 
 def test_recall_sample_zero_skips_the_estimate(spark):
     ids, mat = synthetic_user_vectors(40, dim=4, seed=2)
-    _, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), LshParams(k=5, bands=2, bits_per_band=4, window=4, recall_sample=0))
+    _, stats = lookalike_topk(_frame(spark, ids, mat.astype(float)), LshParams(k=5, bands=2, bits_per_band=4, window=4, recall_sample=0, auto_bands=False))
     assert "recall_estimate" not in stats
 
 
@@ -281,7 +328,7 @@ def test_auto_bands_double_until_the_sampled_recall_reaches_the_target(spark):
     assert stats["bands"] == int(tries[-1][0]) > 1
     assert stats["recall_estimate"] >= 0.9 or stats["bands"] * 2 > 64
     # The result is the fixed-bands build with the chosen count.
-    fixed = LshParams(k=10, bands=stats["bands"], bits_per_band=8, window=5, recall_sample=400)
+    fixed = LshParams(k=10, bands=stats["bands"], bits_per_band=8, window=5, recall_sample=400, auto_bands=False)
     a = out.toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
     b = lookalike_topk(df, fixed)[0].toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)

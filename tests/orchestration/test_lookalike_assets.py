@@ -33,9 +33,15 @@ def test_lookalike_assets_and_checks_pass(spark, tmp_path):
     estimate = recall.metadata["recall_estimate"].value
     assert 0 < estimate <= 1 and recall.passed == (estimate >= 0.95)
     assert recall.severity == dg.AssetCheckSeverity.WARN
+    assert recall.metadata["sample"].value.startswith("held-out")
     mat = result.asset_materializations_for_node("lookalike_users")[0]
     assert mat.metadata["cutoff_ts"].value == "2022-04-13T00:00:00+00:00"
     assert mat.metadata["lsh_pairs_evaluated"].value > 0
+    assert mat.metadata["lsh_recall_estimate"].value == estimate  # the held-out figure, as the check reads it
+    from pipelines.lookalike import lsh_recall_summary
+
+    line = lsh_recall_summary(Warehouse(settings.warehouse.root), settings.lookalike)  # the demo's last screen
+    assert line.startswith(f"look-alike users: held-out recall@5 {estimate:.3f} on ") and "lsh_auto_bands" in line
 
 
 def test_cli_reports_a_failed_recall_warning_and_goes_on(spark, tmp_path):
@@ -46,7 +52,7 @@ def test_cli_reports_a_failed_recall_warning_and_goes_on(spark, tmp_path):
 
     config = tmp_path / "recfeat.yaml"
     # One band and the narrowest window allowed for k: the candidates miss most true neighbours.
-    config.write_text(SMALL.format(root=tmp_path).replace("lsh_window: 4, lsh_bands: 4", "lsh_window: 3, lsh_bands: 1"))
+    config.write_text(SMALL.format(root=tmp_path).replace("lsh_window: 4, lsh_bands: 4", "lsh_window: 3, lsh_bands: 1, lsh_auto_bands: false"))
     settings = load_settings(config)
     Warehouse(settings.warehouse.root).write_arrow(__import__("features.events", fromlist=["EVENTS"]).EVENTS, events_table(500, 3, 0, 200))
     lines: list[str] = []
@@ -55,4 +61,33 @@ def test_cli_reports_a_failed_recall_warning_and_goes_on(spark, tmp_path):
     estimate = float(Warehouse(settings.warehouse.root).manifest("lookalike_users").producer["recall_estimate"])
     assert estimate < 0.95
     warnings = [line for line in lines if line.startswith("warning: lookalike_users_recall")]
-    assert len(warnings) == 1 and f"{estimate:.3f}" in warnings[0]
+    assert len(warnings) == 1 and f"held-out recall@5 {estimate:.3f}" in warnings[0]
+
+
+def test_an_input_of_another_cutoff_stops_the_asset_with_one_line(spark, tmp_path):
+    """After a cutoff change, materializing lookalike_users alone on the old user_vectors fails
+    with one line naming the table, its cutoff and the configured one; nothing is committed."""
+    import datetime as dt
+
+    import pytest
+
+    from features.events import EVENTS
+    from features.lookalike import USER_VECTORS
+    from orchestration.cli import CliError, materialize_assets
+    from pipelines.warehouse import Warehouse
+    from tests.pipelines.test_lookalike import events_table, vectors_table
+
+    config = tmp_path / "recfeat.yaml"
+    config.write_text(SMALL.format(root=tmp_path))
+    settings = load_settings(config)
+    wh = Warehouse(settings.warehouse.root)
+    wh.write_arrow(EVENTS, events_table(500, 3, 0, 200))
+    old = dt.datetime(2022, 4, 11, tzinfo=dt.timezone.utc)
+    wh.write_arrow(USER_VECTORS, vectors_table(20, old), producer={"cutoff_ts": old.isoformat()})
+    with pytest.raises(CliError) as err:
+        materialize_assets(settings, str(config), "lookalike_users", log=lambda line: None)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "user_vectors was built with cutoff_ts 2022-04-11T00:00:00+00:00" in message
+    assert "configured cutoff_ts is 2022-04-13T00:00:00+00:00" in message
+    assert not wh.exists("lookalike_users")
