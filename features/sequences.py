@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -338,7 +339,9 @@ def seeds_from_sequences(prior, users, max_len: int, side_columns: Sequence[str]
     latest = (
         prior.join(users.select("user_id").distinct(), "user_id", "left_semi")
         .groupBy("user_id")
-        .agg(F.max_by(F.struct(*[c for c in prior.columns if c != "user_id"]), "seq_pos").alias("r"))
+        # (seq_pos, event_id): deterministic even on a table with a repeated seq_pos (which the
+        # blocking coverage check flags)
+        .agg(F.max_by(F.struct(*[c for c in prior.columns if c != "user_id"]), F.struct("seq_pos", "event_id")).alias("r"))
         .select("user_id", "r.*")
     )
 
@@ -410,3 +413,81 @@ def kcore_filter(events, min_user_events: int = 0, min_item_events: int = 0, max
             return current, passes
         rows = new_rows
     raise RuntimeError(f"k-core filter did not converge in {max_iterations} passes")
+
+
+# --------------------------------------------------------------------------- incremental planning
+
+
+@dataclass(frozen=True)
+class IncrementalPlan:
+    """Which days an incremental ``user_sequences`` build must (re)build, and why.
+
+    ``start``/``end`` bound the days to build, ``[start, end)`` (UTC dates); both are ``None``
+    when every requested day is built and up to date (nothing to do). ``stale`` lists the built
+    days whose events changed since they were built (a late event, a re-ingest that changed a
+    day, a build with other settings, a built day whose events are gone); ``missing`` the days
+    with events that were never built although a later day is built or requested. ``requested``
+    is the window the caller asked for.
+    """
+
+    requested: tuple[dt.date, dt.date]
+    start: dt.date | None
+    end: dt.date | None
+    stale: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    @property
+    def days(self) -> list[str]:
+        """Every day of ``[start, end)`` as an ISO date (empty when there is nothing to do)."""
+        if self.start is None or self.end is None:
+            return []
+        return [(self.start + dt.timedelta(days=i)).isoformat() for i in range((self.end - self.start).days)]
+
+    @property
+    def extended(self) -> bool:
+        """True when the plan builds days outside the requested window."""
+        return self.start is not None and (self.start, self.end) != self.requested
+
+
+def plan_incremental(
+    built: dict[str, str | None],
+    current: dict[str, str],
+    start: dt.date,
+    end: dt.date,
+) -> IncrementalPlan:
+    """The days an incremental build of the window ``[start, end)`` must build.
+
+    ``built``: the days that have a ``user_sequences`` partition, with the fingerprint of the
+    events each was built from (``None``: unknown, e.g. built with other settings). ``current``:
+    the fingerprint of every day that has events now. Invariant the plan keeps: after building
+    it, every built day equals the full build of the same events, because
+
+    * a day's rows depend on its own events and on every earlier day (``seq_pos`` and the
+      histories), so the build starts at the earliest day that is stale, missing, or requested
+      and not yet up to date;
+    * every built day at or after that start is rebuilt too (its positions may have moved),
+      so no later partition is left stale;
+    * a requested day that is built and whose events, and every earlier day's, are unchanged
+      would be rebuilt to the same rows: it is skipped.
+    """
+    if end <= start:
+        raise ValueError(f"an incremental build needs a window of days [start, end), got {start}..{end}")
+    lo, hi = start.isoformat(), end.isoformat()
+    last_built = max(built) if built else None
+    horizon = max(hi, _next_day(last_built)) if last_built else hi
+    stale = sorted(d for d, fp in built.items() if fp is None or current.get(d) != fp)
+    missing = sorted(d for d in current if d not in built and d < horizon and not (lo <= d < hi))
+    todo = stale + missing + sorted(d for d in current if d not in built and lo <= d < hi)
+    if not todo:
+        return IncrementalPlan((start, end), None, None)
+    first = min(todo)
+    last = max(todo)
+    if last_built and last_built >= first:
+        last = max(last, last_built)
+    return IncrementalPlan(
+        (start, end), dt.date.fromisoformat(first), dt.date.fromisoformat(_next_day(last)), tuple(stale), tuple(missing)
+    )
+
+
+def _next_day(day: str) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()

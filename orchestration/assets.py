@@ -196,7 +196,12 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         start, end = _days(context)
         manifests = build_sequences_table(spark.get_session(), wh, settings.get().sequences, start, end)
         for name, manifest in manifests.items():
-            yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(wh, manifest))
+            meta = table_metadata(wh, manifest)
+            # Incremental builds: the days actually built (a late event moves the start back).
+            for key in ("window", "requested_window", "stale_days", "missing_days"):
+                if key in manifest.producer:
+                    meta[f"build/{key}"] = manifest.producer[key] or "(none)"
+            yield dg.MaterializeResult(asset_key=name, metadata=meta)
 
     assets.append(sequences)
 

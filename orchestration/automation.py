@@ -65,16 +65,24 @@ def source_file_state(settings: Settings) -> dict[str, list[int]]:
     return state
 
 
-def build_sensor(partitions: dg.DailyPartitionsDefinition) -> dg.SensorDefinition:
+def build_sensor(
+    partitions: dg.DailyPartitionsDefinition, daily_keys: list[dg.AssetKey] | None = None
+) -> dg.SensorDefinition:
     """Request an events backfill over the configured range when source files appear or change.
 
     Ingestion is idempotent (events are keyed by a stable id), so re-reading unchanged files
-    as part of the range is harmless; the cursor holds the last seen file state.
+    as part of the range is harmless; the cursor holds the last seen file state. The run also
+    covers ``daily_keys`` (every daily-partitioned asset downstream of the events, such as
+    incremental ``user_sequences``/``rote_features``), so a late event that the backfill
+    brings in reaches them in the same run: an incremental sequences build rebuilds from the
+    earliest day whose events changed (docs/sequences.md).
     """
+    keys = [dg.AssetKey(EVENTS.name), dg.AssetKey(REJECTED_EVENTS.name)]
+    keys += [k for k in (daily_keys or []) if k not in keys]
 
     @dg.sensor(
         name="new_source_files",
-        asset_selection=dg.AssetSelection.assets(EVENTS.name, REJECTED_EVENTS.name),
+        asset_selection=dg.AssetSelection.assets(*keys),
         minimum_interval_seconds=60,
         description="Ingest when the active source's files appear or change.",
     )
@@ -91,7 +99,7 @@ def build_sensor(partitions: dg.DailyPartitionsDefinition) -> dg.SensorDefinitio
         context.update_cursor(json.dumps(state, sort_keys=True))
         return dg.RunRequest(
             run_key=key,
-            asset_selection=[dg.AssetKey(EVENTS.name), dg.AssetKey(REJECTED_EVENTS.name)],
+            asset_selection=keys,
             tags={**partition_range_tags(partitions), "recfeat/changed_files": ",".join(changed)[:200]},
         )
 

@@ -26,7 +26,7 @@ def build_definitions(settings: Settings, config_file: str | None = None, overri
         checks += ext.asset_checks
     jobs = build_jobs(assets)
     schedules = [build_schedule(jobs[0])]
-    sensors = [build_sensor(partitions)]
+    sensors = [build_sensor(partitions, [k for a in assets if a.partitions_def is not None for k in a.keys])]
     for ext in extensions:
         jobs += ext.jobs
         schedules += ext.schedules

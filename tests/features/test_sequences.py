@@ -15,6 +15,7 @@ from features.sequences import (
     histories_from_sorted,
     histories_of_complete_users,
     kcore_filter,
+    plan_incremental,
     seeds_from_sequences,
 )
 
@@ -77,6 +78,8 @@ def test_histories_match_the_brute_force_reference(spark, rows, max_len):
     # Spark returns naive datetimes in the session zone (UTC).
     ts = {eid: t.tz_convert(None).to_pydatetime() for eid, t in zip(df["event_id"], df["event_ts"])}
     order = {r["event_id"]: tuple(r[c] for c in ORDER_COLUMNS) for _, r in df.iterrows()}
+    by_play = dict(zip(df["play_time_ms"], df["event_id"]))
+    assert len(by_play) == len(df)
     assert len(got) == len(df)
     for row in got:
         expected = ref[row.event_id]
@@ -84,10 +87,14 @@ def test_histories_match_the_brute_force_reference(spark, rows, max_len):
         assert list(row.hist_play_time_ms) == expected["hist_play_time_ms"]
         assert row.seq_pos == expected["seq_pos"]
         assert row.hist_len == len(row.hist_item_ids) == len(row.hist_ts) <= max_len
-        # No history event at or after its target in the total order.
-        for eid in expected["hist_event_ids"]:
+        # No event of the *output* history is at or after its target in the total order. Each
+        # row's play_time_ms is unique, so it names the event a history entry came from.
+        got_ids = [by_play[p] for p in row.hist_play_time_ms]
+        assert len(got_ids) == row.hist_len
+        for eid, t in zip(got_ids, row.hist_ts):
             assert order[eid] < order[row.event_id]
-            assert ts[eid] <= row.target_ts
+            assert ts[eid] == t <= row.target_ts
+        assert got_ids == expected["hist_event_ids"]
 
 
 def test_leave_one_out_and_temporal_splits(spark):
@@ -236,3 +243,80 @@ def test_kcore_matches_the_iterative_reference(spark, pairs, ku, ki):
     )
     out, _ = kcore_filter(df, ku, ki)
     assert {int(r.event_id) for r in out.collect()} == kcore_reference(pairs, ku, ki)
+
+
+# --------------------------------------------------------------------------- incremental planning
+
+D = [f"2022-04-{8 + i:02d}" for i in range(8)]
+
+
+def _date(i: int) -> dt.date:
+    return dt.date.fromisoformat(D[i])
+
+
+def test_plan_by_hand():
+    cur = {D[0]: "a", D[1]: "b", D[2]: "c"}
+    built = {D[0]: "a", D[1]: "b"}
+    # the next day: just that day
+    p = plan_incremental(built, cur, _date(2), _date(3))
+    assert p.days == [D[2]] and not p.extended and p.stale == () and p.missing == ()
+    # a late event for day 0: from day 0 through the last built day and the requested one
+    p = plan_incremental(built, {**cur, D[0]: "a2"}, _date(2), _date(3))
+    assert p.days == D[:3] and p.stale == (D[0],) and p.extended
+    # re-running an up-to-date day: nothing to do
+    assert plan_incremental(built, cur, _date(1), _date(2)).start is None
+    # a day never built before the requested one
+    p = plan_incremental({D[0]: "a"}, cur, _date(2), _date(3))
+    assert p.days == D[1:3] and p.missing == (D[1],)
+    # built with unknown fingerprints (other settings): everything from the first built day
+    p = plan_incremental({D[0]: None, D[1]: None}, cur, _date(2), _date(3))
+    assert p.days == D[:3]
+    # a built day whose events are gone is rebuilt (and so emptied)
+    p = plan_incremental(built, {D[0]: "a"}, _date(1), _date(2))
+    assert p.days == [D[1]] and p.stale == (D[1],)
+    with pytest.raises(ValueError, match="window"):
+        plan_incremental({}, cur, _date(2), _date(2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("events"), st.integers(0, 7)),
+            st.tuples(st.just("build"), st.integers(0, 7), st.integers(1, 3)),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_plan_keeps_every_built_day_equal_to_the_full_build(steps):
+    """Simulated log: events arrive for any day, in any order; windows are built in any order.
+
+    After every build, against a brute-force notion of "up to date" (a day's rows depend on its
+    own and every earlier day's events): every built day was built after the last change to it
+    or to any earlier day, no day with events is left unbuilt before a built or requested day,
+    and every requested day with events is built.
+    """
+    version = {}  # day -> events fingerprint (bumped when events arrive)
+    changed_at = {}  # day -> step of its last change
+    built = {}  # day -> (fingerprint it was built from, step it was built at)
+    for step, op in enumerate(steps):
+        if op[0] == "events":
+            d = D[op[1]]
+            version[d] = version.get(d, 0) + 1
+            changed_at[d] = step
+            continue
+        lo, n = op[1], op[2]
+        start, end = _date(lo), _date(min(lo + n, 7))
+        if end <= start:
+            continue
+        plan = plan_incremental({d: str(v[0]) for d, v in built.items()}, {d: str(v) for d, v in version.items()},
+                                start, end)
+        for d in plan.days:  # what the job does: rebuild [start, end), dropping days without events
+            built.pop(d, None)
+            if d in version:
+                built[d] = (version[d], step)
+        for d, (_, at) in built.items():
+            assert all(changed_at[e] < at for e in version if e <= d), f"built day {d} is stale"
+        horizon = max([*built, (end - dt.timedelta(days=1)).isoformat()])
+        assert all(d in built for d in version if d <= horizon and (d < max(built, default="") or start.isoformat() <= d < end.isoformat()))

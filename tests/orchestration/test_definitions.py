@@ -5,6 +5,7 @@ import dagster as dg
 import pyarrow.compute as pc
 import pytest
 
+from features.events import EVENTS
 from pipelines.settings import load_settings
 
 SMALL = """
@@ -161,12 +162,44 @@ def test_incremental_sequences_are_daily_partitions_of_the_daily_job(spark, tmp_
     wh = Warehouse(settings.warehouse.root)
     first = wh.manifest("user_sequences")
     assert sorted(first.partitions) == ["2022-04-08", "2022-04-09", "2022-04-10"]
-    # Rebuild the last day only: the earlier days keep their files.
+    # Re-running an up-to-date day commits nothing: every partition keeps its files.
     materialize_assets(settings, str(path), "user_sequences", "2022-04-10", "2022-04-10", log=lambda *_: None)
     again = wh.manifest("user_sequences")
-    assert again.written_partitions == ("2022-04-10",)
-    assert again.partitions["2022-04-08"] == first.partitions["2022-04-08"]
+    assert again.version == first.version and again.partitions == first.partitions
     assert wh.read_arrow("user_sequences").num_rows == 3000
     assert set(wh.read_arrow("rote_features").column("target_date").to_pylist()) == set(
         wh.read_arrow("user_sequences").column("target_date").to_pylist()
     )
+
+    # A late file with an event for the first day: the sensor's run carries it downstream.
+    import csv
+    from pathlib import Path
+
+    src = Path(settings.source.path)
+    with open(sorted(src.glob("log_*.csv"))[0], newline="") as f:
+        reader = csv.DictReader(f)
+        header, row = reader.fieldnames, next(reader)
+    row = {**row, "user_id": row["user_id"], "time_ms": str(int(row["time_ms"]) + 1)}
+    with open(src / "log_late_20220408.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, header)
+        w.writeheader()
+        w.writerow(row)
+    sensor = defs.resolve_sensor_def("new_source_files")
+    with dg.build_sensor_context(resources=defs.resources) as ctx:
+        request = sensor(ctx)
+    assert isinstance(request, dg.RunRequest)
+    selected = {k.to_user_string() for k in request.asset_selection}
+    assert {"events", "user_sequences", "rote_features"} <= selected
+    tags = request.tags
+    materialize_assets(settings, str(path), ",".join(sorted(selected)), tags["dagster/asset_partition_range_start"],
+                       tags["dagster/asset_partition_range_end"], log=lambda *_: None)
+    late = wh.manifest("user_sequences")
+    assert late.producer["stale_days"].startswith("2022-04-08")
+    assert wh.read_arrow("user_sequences").num_rows == wh.read_arrow("events").num_rows == 3001
+    from pipelines.sequences import build_sequences_table, check_sequences
+    assert not {k: v for k, v in check_sequences(spark, wh, settings.sequences).items() if k != "rows" and v}
+    full = Warehouse(str(tmp_path / "full"))
+    full.write_arrow(EVENTS, wh.read_arrow("events"))
+    build_sequences_table(spark, full, settings.sequences.model_copy(update={"build": "full"}))
+    got = {r["event_id"]: r for r in wh.read_arrow("user_sequences").to_pylist()}
+    assert got == {r["event_id"]: r for r in full.read_arrow("user_sequences").to_pylist()}

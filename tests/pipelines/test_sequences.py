@@ -46,13 +46,13 @@ def events_table(n_days: int = 3, per_day: int = 40, seed: int = 7) -> pa.Table:
 
 
 def temporal(**kw) -> SequenceSettings:
-    return SequenceSettings(
+    base = dict(
         max_len=3,
         split="temporal",
         valid_from=dt.datetime(2022, 4, 9, tzinfo=UTC),
         test_from=dt.datetime(2022, 4, 10, tzinfo=UTC),
-        **kw,
     )
+    return SequenceSettings(**{**base, **kw})
 
 
 def rows_by_id(wh: Warehouse, table: str) -> dict[str, dict]:
@@ -136,3 +136,129 @@ def test_incremental_rote_features_cover_only_the_window(spark, tmp_path):
     names = wh.read_arrow(ROTE_FEATURES.name).schema.names
     assert "hist_hour_id" in names and "hist_year_id" not in names
     assert all(v == 0 for k, v in check_rote(spark, wh, settings).items() if k != "rows")
+
+
+def _late_event(events: pa.Table, day: int, user: str = "u1", minute: int = 3) -> pa.Table:
+    """``events`` plus one event for ``DAY0 + day`` (it arrives after that day was built)."""
+    ts = dt.datetime.combine(DAY0 + dt.timedelta(days=day), dt.time(), UTC) + dt.timedelta(minutes=minute)
+    row = {f.name: None for f in EVENTS.schema}
+    row.update(event_id=f"late-{day}-{user}-{minute}", source="test", user_id=user, item_id="i2", event_ts=ts,
+               play_time_ms=5, duration_ms=60_000, event_date=ts.date(), source_file="late.csv", source_line=1)
+    return pa.concat_tables([events, pa.Table.from_pylist([row], schema=events.schema)])
+
+
+def _full_rows(spark, tmp_path, events: pa.Table, name: str) -> dict[str, dict]:
+    wh = Warehouse(str(tmp_path / name))
+    wh.write_arrow(EVENTS, events)
+    build_sequences_table(spark, wh, temporal())
+    return rows_by_id(wh, USER_SEQUENCES.name)
+
+
+def _build_day(spark, wh, day: int, settings=None):
+    d = DAY0 + dt.timedelta(days=day)
+    return build_sequences_table(spark, wh, settings or temporal(build="incremental"), d, d + dt.timedelta(days=1))
+
+
+def _assert_clean(spark, wh, settings):
+    bad = {k: v for k, v in check_sequences(spark, wh, settings).items() if k != "rows" and v}
+    assert not bad, bad
+    assert not {k: v for k, v in check_rote(spark, wh, settings).items() if k != "rows" and v}
+
+
+def test_late_event_for_a_built_day_is_carried_into_every_later_day(spark, tmp_path):
+    """Regression: a late event for a built day never became a target row and every later
+    ``seq_pos`` of its user was off by one. The next daily build now rebuilds from that day."""
+    settings = temporal(build="incremental")
+    wh = Warehouse(str(tmp_path / "inc"))
+    events = events_table()
+    wh.write_arrow(EVENTS, events)
+    for d in range(3):
+        _build_day(spark, wh, d)
+    late = _late_event(events, 0)
+    wh.write_arrow(EVENTS, late)  # a later ingestion commit adds the event to 2022-04-08
+    manifest = _build_day(spark, wh, 2)[USER_SEQUENCES.name]  # the daily job re-runs the last day
+    assert manifest.producer["stale_days"] == "2022-04-08"
+    assert manifest.written_partitions == ("2022-04-08", "2022-04-09", "2022-04-10")
+    assert rows_by_id(wh, USER_SEQUENCES.name) == _full_rows(spark, tmp_path, late, "full")
+    _assert_clean(spark, wh, settings)
+
+
+def test_rerunning_an_earlier_day_alone_rebuilds_the_later_days(spark, tmp_path):
+    """Regression: re-running one earlier day left later partitions stale (two rows with the same
+    ``seq_pos``); now the later built days are rebuilt with it."""
+    settings = temporal(build="incremental")
+    wh = Warehouse(str(tmp_path / "inc"))
+    events = events_table()
+    wh.write_arrow(EVENTS, events)
+    for d in range(3):
+        _build_day(spark, wh, d)
+    late = _late_event(_late_event(events, 1, "u2"), 1, "u3", 7)
+    wh.write_arrow(EVENTS, late)
+    manifest = _build_day(spark, wh, 1)[USER_SEQUENCES.name]
+    assert manifest.written_partitions == ("2022-04-09", "2022-04-10")
+    assert rows_by_id(wh, USER_SEQUENCES.name) == _full_rows(spark, tmp_path, late, "full")
+    _assert_clean(spark, wh, settings)
+    # Nothing new: a re-run commits nothing.
+    version = wh.current_version(USER_SEQUENCES.name)
+    _build_day(spark, wh, 1)
+    assert wh.current_version(USER_SEQUENCES.name) == version
+
+
+def test_a_missing_earlier_partition_is_built_before_the_requested_day(spark, tmp_path):
+    settings = temporal(build="incremental")
+    wh = Warehouse(str(tmp_path / "inc"))
+    events = events_table()
+    wh.write_arrow(EVENTS, events)
+    _build_day(spark, wh, 0)
+    manifest = _build_day(spark, wh, 2)[USER_SEQUENCES.name]  # day 1 was never built
+    assert manifest.producer["missing_days"] == "2022-04-09"
+    assert manifest.written_partitions == ("2022-04-09", "2022-04-10")
+    assert rows_by_id(wh, USER_SEQUENCES.name) == _full_rows(spark, tmp_path, events, "full")
+    _assert_clean(spark, wh, settings)
+
+
+def test_a_settings_change_rebuilds_every_day(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "inc"))
+    wh.write_arrow(EVENTS, events_table())
+    for d in range(3):
+        _build_day(spark, wh, d)
+    wider = temporal(build="incremental", max_len=5)
+    manifest = _build_day(spark, wh, 2, wider)[USER_SEQUENCES.name]
+    assert manifest.written_partitions == ("2022-04-08", "2022-04-09", "2022-04-10")
+    assert max(r["hist_len"] for r in rows_by_id(wh, USER_SEQUENCES.name).values()) > 3
+
+
+def test_coverage_check_counts_lost_and_duplicated_rows(spark, tmp_path):
+    """The blocking invariants catch what a stale incremental build left behind."""
+    settings = temporal()
+    wh = Warehouse(str(tmp_path / "w"))
+    events = events_table()
+    wh.write_arrow(EVENTS, events)
+    build_sequences_table(spark, wh, settings)
+    assert check_sequences(spark, wh, settings)["days_where_target_rows_differ_from_events"] == 0
+    seqs = wh.read_arrow(USER_SEQUENCES.name)
+    # An event the table never saw, and a row whose seq_pos repeats its user's previous one.
+    wh.write_arrow(EVENTS, _late_event(events, 0))
+    rows = seqs.to_pylist()
+    first = next(r for r in rows if r["seq_pos"] == 1)
+    rows = [dict(r, seq_pos=0) if r is first else r for r in rows]
+    wh.write_arrow(USER_SEQUENCES, pa.Table.from_pylist(rows, schema=seqs.schema))
+    counts = check_sequences(spark, wh, settings)
+    assert counts["events_without_target_row"] == 1
+    assert counts["days_where_target_rows_differ_from_events"] == 1
+    assert counts["seq_pos_duplicated"] == 2
+    assert counts["users_with_seq_pos_gaps"] == 1
+    assert counts["target_rows_without_event"] == 0
+
+
+def test_require_flags_keeps_only_flagged_events(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "w"))
+    events = events_table()
+    clicks = pa.array([i % 3 == 0 for i in range(events.num_rows)])
+    events = events.set_column(events.schema.get_field_index("is_click"), "is_click", clicks)
+    wh.write_arrow(EVENTS, events)
+    settings = SequenceSettings(max_len=4, require_flags=["is_click"])
+    build_sequences_table(spark, wh, settings)
+    got = rows_by_id(wh, USER_SEQUENCES.name)
+    assert set(got) == {e for e, c in zip(events.column("event_id").to_pylist(), clicks.to_pylist()) if c}
+    _assert_clean(spark, wh, settings)
