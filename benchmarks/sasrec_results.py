@@ -5,7 +5,10 @@ Builds (once) a warehouse per data set with ``user_sequences`` (leave-one-out, m
 {data set} x {no RoTE, RoTE} x {seed} configuration with ``trainers.sasrec.train`` and prints the
 test HR@5/10 and NDCG@5/10 (mean +- sample standard deviation over seeds) and the relative
 change RoTE makes, measured in the same run. Model selection: the epoch with the best
-validation NDCG@10 (early stopping, ``patience`` epochs).
+validation NDCG@10, evaluated every ``--eval-interval`` epochs (the official protocol: 200 epochs,
+every 20, Adam betas 0.9 / 0.98). KuaiRand sequences are click sequences with the 5-core filter
+(``_sasrec_data.py``). Several processes can split the work (``--datasets``, ``--variants``,
+``--out``) and ``--merge`` prints the table of their JSON files together.
 
     .venv/bin/python benchmarks/sasrec_results.py                       # the docs/results.md table
     .venv/bin/python benchmarks/sasrec_results.py --datasets ml-100k --seeds 1 --epochs 20
@@ -34,11 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=200, help="epoch cap per run")
-    p.add_argument("--patience", type=int, default=20, help="epochs without a validation NDCG@10 gain")
+    p.add_argument("--patience", type=int, default=200,
+                   help="epochs without a validation NDCG@10 gain (default: no early stop within 200)")
+    p.add_argument("--eval-interval", type=int, default=20, help="validate every this many epochs (official: 20)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the data set warehouses live")
-    p.add_argument("--out", type=Path, default=None, help="also write every run's metrics as JSON here")
+    p.add_argument("--out", type=Path, default=None, help="also write every run's metrics as JSON here (after each run)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="train nothing: print the table of these --out files together")
     args = p.parse_args(argv)
+    if args.merge:
+        runs = [r for f in args.merge for r in json.loads(f.read_text())]
+        datasets = [d for d in DATASETS if any(r["dataset"] == d for r in runs)]
+        variants = [v for v in VARIANTS if any(r["variant"] == v for r in runs)]
+        summarise(runs, datasets, variants)
+        return 0
 
     from trainers.sasrec import SASRecConfig, train
 
@@ -49,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(1, args.seeds + 1):
                 cfg = SASRecConfig(
                     warehouse=uri, runs_root=str(args.root / "runs" / dataset), seed=seed, epochs=args.epochs,
-                    patience=args.patience, threads=args.threads, progress=False, **VARIANTS[variant],
+                    patience=args.patience, eval_interval=args.eval_interval, threads=args.threads, progress=False,
+                    **VARIANTS[variant],
                 )
                 t0 = time.perf_counter()
                 m = train(cfg).metrics
@@ -58,17 +72,23 @@ def main(argv: list[str] | None = None) -> int:
                        **{f"test_{k}": v for k, v in m["test"].items()}, **{f"valid_{k}": v for k, v in m["valid"].items()},
                        **{k: v for k, v in m.items() if k not in ("history", "valid", "test")}}
                 runs.append(row)
+                if args.out:
+                    args.out.write_text(json.dumps(runs, indent=1, default=str))
                 print(f"{dataset:9s} {variant:12s} seed {seed}: " + " ".join(f"{k[5:]} {row[k]:.4f}" for k in METRICS)
                       + f" | best epoch {m['best_epoch']}, {m['epochs_run']} run, {wall:.0f} s,"
                       f" {m['throughput']['train_samples_per_s']:.0f} train seq/s", flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(runs, indent=1, default=str))
+    summarise(runs, args.datasets, args.variants)
+    return 0
+
+
+def summarise(runs: list[dict], datasets: list[str], variants: list[str]) -> None:
+    """Print the results table (mean ± sample standard deviation over seeds) and RoTE's change."""
     print()
     print("| data set | model | " + " | ".join(k[5:] for k in METRICS) + " | epochs (best) |")
     print("|---|---|" + "---|" * (len(METRICS) + 1))
     summary: dict[tuple[str, str], dict[str, float]] = {}
-    for dataset in args.datasets:
-        for variant in args.variants:
+    for dataset in datasets:
+        for variant in variants:
             rs = [r for r in runs if r["dataset"] == dataset and r["variant"] == variant]
             cells, means = [], {}
             for k in METRICS:
@@ -79,15 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             summary[(dataset, variant)] = means
             best = ", ".join(str(r["best_epoch"]) for r in rs)
             print(f"| {dataset} | {variant} | " + " | ".join(cells) + f" | {best} |")
-    if set(args.variants) == set(VARIANTS):
+    if set(variants) == set(VARIANTS):
         print()
-        for dataset in args.datasets:
+        for dataset in datasets:
             base, rot = summary[(dataset, "sasrec")], summary[(dataset, "sasrec+rote")]
             ratios = ", ".join(
                 f"{k[5:]} {100 * (rot[k] / base[k] - 1):+.1f}%" if base[k] else f"{k[5:]} n/a" for k in METRICS
             )
             print(f"RoTE vs no RoTE on {dataset} (relative change of the means): {ratios}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ Stable forms (scripts and schedulers call them)::
     recfeat ingest --source {kuairand,movielens,csv,parquet} --input PATH [--warehouse DIR]
     recfeat materialize [--select ASSET,...] [--partition DAY | --from DAY --to DAY] [--warehouse DIR]
     recfeat tables [--warehouse DIR]
-    recfeat show TABLE [--warehouse DIR] [--rows N]
-    recfeat export TABLE OUT.parquet [--warehouse DIR]
+    recfeat show TABLE [--version N] [--warehouse DIR] [--rows N]
+    recfeat export TABLE OUT.parquet [--version N] [--warehouse DIR]
     recfeat report [--warehouse DIR]
     recfeat train MODEL [--model-config FILE] [--set KEY=VALUE ...] [--from-run DIR] [--warehouse DIR]
 
@@ -45,7 +45,8 @@ def _settings(args, **extra):
 def _warehouse(settings):
     from pipelines.warehouse import Warehouse
 
-    return Warehouse(settings.warehouse.root, keep_versions=settings.warehouse.keep_versions)
+    return Warehouse(settings.warehouse.root, keep_versions=settings.warehouse.keep_versions,
+                     pinned=settings.training.pinned_versions())
 
 
 def _ensure_dagster_home() -> None:
@@ -234,11 +235,24 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def _manifest(wh, table: str, version: int | None):
+    """The committed manifest of ``table``, or of its kept ``version``; one-line errors."""
+    current = wh.manifest(table)  # fails first if the table has no committed version at all
+    if version is None or version == current.version:
+        return current
+    kept = wh.versions(table)
+    if version not in kept:
+        raise CliError(f"table {table!r} has no version {version}; versions available: {', '.join(map(str, kept))}")
+    return wh.manifest(table, version)
+
+
 def cmd_show(args) -> int:
     wh = _warehouse(_settings(args))
-    m = wh.manifest(args.table)
+    m = _manifest(wh, args.table, args.version)
+    current = wh.current_version(args.table)
+    note = "" if m.version == current else f", current: {current}"
     print(f"table:        {m.table}")
-    print(f"version:      {m.version} (kept: {', '.join(map(str, wh.versions(args.table)))})")
+    print(f"version:      {m.version} (kept: {', '.join(map(str, wh.versions(args.table)))}{note})")
     print(f"committed_at: {m.committed_at}")
     print(f"rows:         {m.row_count:,}")
     print(f"partitioned:  {m.partition_column or 'no'}" + (f" ({len(m.partitions)} partitions: {min(m.partitions)} .. {max(m.partitions)})" if m.partition_column and m.partitions else ""))
@@ -261,8 +275,9 @@ def cmd_show(args) -> int:
 
 def cmd_export(args) -> int:
     wh = _warehouse(_settings(args))
-    rows = wh.export(args.table, args.out)
-    print(f"exported {args.table} v{wh.current_version(args.table)}: {rows:,} rows to {args.out}")
+    m = _manifest(wh, args.table, args.version)
+    rows = wh.export(args.table, args.out, version=m.version)
+    print(f"exported {args.table} v{m.version}: {rows:,} rows to {args.out}")
     return 0
 
 
@@ -291,6 +306,11 @@ def cmd_demo(args) -> int:
     print(f"  dagster runs:    {os.environ['DAGSTER_HOME']}")
     print(f"  quality reports: {reports}")
     print("\n" + render_report(load_results(reports), reports))
+    from pipelines.lookalike import lsh_recall_summary
+
+    lookalike_line = lsh_recall_summary(wh, settings.lookalike)
+    if lookalike_line:
+        print("\n" + lookalike_line)
     print("\nnext: `recfeat show events`, `recfeat show rejected_events`, or `make dev` for the Dagster UI on http://127.0.0.1:3000")
     return 0
 
@@ -329,10 +349,28 @@ def cmd_train(args) -> int:
         if not isinstance(loaded, dict):
             raise CliError(f"{args.model_config}: must hold a mapping of config fields")
         layers.append(loaded)
+    if args.from_run:  # the table versions the run read, not the current ones
+        from trainers.runs import RunRecordError, recorded_versions
+
+        try:
+            layers.append({"table_versions": recorded_versions(args.from_run)})
+        except RunRecordError as exc:
+            raise CliError(str(exc)) from None
     layers.append(parse_overrides(args.set or []))
     if getattr(args, "warehouse", None):
         layers.append({"warehouse": settings.warehouse.root})
     cfg = model_config(settings, args.model, *layers)
+    if args.from_run:
+        from pipelines.warehouse import Warehouse
+
+        wh = Warehouse(cfg.warehouse)
+        for table, version in sorted(cfg.table_versions.items()):
+            kept = wh.versions(table) if wh.exists(table) else []
+            if version not in kept:
+                raise CliError(
+                    f"{args.from_run} read {table} version {version}, which the warehouse {cfg.warehouse} no longer has "
+                    f"(versions kept: {kept or 'none'}); it cannot be reproduced"
+                )
     result = get_model(args.model).train(cfg)
     m = result.metrics
     print(f"{args.model}: best epoch {m.get('best_epoch')} by valid {m.get('select_metric')}")
@@ -359,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def warehouse_opt(sp):
         sp.add_argument("--warehouse", metavar="DIR", help="warehouse root (overrides config and $RECFEAT_WAREHOUSE)")
+
+    def version_opt(sp):
+        sp.add_argument(
+            "--version", type=int, metavar="N",
+            help="read committed version N (one of the versions kept, see `recfeat show`; default: the current one)",
+        )
 
     sp = sub.add_parser("demo", help="generate the synthetic default and run the whole pipeline")
     warehouse_opt(sp)
@@ -399,12 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("show", help="schema, version, row count and a sample of a table")
     sp.add_argument("table")
     sp.add_argument("--rows", type=int, default=5, help="sample rows (default 5)")
+    version_opt(sp)
     warehouse_opt(sp)
     sp.set_defaults(func=cmd_show)
 
-    sp = sub.add_parser("export", help="write the committed version of a table as one Parquet file")
+    sp = sub.add_parser("export", help="write the committed (or a kept) version of a table as one Parquet file")
     sp.add_argument("table")
     sp.add_argument("out", metavar="OUT.parquet")
+    version_opt(sp)
     warehouse_opt(sp)
     sp.set_defaults(func=cmd_export)
 

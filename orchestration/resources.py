@@ -31,9 +31,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
     root: str
     keep_versions: int = 5
+    pinned_json: Optional[str] = None  # table -> versions retention keeps (training.models.*.table_versions)
 
     def get(self) -> Warehouse:
-        return Warehouse(self.root, keep_versions=self.keep_versions)
+        pinned = json.loads(self.pinned_json) if self.pinned_json else None
+        return Warehouse(self.root, keep_versions=self.keep_versions, pinned=pinned)
 
 
 class SparkResource(dg.ConfigurableResource):
@@ -64,7 +66,10 @@ def build_resources(
         "settings": SettingsResource(
             config_file=config_file, overrides_json=json.dumps(overrides, default=str) if overrides else None
         ),
-        "warehouse": WarehouseResource(root=settings.warehouse.root, keep_versions=settings.warehouse.keep_versions),
+        "warehouse": WarehouseResource(
+            root=settings.warehouse.root, keep_versions=settings.warehouse.keep_versions,
+            pinned_json=json.dumps(settings.training.pinned_versions()) if settings.training.pinned_versions() else None,
+        ),
         "spark": SparkResource(
             master=settings.spark.master,
             driver_memory=settings.spark.driver_memory,

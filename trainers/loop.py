@@ -28,7 +28,13 @@ from tqdm import tqdm
 
 @contextlib.contextmanager
 def deterministic(seed: int, threads: int = 1):
-    """Seed everything and run torch deterministically; restore the previous state afterwards."""
+    """Seed everything and run torch deterministically; restore the previous state afterwards.
+
+    Yields the environment record (``trainers.runs.environment_record``) taken with these
+    settings in force, for the run directory's ``environment.json``.
+    """
+    from trainers.runs import environment_record
+
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
     random.seed(seed)
@@ -37,7 +43,7 @@ def deterministic(seed: int, threads: int = 1):
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(threads)
     try:
-        yield
+        yield environment_record()
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
@@ -81,14 +87,23 @@ def fit(
     count: Callable[[Any], int] = lambda b: len(b[0]),
     progress: bool = True,
     desc: str = "train",
+    eval_interval: int = 1,
 ) -> FitResult:
     """Train with Adam; keep and restore the best validation state; early-stop on ``patience``.
 
     ``lr``, ``weight_decay`` and ``betas`` go to ``torch.optim.Adam`` (``betas`` defaults to
     torch's (0.9, 0.999)).
 
+    Validation runs after every ``eval_interval``-th epoch (epochs ``eval_interval - 1``,
+    ``2 * eval_interval - 1``, ...) and after the last epoch; the official SASRec protocol
+    evaluates every 20. ``patience`` counts *epochs* without a gain, so with an interval of 20
+    and a patience of 40 training stops after two evaluations without a gain. The history holds
+    one row per evaluated epoch.
+
     A non-finite loss raises ``FloatingPointError`` naming the epoch and step.
     """
+    if eval_interval < 1:
+        raise ValueError(f"eval_interval must be >= 1, got {eval_interval}")
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     best = -math.inf if maximize else math.inf
     best_state = copy.deepcopy(model.state_dict())
@@ -115,6 +130,8 @@ def fit(
             if progress and step % 50 == 0:
                 bar.set_postfix(loss=f"{total / n_batches:.4f}")
         train_time += time.perf_counter() - t0
+        if (epoch + 1) % eval_interval and epoch != epochs - 1:
+            continue
         model.eval()
         with torch.no_grad():
             metrics = evaluate(model)
@@ -133,7 +150,7 @@ def fit(
             best, best_epoch, best_metrics, since = score, epoch, metrics, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
-            since += 1
+            since = epoch - best_epoch  # epochs since the best one (or since the start)
             if since >= patience:
                 stopped = True
                 break

@@ -7,10 +7,16 @@ Layout (``<runs_root>/<model>/<run_id>/``)::
     encoders.json   the categorical encoders fitted on the training split
     metrics.json    validation and test metrics, the training history, throughput
     model.pt        the best checkpoint's ``state_dict`` (load with ``torch.load(..., weights_only=True)``)
-    environment.json  python, torch, numpy versions and the host's thread settings
+    environment.json  python, torch, numpy versions, the thread and determinism settings in force
+                    while the model trained, and the code version (git commit and a dirty flag)
 
 ``run_id`` is ``<UTC time>-<config hash>``: two runs of the same config get different
 directories, and the hash says which runs share a config.
+
+Reproducing a run: ``recfeat train MODEL --from-run DIR`` reloads ``config.json`` and pins every
+table to the version in ``tables.json`` (:func:`recorded_versions`). The versions a run read are
+pinned in the warehouse (:func:`pin_tables`, ``features/layout.py``), so retention keeps them as
+long as the run directory exists.
 """
 from __future__ import annotations
 
@@ -18,12 +24,18 @@ import datetime as dt
 import hashlib
 import json
 import platform
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import torch
+
+from features.layout import pin_path, pointer_path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -41,24 +53,68 @@ class RunResult:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-class RunDir:
-    """A run directory being written."""
+def code_version(repo: Path = REPO_ROOT) -> dict[str, Any]:
+    """The code a run used: the git commit of the checkout and whether it had local changes.
 
-    def __init__(self, runs_root: str | Path, model: str, config: dict[str, Any]):
+    ``commit`` is ``None`` outside a git checkout (an installed package); ``dirty`` is ``None``
+    when it cannot be told. ``package_version`` is the installed recfeat version.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("recfeat")
+    except PackageNotFoundError:
+        pkg = None
+    out: dict[str, Any] = {"commit": None, "dirty": None, "package_version": pkg}
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return out
+        out["commit"] = head.stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=30,
+        )
+        if status.returncode == 0:
+            out["dirty"] = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def environment_record() -> dict[str, Any]:
+    """Versions and the torch settings in force now: call it inside ``trainers.loop.deterministic``."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "code": code_version(),
+    }
+
+
+class RunDir:
+    """A run directory being written.
+
+    ``environment``: the record taken while the model trained (``deterministic`` yields it);
+    without it the current state is recorded.
+    """
+
+    def __init__(self, runs_root: str | Path, model: str, config: dict[str, Any],
+                 environment: dict[str, Any] | None = None):
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        self.model = model
         self.path = Path(runs_root) / model / f"{stamp}-{config_hash(config)}"
         self.path.mkdir(parents=True, exist_ok=False)
         self.write_json("config.json", {"model": model, "config": config})
-        self.write_json(
-            "environment.json",
-            {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "torch_threads": torch.get_num_threads(),
-                "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            },
-        )
+        self.write_json("environment.json", environment if environment is not None else environment_record())
+
+    def write_tables(self, warehouse: str, tables: dict[str, dict[str, Any]]) -> Path:
+        """Write ``tables.json`` and pin every version read in the warehouse (kept while this run exists)."""
+        path = self.write_json("tables.json", tables)
+        pin_tables(warehouse, tables, f"{self.model}--{self.path.name}", str(self.path.resolve()))
+        return path
 
     def write_json(self, name: str, data: Any) -> Path:
         path = self.path / name
@@ -92,3 +148,27 @@ def read_json(run_dir: str | Path, name: str) -> Any:
 def load_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
     """The run's checkpoint, loaded safely (tensors only)."""
     return torch.load(Path(run_dir) / "model.pt", weights_only=True)
+
+
+def pin_tables(warehouse: str, tables: dict[str, dict[str, Any]], name: str, run_dir: str) -> None:
+    """Pin each ``tables[t]["version"]`` of warehouse ``warehouse`` under ``name`` (features/layout.py)."""
+    fs, root = fsspec.core.url_to_fs(warehouse)
+    root = root.rstrip("/")
+    for table, record in tables.items():
+        if "version" not in record or not fs.exists(pointer_path(root, table)):
+            continue
+        path = pin_path(root, table, name)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, json.dumps({"version": int(record["version"]), "run_dir": run_dir}).encode())
+
+
+class RunRecordError(ValueError):
+    """A run directory cannot be reproduced (missing file, or a table version that is gone)."""
+
+
+def recorded_versions(run_dir: str | Path) -> dict[str, int]:
+    """Table -> the version the run read, from its ``tables.json``."""
+    path = Path(run_dir) / "tables.json"
+    if not path.exists():
+        raise RunRecordError(f"{run_dir}: no tables.json, so the table versions the run read are unknown")
+    return {t: int(r["version"]) for t, r in json.loads(path.read_text()).items() if "version" in r}

@@ -70,6 +70,9 @@ class SASRecConfig(TrainerConfig):
     )
     epochs: Annotated[int, Field(ge=1)] = 200
     patience: Annotated[int, Field(ge=1)] = Field(20, description="epochs without a validation NDCG@10 gain before stopping")
+    eval_interval: Annotated[int, Field(ge=1)] = Field(
+        1, description="validate every this many epochs (and after the last); the official protocol: 20"
+    )
     eval_batch: Annotated[int, Field(ge=1)] = Field(1_024, description="users scored at once in full ranking")
     eval_users_max: Annotated[int, Field(ge=1)] | None = Field(
         10_000, description="evaluate a fixed random sample of this many users when there are more (official: 10,000); null: all"
@@ -208,15 +211,18 @@ def sample_negatives(
 # --------------------------------------------------------------------------- model
 
 
-def position_ids(mask: torch.Tensor) -> torch.Tensor:
-    """Learned-position ids: ``L`` for the last real position, ``L - 1`` before it, ..., 0 at pads.
+def position_ids(mask: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Learned-position ids: ``max_len`` for the last real position, ``max_len - 1`` before it, ..., 0 at pads.
 
-    Counted from the end of the real sequence, so left and right padding give the same ids
-    (with left padding they equal the official slot index + 1).
+    Counted from the end of the real sequence and from ``max_len`` (the model's input width), not
+    from the batch width: the same history gets the same ids whether its batch was trimmed of
+    leading all-padding columns or not, and left and right padding give the same ids. With
+    left padding to ``max_len`` they equal the official slot index + 1.
     """
-    length = mask.shape[1]
+    if mask.shape[1] > max_len:
+        raise ValueError(f"mask has {mask.shape[1]} positions, max_len is {max_len}")
     from_end = mask.flip(1).long().cumsum(1).flip(1)  # 1 at the last real position
-    return torch.where(mask, length - from_end + 1, torch.zeros_like(from_end))
+    return torch.where(mask, max_len - from_end + 1, torch.zeros_like(from_end))
 
 
 def attention_allowed(mask: torch.Tensor) -> torch.Tensor:
@@ -293,7 +299,7 @@ class SASRec(nn.Module):
             raise ValueError(f"inputs have {items.shape[1]} positions, the model at most {self.max_len}")
         x = self.item_emb(items) * math.sqrt(self.item_emb.embedding_dim)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(position_ids(mask))
+            x = x + self.pos_emb(position_ids(mask, self.max_len))
         x = self.emb_drop(x) * mask[..., None]
         allowed = attention_allowed(mask)
         cache = self.rotary.cache(levels, x.dtype) if self.rotary is not None else None
@@ -439,7 +445,7 @@ def _fit_kwargs(config: SASRecConfig) -> dict:
     """Keyword arguments of the shared loop's ``fit``, Adam betas (0.9, ``beta2``) included."""
     return {"epochs": config.epochs, "patience": config.patience, "lr": config.lr,
             "weight_decay": config.weight_decay, "betas": (0.9, config.beta2),
-            "progress": config.progress, "desc": MODEL_NAME}
+            "progress": config.progress, "desc": MODEL_NAME, "eval_interval": config.eval_interval}
 
 
 def train(config: SASRecConfig):
@@ -448,7 +454,7 @@ def train(config: SASRecConfig):
     from trainers.loop import deterministic, fit
     from trainers.runs import RunDir, RunResult
 
-    with deterministic(config.seed, config.threads):
+    with deterministic(config.seed, config.threads) as environment:
         t0 = time.perf_counter()
         data = load_data(config)
         load_s = time.perf_counter() - t0
@@ -484,10 +490,10 @@ def train(config: SASRecConfig):
         "history": res.history,
     }
     cfg = config.model_dump(mode="json")
-    run = RunDir(config.runs_root, MODEL_NAME, cfg)
+    run = RunDir(config.runs_root, MODEL_NAME, cfg, environment=environment)
     snap = snapshot(config.warehouse, USER_SEQUENCES.name, data.table_version)
     tables = {USER_SEQUENCES.name: table_record(snap)}
-    run.write_json("tables.json", tables)
+    run.write_tables(config.warehouse, tables)
     run.write_json("encoders.json", {"items": data.vocab.to_dict()})
     run.write_json("metrics.json", metrics)
     run.save_state(model.state_dict())

@@ -1,6 +1,7 @@
 """The recfeat command line: stable forms, exit codes, one-line errors."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,9 +79,18 @@ def test_generate_is_deterministic(tmp_path):
 
 @pytest.mark.slow
 def test_ingest_kuairand_and_movielens_from_the_cli(tmp_path, kuairand_dir, ml100k_dir):
+    # Default ingest.repeated_lines (duplicate): the slice's 5,460 exact repeats are dead letters.
     proc = run_cli("ingest", "--source", "kuairand", "--input", str(kuairand_dir), "--warehouse", str(tmp_path / "k"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "events v1 holds 228,329 rows" in proc.stdout
+    assert "228,329 records read from 2 file(s): 222,869 new events" in proc.stdout
+    assert "5,460 duplicates" in proc.stdout and "events v1 holds 222,869 rows" in proc.stdout
+    # configs/kuairand.yaml keeps them as events (repeated_lines: distinct), as the official runs did.
+    proc = run_cli(
+        "--config", str(REPO / "configs" / "kuairand.yaml"), "ingest", "--source", "kuairand", "--input", str(kuairand_dir),
+        "--warehouse", str(tmp_path / "kd"), cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "0 duplicates" in proc.stdout and "events v1 holds 228,329 rows" in proc.stdout
     proc = run_cli("ingest", "--source", "movielens", "--input", str(ml100k_dir), "--warehouse", str(tmp_path / "m"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "events v1 holds 100,000 rows" in proc.stdout
@@ -99,3 +109,86 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         assert table in proc.stdout
     assert "20,000" in proc.stdout
     assert str(tmp_path / "warehouse") in proc.stdout
+
+
+def test_show_and_export_read_a_kept_version(tmp_path, capsys):
+    from features.dimensions import USERS
+    from pipelines.warehouse import Warehouse
+
+    wh_dir = tmp_path / "wh"
+    wh = Warehouse(str(wh_dir))
+    wh.write_arrow(USERS, pa.table({"user_id": ["u1", "u2"], "source": ["s", "s"], "age": [30, 40]}))
+    wh.write_arrow(USERS, pa.table({"user_id": ["v1", "v2", "v3"], "source": ["s"] * 3, "age": [1, 2, 3]}))
+    assert main(["show", "users", "--version", "1", "--warehouse", str(wh_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "version:      1 (kept: 1, 2, current: 2)" in out and "rows:         2" in out and "u1" in out and "v1" not in out
+    assert main(["show", "users", "--warehouse", str(wh_dir)]) == 0
+    assert "version:      2 (kept: 1, 2)\n" in capsys.readouterr().out
+    target = tmp_path / "users_v1.parquet"
+    assert main(["export", "users", str(target), "--version", "1", "--warehouse", str(wh_dir)]) == 0
+    assert f"exported users v1: 2 rows to {target}" in capsys.readouterr().out
+    assert pq.read_table(target).column("user_id").to_pylist() == ["u1", "u2"]
+
+
+def test_a_version_that_does_not_exist_fails_in_one_line(tmp_path):
+    from features.dimensions import USERS
+    from pipelines.warehouse import Warehouse
+
+    wh = Warehouse(str(tmp_path / "wh"))
+    for _ in range(2):
+        wh.write_arrow(USERS, pa.table({"user_id": ["u1"], "source": ["s"], "age": [30]}))
+    for args in (["show", "users", "--version", "7"], ["export", "users", str(tmp_path / "x.parquet"), "--version", "7"]):
+        proc = run_cli(*args, "--warehouse", str(tmp_path / "wh"), cwd=tmp_path)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines() == ["recfeat: error: table 'users' has no version 7; versions available: 1, 2"]
+    assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize("uri, package, extra", [("s3://bucket/wh", "s3fs", "s3"), ("gs://bucket/wh", "gcsfs", "gcs")])
+def test_a_store_without_its_filesystem_package_fails_in_one_line(uri, package, extra, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, package, None)  # as if not installed, whatever this machine has
+    assert main(["tables", "--warehouse", uri]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"recfeat: error: {uri}: the {uri.split(':')[0]}:// filesystem needs the package {package}, which is not installed: "
+        f"install the extra recfeat[{extra}] (in the project: pip install -e '.[{extra}]')"
+    ]
+
+
+def test_hdfs_without_a_hadoop_client_fails_in_one_line(tmp_path):
+    # pyarrow's HDFS client needs libjvm and Hadoop's libhdfs; neither is set up here.
+    env = {k: v for k, v in os.environ.items() if k not in ("HADOOP_HOME", "ARROW_LIBHDFS_DIR", "CLASSPATH")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "tables", "--warehouse", "hdfs://127.0.0.1:1/wh"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("recfeat: error: hdfs://127.0.0.1:1/wh: pyarrow's HDFS client cannot start (")
+    assert "libhdfs" in lines[0]
+
+
+def test_a_worker_python_without_the_packages_fails_in_one_line(tmp_path):
+    # An interpreter that runs but sees none of the project's packages (no site-packages).
+    bare = tmp_path / "bare-python"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    bare.chmod(0o755)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "log_a.csv").write_text(
+        "user_id,video_id,time_ms,play_time_ms,duration_ms\n1,10,1650812741436,1000,9000\n"
+    )
+    cfg = tmp_path / "recfeat.yaml"
+    cfg.write_text("ingest: {engine: spark}\nspark: {master: 'local[1]', shuffle_partitions: 1}\n")
+    env = dict(os.environ, PYSPARK_PYTHON=str(bare))
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "--config", str(cfg), "ingest", "--source", "kuairand",
+         "--input", str(src), "--warehouse", str(tmp_path / "wh")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"recfeat: error: Spark's Python workers would run PYSPARK_PYTHON={bare}, which cannot import the project's "
+        f"packages (ModuleNotFoundError: No module named 'pyarrow'): point PYSPARK_PYTHON at the project's environment "
+        f"(for example {sys.executable}), or unset it to use the driver's interpreter"
+    ]

@@ -18,7 +18,7 @@ def _problem(seed=0, n=256):
     return x, y
 
 
-def _run(seed, epochs=5, patience=5, scores=None):
+def _run(seed, epochs=5, patience=5, scores=None, eval_interval=1):
     x, y = _problem()
     with deterministic(seed):
         model = torch.nn.Linear(4, 1)
@@ -41,6 +41,7 @@ def _run(seed, epochs=5, patience=5, scores=None):
         res = fit(
             model, lambda m, b: torch.nn.functional.binary_cross_entropy_with_logits(m(b[0]).squeeze(1), b[1]),
             batches, evaluate, "score", epochs=epochs, patience=patience, lr=0.05, progress=False,
+            eval_interval=eval_interval,
         )
     return model, res
 
@@ -53,6 +54,18 @@ def test_same_seed_same_weights_and_metrics():
         assert torch.equal(a, b)
     _, r3 = _run(4)
     assert r3.history != r1.history
+
+
+def test_eval_interval_validates_every_nth_epoch_and_the_last():
+    # 7 epochs, every 3rd: evaluations after epochs 2, 5 and 6 (the last)
+    _, res = _run(0, epochs=7, patience=100, scores=[0.1, 0.5, 0.4], eval_interval=3)
+    assert [h["epoch"] for h in res.history] == [2, 5, 6]
+    assert res.best_epoch == 5 and res.epochs_run == 7 and not res.stopped_early
+    # patience counts epochs: best at epoch 2, no gain at 5 (3 epochs) -> stop with patience 3
+    _, res = _run(0, epochs=20, patience=3, scores=[0.5, 0.4, 0.3], eval_interval=3)
+    assert [h["epoch"] for h in res.history] == [2, 5] and res.stopped_early and res.best_epoch == 2
+    with pytest.raises(ValueError, match="eval_interval"):
+        _run(0, epochs=2, eval_interval=0)
 
 
 def test_early_stopping_and_best_state_hand():

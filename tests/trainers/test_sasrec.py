@@ -156,8 +156,13 @@ def test_negatives_avoid_the_users_training_items(seed, n_items):
 def test_position_ids_and_attention_mask_by_hand():
     left = torch.tensor([[False, False, True, True]])
     right = torch.tensor([[True, True, False, False]])
-    assert position_ids(left).tolist() == [[0, 0, 3, 4]]
-    assert position_ids(right).tolist() == [[3, 4, 0, 0]]
+    assert position_ids(left, 4).tolist() == [[0, 0, 3, 4]]
+    assert position_ids(right, 4).tolist() == [[3, 4, 0, 0]]
+    # counted from max_len, not from the batch width: a trimmed batch keeps the ids
+    assert position_ids(left, 6).tolist() == [[0, 0, 5, 6]]
+    assert position_ids(left[:, 2:], 6).tolist() == [[5, 6]]
+    with pytest.raises(ValueError, match="max_len"):
+        position_ids(left, 3)
     allowed = attention_allowed(left)[0, 0].int().tolist()
     assert allowed == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]
 
@@ -184,6 +189,37 @@ def test_padding_positions_have_no_effect_on_real_positions(rote_on, levels):
     torch.testing.assert_close(junk[4:], left[4:])
     torch.testing.assert_close(right[:4], left[4:], rtol=1e-5, atol=1e-5)
     assert torch.isfinite(left).all()
+
+
+@pytest.mark.parametrize("rote_on", [False, True])
+def test_trimmed_and_untrimmed_batches_give_the_same_outputs(rote_on):
+    """A history's outputs do not depend on how many all-padding columns its batch kept.
+
+    Training and evaluation drop a batch's leading all-padding columns (``_trim``); the learned
+    positions must still be counted from ``max_len`` (regression: they were counted from the
+    trimmed width, moving the last position's output by up to 0.69).
+    """
+    torch.manual_seed(0)
+    cfg = SASRecConfig(max_len=10, hidden=16, heads=2, dropout=0.0, rote=rote_on)
+    model = SASRec(30, cfg).eval()
+    rng = np.random.default_rng(0)
+    lengths = [3, 5, 2]
+    items = np.zeros((3, 10), np.int64)
+    ts = np.zeros((3, 10))
+    for r, n in enumerate(lengths):
+        items[r, 10 - n:] = rng.integers(2, 30, n)
+        ts[r, 10 - n:] = 1.65e9 + np.sort(rng.integers(0, 10**7, n))
+    mask = items != 0
+
+    def run(first):
+        lv = time_levels(ts[:, first:], mask[:, first:], "paper") if rote_on else {}
+        out = model.encode(torch.from_numpy(items[:, first:]), torch.from_numpy(mask[:, first:]),
+                           {k: torch.from_numpy(v) for k, v in lv.items()})
+        return out[:, -max(lengths):]
+
+    full, trimmed = run(0), run(10 - max(lengths))
+    for r, n in enumerate(lengths):
+        torch.testing.assert_close(trimmed[r, -n:], full[r, -n:], rtol=1e-5, atol=1e-5)
 
 
 def test_rote_model_has_no_position_embedding_and_uses_time():

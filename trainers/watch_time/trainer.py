@@ -103,7 +103,7 @@ def train_on_data(cfg: WatchTimeConfig, data: WatchTimeData, name: str, write_ru
             if len(b[0]) > 1:  # BatchNorm needs two rows
                 yield b
 
-    with deterministic(cfg.seed, cfg.threads):
+    with deterministic(cfg.seed, cfg.threads) as environment:
         loader_sps = measure_loader(batches(0), lambda b: len(b[0]))
         model = build_backbone(cfg.backbone, data.encoder.cardinalities, cfg.embed_dim, cfg.mlp_dims, cfg.dropout)
 
@@ -146,8 +146,8 @@ def train_on_data(cfg: WatchTimeConfig, data: WatchTimeData, name: str, write_ru
     config = cfg.model_dump(mode="json")
     run_dir = None
     if write_run:
-        run = RunDir(cfg.runs_root, name, config)
-        run.write_json("tables.json", data.tables)
+        run = RunDir(cfg.runs_root, name, config, environment=environment)
+        run.write_tables(cfg.warehouse, data.tables)
         run.write_json("encoders.json", data.encoder.to_json())
         run.save_state(model.state_dict())
         run.write_json("metrics.json", metrics)

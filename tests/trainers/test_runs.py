@@ -1,0 +1,127 @@
+"""Run records reproduce their run: pinned table versions, retention that keeps them, code and
+environment records (trainers/runs.py, ``recfeat train --from-run``)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from features.sequences import USER_SEQUENCES
+from orchestration.cli import main
+from pipelines.warehouse import Warehouse
+from tests.trainers.test_sasrec import LOGS, loo_table
+from trainers.runs import code_version, read_json
+
+SASREC = "{epochs: 2, max_len: 4, hidden: 8, batch_size: 2}"
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "warehouse"
+    wh = Warehouse(str(root), keep_versions=2)
+    wh.write_arrow(USER_SEQUENCES, loo_table(LOGS))  # version 1
+    cfg = tmp_path / "recfeat.yaml"
+    cfg.write_text(
+        f"warehouse: {{root: {root}, keep_versions: 2}}\n"
+        f"training:\n  runs_root: {tmp_path / 'runs'}\n  models:\n    sasrec: {SASREC}\n"
+    )
+    return cfg, wh
+
+
+def _train(cfg: Path, *extra: str) -> Path:
+    assert main(["--config", str(cfg), "train", "sasrec", *extra]) == 0
+    runs = sorted((cfg.parent / "runs" / "sasrec").iterdir())
+    return runs[-1]
+
+
+def _other_sequences():
+    return loo_table({**LOGS, "u4": [("a", 0), ("d", 5), ("c", 9), ("b", 20), ("a", 30)]})
+
+
+def test_from_run_reads_the_recorded_versions_not_the_current_ones(project, capsys):
+    """Regression: ``--from-run`` reloaded the config but read the current table versions."""
+    cfg, wh = project
+    first = _train(cfg)
+    assert read_json(first, "tables.json")["user_sequences"]["version"] == 1
+    wh.write_arrow(USER_SEQUENCES, _other_sequences())  # version 2: other data
+    again = _train(cfg, "--from-run", str(first))
+    assert read_json(again, "tables.json")["user_sequences"]["version"] == 1
+    assert read_json(again, "metrics.json")["test"] == read_json(first, "metrics.json")["test"]
+    assert read_json(again, "config.json")["config"]["table_versions"] == {"user_sequences": 1}
+
+
+def test_from_run_fails_in_one_line_naming_a_table_version_that_is_gone(project, capsys):
+    cfg, wh = project
+    first = _train(cfg)
+    # The run's pin is what keeps version 1; without the run directory's pin, retention drops it.
+    shutil.rmtree(Path(wh.root) / "user_sequences" / "_pins")
+    for _ in range(3):
+        wh.write_arrow(USER_SEQUENCES, _other_sequences())
+    assert 1 not in wh.versions("user_sequences")
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "train", "sasrec", "--from-run", str(first)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("recfeat: error:")
+    assert "user_sequences version 1" in err[0] and "no longer has" in err[0]
+
+
+def test_retention_keeps_a_version_a_kept_run_read_until_the_run_is_deleted(project):
+    """Regression: retention kept 5 versions by count and deleted a version a recorded run read."""
+    cfg, wh = project
+    first = _train(cfg)
+    for _ in range(4):
+        wh.write_arrow(USER_SEQUENCES, _other_sequences())
+    assert wh.versions("user_sequences") == [1, 4, 5]
+    assert wh.pins("user_sequences")[1] == [f"sasrec--{first.name}"]
+    assert wh.read_arrow(USER_SEQUENCES.name, version=1).num_rows == loo_table(LOGS).num_rows
+    shutil.rmtree(first)  # the run is gone: its versions are released at the next commit
+    wh.write_arrow(USER_SEQUENCES, _other_sequences())
+    assert wh.versions("user_sequences") == [5, 6]
+    assert wh.last_removed["user_sequences"] == [1, 4]
+    assert not (Path(wh.root) / "user_sequences" / "_pins" / f"sasrec--{first.name}.json").exists()
+
+
+def test_retention_keeps_versions_pinned_in_the_configuration(tmp_path):
+    wh = Warehouse(str(tmp_path / "w"), keep_versions=1, pinned={"user_sequences": [2]})
+    for _ in range(4):
+        wh.write_arrow(USER_SEQUENCES, loo_table(LOGS))
+    assert wh.versions("user_sequences") == [2, 4]
+    assert wh.pins("user_sequences") == {2: ["config"]}
+
+
+def test_the_settings_pin_the_configured_table_versions(tmp_path):
+    from orchestration.resources import build_resources
+    from pipelines.settings import load_settings
+
+    cfg = tmp_path / "recfeat.yaml"
+    cfg.write_text(f"warehouse: {{root: {tmp_path / 'w'}}}\ntraining:\n  models:\n"
+                   "    sasrec: {table_versions: {user_sequences: 3}}\n    watch_time_fm: {table_versions: {users: 1}}\n")
+    settings = load_settings(cfg)
+    assert settings.training.pinned_versions() == {"user_sequences": [3], "users": [1]}
+    assert build_resources(settings)["warehouse"].get().pinned == {"user_sequences": {3}, "users": {1}}
+
+
+def test_run_records_code_version_and_the_environment_inside_the_deterministic_section(project):
+    """Regression: environment.json was written after the determinism settings were restored."""
+    import torch
+
+    cfg, _ = project
+    before = torch.are_deterministic_algorithms_enabled()
+    run = _train(cfg)
+    env = read_json(run, "environment.json")
+    assert env["deterministic_algorithms"] is True and env["torch_threads"] == 1
+    assert torch.are_deterministic_algorithms_enabled() == before
+    code = env["code"]
+    assert set(code) == {"commit", "dirty", "package_version"}
+    here = code_version()
+    assert code["commit"] == here["commit"]
+    if here["commit"] is not None:
+        assert len(code["commit"]) == 40 and isinstance(code["dirty"], bool)
+
+
+def test_code_version_outside_a_checkout(tmp_path):
+    got = code_version(tmp_path)
+    assert got["commit"] is None and got["dirty"] is None
+    json.dumps(got)
