@@ -159,6 +159,16 @@ def _build_day(spark, wh, day: int, settings=None):
     return build_sequences_table(spark, wh, settings or temporal(build="incremental"), d, d + dt.timedelta(days=1))
 
 
+def _three_built_days(spark, tmp_path):
+    """A warehouse whose three days of events were built one incremental day at a time."""
+    wh = Warehouse(str(tmp_path / "inc"))
+    events = events_table()
+    wh.write_arrow(EVENTS, events)
+    for d in range(3):
+        _build_day(spark, wh, d)
+    return wh, events
+
+
 def _assert_clean(spark, wh, settings):
     bad = {k: v for k, v in check_sequences(spark, wh, settings).items() if k != "rows" and v}
     assert not bad, bad
@@ -169,11 +179,7 @@ def test_late_event_for_a_built_day_is_carried_into_every_later_day(spark, tmp_p
     """Regression: a late event for a built day never became a target row and every later
     ``seq_pos`` of its user was off by one. The next daily build now rebuilds from that day."""
     settings = temporal(build="incremental")
-    wh = Warehouse(str(tmp_path / "inc"))
-    events = events_table()
-    wh.write_arrow(EVENTS, events)
-    for d in range(3):
-        _build_day(spark, wh, d)
+    wh, events = _three_built_days(spark, tmp_path)
     late = _late_event(events, 0)
     wh.write_arrow(EVENTS, late)  # a later ingestion commit adds the event to 2022-04-08
     manifest = _build_day(spark, wh, 2)[USER_SEQUENCES.name]  # the daily job re-runs the last day
@@ -187,11 +193,7 @@ def test_rerunning_an_earlier_day_alone_rebuilds_the_later_days(spark, tmp_path)
     """Regression: re-running one earlier day left later partitions stale (two rows with the same
     ``seq_pos``); now the later built days are rebuilt with it."""
     settings = temporal(build="incremental")
-    wh = Warehouse(str(tmp_path / "inc"))
-    events = events_table()
-    wh.write_arrow(EVENTS, events)
-    for d in range(3):
-        _build_day(spark, wh, d)
+    wh, events = _three_built_days(spark, tmp_path)
     late = _late_event(_late_event(events, 1, "u2"), 1, "u3", 7)
     wh.write_arrow(EVENTS, late)
     manifest = _build_day(spark, wh, 1)[USER_SEQUENCES.name]
@@ -218,10 +220,7 @@ def test_a_missing_earlier_partition_is_built_before_the_requested_day(spark, tm
 
 
 def test_a_settings_change_rebuilds_every_day(spark, tmp_path):
-    wh = Warehouse(str(tmp_path / "inc"))
-    wh.write_arrow(EVENTS, events_table())
-    for d in range(3):
-        _build_day(spark, wh, d)
+    wh, _ = _three_built_days(spark, tmp_path)
     wider = temporal(build="incremental", max_len=5)
     manifest = _build_day(spark, wh, 2, wider)[USER_SEQUENCES.name]
     assert manifest.written_partitions == ("2022-04-08", "2022-04-09", "2022-04-10")
