@@ -28,7 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _sasrec_data import DATASETS, DEFAULT_ROOT, prepare  # noqa: E402
 
 METRICS = ("test_hr@5", "test_hr@10", "test_ndcg@5", "test_ndcg@10")
-VARIANTS = {"sasrec": {"rote": False}, "sasrec+rote": {"rote": True}}
+VARIANTS = {
+    "sasrec": {},
+    "sasrec+rote": {"rote": True},
+    "sasrec+cape": {"cape": True},
+    "sasrec+rote+cape": {"rote": True, "cape": True},
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,14 +104,18 @@ def summarise(runs: list[dict], datasets: list[str], variants: list[str]) -> Non
             summary[(dataset, variant)] = means
             best = ", ".join(str(r["best_epoch"]) for r in rs)
             print(f"| {dataset} | {variant} | " + " | ".join(cells) + f" | {best} |")
-    if set(variants) == set(VARIANTS):
+    if "sasrec" in variants:
         print()
         for dataset in datasets:
-            base, rot = summary[(dataset, "sasrec")], summary[(dataset, "sasrec+rote")]
-            ratios = ", ".join(
-                f"{k[5:]} {100 * (rot[k] / base[k] - 1):+.1f}%" if base[k] else f"{k[5:]} n/a" for k in METRICS
-            )
-            print(f"RoTE vs no RoTE on {dataset} (relative change of the means): {ratios}")
+            base = summary[(dataset, "sasrec")]
+            for variant in variants:
+                if variant == "sasrec":
+                    continue
+                other = summary[(dataset, variant)]
+                ratios = ", ".join(
+                    f"{k[5:]} {100 * (other[k] / base[k] - 1):+.1f}%" if base[k] else f"{k[5:]} n/a" for k in METRICS
+                )
+                print(f"{variant} vs sasrec on {dataset} (relative change of the means): {ratios}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _sasrec_data import DATASETS, DEFAULT_ROOT, prepare  # noqa: E402
 
 
+#: The configurations measured, by name (options of ``SASRecConfig``).
+VARIANTS = {
+    "sasrec": {},
+    "sasrec+rote": {"rote": True},
+    "sasrec+cape": {"cape": True},
+    "sasrec+rote+cape": {"rote": True, "cape": True},
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="ml-100k", choices=list(DATASETS))
@@ -45,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     dt_read = time.perf_counter() - t0
     print(f"reader: {rows} rows -> padded arrays + RoTE levels in {dt_read:.2f} s = {rows / dt_read:,.0f} rows/s")
     results = {}
-    for name, rote_on in (("sasrec", False), ("sasrec+rote", True)):
-        cfg = SASRecConfig(warehouse=uri, rote=rote_on, progress=False, seed=1)
+    for name, options in VARIANTS.items():
+        cfg = SASRecConfig(warehouse=uri, progress=False, seed=1, **options)
         data = load_data(cfg)
         torch.manual_seed(1)
         model = SASRec(data.vocab.size, cfg)
@@ -67,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = (train_rate, eval_rate)
         print(f"{name:12s}: train {train_rate:8,.0f} seq/s ({seqs} sequences), "
               f"evaluation {eval_rate:8,.0f} seq/s ({len(data.test)} users, {data.vocab.size} items ranked)")
-    (bt, be), (rt, re_) = results["sasrec"], results["sasrec+rote"]
-    print(f"ratio RoTE / no RoTE: train {rt / bt:.2f}, evaluation {re_ / be:.2f}")
+    bt, be = results["sasrec"]
+    for name, (rt, re_) in results.items():
+        if name != "sasrec":
+            print(f"ratio {name} / sasrec: train {rt / bt:.2f}, evaluation {re_ / be:.2f}")
     return 0
 
 

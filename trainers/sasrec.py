@@ -1,4 +1,5 @@
-"""SASRec (Kang and McAuley, 2018), optionally with RoTE multi-level rotary time embeddings.
+"""SASRec (Kang and McAuley, 2018), optionally with RoTE multi-level rotary time embeddings
+and/or CAPE contextual position logits.
 
 Reads ``user_sequences`` (leave-one-out split) through :mod:`trainers.sequences`; the model page
 is ``docs/sasrec.md``. Defaults follow the RoTE code's SASRec config
@@ -23,6 +24,13 @@ Data per user (leave-one-out, one row per target event in the table):
 RoTE (``rote=True``): Q and K of every layer are rotated by :class:`trainers.rotary.MultiLevelRotary`
 with each input item's own time (so the last position's query time is the last input item's
 time; the target's time is never used), and the learned position embedding is removed.
+
+CAPE (``cape=True``, :mod:`trainers.cape`): in every layer, per head, contextual position logits
+computed from the scaled, masked attention logits and the query the attention uses (rotated when
+RoTE is on) are added to the logits before the softmax; the learned position embedding is removed
+(CAPE's positions replace it). Masked keys (future and padding) add nothing to the gate sums by
+default (``cape_masked_keys``), so the outputs do not depend on the padding.
+
 Differences from the official code, on purpose (see ``docs/sasrec.md``): a key-padding mask
 (the official attention has only the causal mask, so pads leak into real positions), float64
 rotary angles, position ids counted from the end of the real sequence, one fixed evaluation
@@ -44,6 +52,7 @@ from torch import nn
 
 from features import rote
 from features.sequences import USER_SEQUENCES
+from trainers.cape import CAPE
 from trainers.config import TrainerConfig
 from trainers.metrics import full_ranking_metrics
 from trainers.rotary import LEVEL_SETS, MultiLevelRotary
@@ -67,6 +76,11 @@ class SASRecConfig(TrainerConfig):
     rote: bool = Field(False, description="rotate Q and K by RoTE time levels; drops the position embedding")
     rote_levels: Literal["paper", "finer"] = Field(
         "paper", description="paper: year, month, day; finer: also whole hours (ours, beyond the paper)"
+    )
+    cape: bool = Field(False, description="add CAPE contextual position logits in every layer; drops the position embedding")
+    cape_dim: Annotated[int, Field(ge=1)] = Field(16, description="CAPE position dimension C (official grid: 16, 32, 64)")
+    cape_masked_keys: Literal["ignore", "add"] = Field(
+        "ignore", description="what masked keys add to CAPE's gate sums: ignore (ours: nothing) or add (official)"
     )
     epochs: Annotated[int, Field(ge=1)] = 200
     patience: Annotated[int, Field(ge=1)] = Field(20, description="epochs without a validation NDCG@10 gain before stopping")
@@ -236,12 +250,14 @@ def attention_allowed(mask: torch.Tensor) -> torch.Tensor:
 class TimeAttention(nn.Module):
     """Multi-head self-attention whose Q and K are optionally rotated by RoTE after projection."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float, rotary: MultiLevelRotary | None):
+    def __init__(self, hidden: int, heads: int, dropout: float, rotary: MultiLevelRotary | None,
+                 cape: CAPE | None = None):
         super().__init__()
         self.heads, self.head_dim = heads, hidden // heads
         self.q, self.k, self.v, self.out = (nn.Linear(hidden, hidden) for _ in range(4))
         self.drop = nn.Dropout(dropout)
         self.rotary = rotary
+        self.cape = cape
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, rot_cache=None) -> torch.Tensor:
         b, length, hidden = x.shape
@@ -254,6 +270,8 @@ class TimeAttention(nn.Module):
             q, k = self.rotary(q, rot_cache), self.rotary(k, rot_cache)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
         scores = scores.masked_fill(~allowed, float("-inf"))
+        if self.cape is not None:  # contextual positions from the scaled, masked logits (trainers/cape.py)
+            scores = scores + self.cape(q, scores, allowed)
         weights = self.drop(torch.softmax(scores, dim=-1))
         return self.out((weights @ v).transpose(1, 2).reshape(b, length, hidden))
 
@@ -277,10 +295,15 @@ class SASRec(nn.Module):
         h = config.hidden
         self.max_len, self.norm_first, self.use_rote = config.max_len, config.norm_first, config.rote
         self.item_emb = nn.Embedding(n_items, h, padding_idx=PAD)
-        self.pos_emb = None if config.rote else nn.Embedding(config.max_len + 1, h, padding_idx=0)
+        self.pos_emb = None if (config.rote or config.cape) else nn.Embedding(config.max_len + 1, h, padding_idx=0)
         self.emb_drop = nn.Dropout(config.dropout)
         self.rotary = MultiLevelRotary(h // config.heads, LEVEL_SETS[config.rote_levels]) if config.rote else None
-        self.attn = nn.ModuleList(TimeAttention(h, config.heads, config.dropout, self.rotary) for _ in range(config.blocks))
+        self.attn = nn.ModuleList(
+            TimeAttention(h, config.heads, config.dropout, self.rotary,
+                          CAPE(h // config.heads, config.max_len, config.cape_dim, config.heads, config.cape_masked_keys)
+                          if config.cape else None)
+            for _ in range(config.blocks)
+        )
         self.attn_norm = nn.ModuleList(nn.LayerNorm(h, eps=1e-8) for _ in range(config.blocks))
         self.ffn = nn.ModuleList(FeedForward(h, config.dropout) for _ in range(config.blocks))
         self.ffn_norm = nn.ModuleList(nn.LayerNorm(h, eps=1e-8) for _ in range(config.blocks))
@@ -288,6 +311,9 @@ class SASRec(nn.Module):
         for p in self.parameters():  # xavier-normal on every matrix, as the official code
             if p.dim() > 1:
                 nn.init.xavier_normal_(p)
+        for m in self.modules():  # CAPE keeps its own init: nn.Linear-like projection, zero table
+            if isinstance(m, CAPE):
+                m.reset_parameters()
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
             if self.pos_emb is not None:
