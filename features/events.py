@@ -131,7 +131,7 @@ def check_repeated_lines(mode: str) -> str:
     return mode
 
 
-def add_event_ids(staged, repeated_lines: str = "distinct"):
+def add_event_ids(staged, repeated_lines: str):
     """Spark: staged rows (``STAGED_EVENT_SCHEMA``) plus their ``event_id`` column.
 
     Pure DataFrame-to-DataFrame function; the staged columns are kept. ``repeated_lines``
@@ -162,7 +162,7 @@ def to_events(with_ids):
     return with_ids.withColumn("event_date", F.to_date(F.col("event_ts"))).select(*EVENTS.columns)
 
 
-def assign_event_ids(staged, repeated_lines: str = "distinct"):
+def assign_event_ids(staged, repeated_lines: str):
     """Spark: staged rows to ``events`` rows, ids and dates added. Does not de-duplicate
     (see :func:`deduplicate_events`)."""
     return to_events(add_event_ids(staged, repeated_lines))

@@ -17,14 +17,20 @@ pointer is replaced atomically and written last, so readers see either the old v
 new one, never a partial write. Data directories are never modified after a commit.
 
 Pins: retention keeps the newest ``keep_versions`` versions of a table plus every pinned one. A
-pin file holds ``{"version": N, "run_dir": ...}``; a training run writes one per table it read
-(``name`` = ``<model>--<run id>``), and it holds as long as its ``run_dir`` exists (a deleted run
-releases its versions at the next commit). Versions named in the project configuration
+pin file holds :func:`pin_record`: the version, and optionally the run directory it serves (with
+the host that wrote it) and an expiry time. A training run pins what it read as soon as it has
+read it (``<model>--training-<id>``, expiring after :data:`TRAINING_PIN_S`), and once its
+directory is complete pins it for as long as that directory exists (``<model>--<run id>``). A
+pin is released (``pipelines.warehouse.pin_is_stale``) when it has expired, or when its run directory is gone:
+checked through fsspec for a URI, and only on the host that wrote it for a local path (another
+machine may not see that path). Versions named in the project configuration
 (``training.models.<model>.table_versions``) are pinned without a file.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
+import socket
 from dataclasses import asdict, dataclass, field
 
 CURRENT_POINTER = "_current"
@@ -56,6 +62,29 @@ def pin_path(root: str, table: str, name: str) -> str:
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"not a pin name: {name!r}")
     return f"{pins_dir(root, table)}/{name}.json"
+
+
+#: How long a pin taken while a model trains holds at most (a killed run cannot remove it).
+TRAINING_PIN_S = 7 * 24 * 3600
+
+
+def pin_record(version: int, run_dir: str | None = None, expires_in_s: float | None = None) -> str:
+    """The JSON text of a pin file (see the module docstring); ``run_dir`` records this host."""
+    record: dict = {"version": int(version)}
+    if run_dir is not None:
+        record.update(run_dir=str(run_dir), host=socket.gethostname())
+    if expires_in_s is not None:
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=expires_in_s)
+        record["expires_at"] = expires.isoformat(timespec="seconds")
+    return json.dumps(record, sort_keys=True)
+
+
+def read_pin(text: str) -> dict:
+    """A pin file's record; ``ValueError`` if it is not one."""
+    record = json.loads(text)
+    if not isinstance(record, dict) or not isinstance(record.get("version"), int):
+        raise ValueError(f"not a pin record: {text[:80]!r}")
+    return record
 
 
 def staging_dir(root: str, table: str, txn: str) -> str:

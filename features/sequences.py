@@ -443,11 +443,6 @@ class IncrementalPlan:
             return []
         return [(self.start + dt.timedelta(days=i)).isoformat() for i in range((self.end - self.start).days)]
 
-    @property
-    def extended(self) -> bool:
-        """True when the plan builds days outside the requested window."""
-        return self.start is not None and (self.start, self.end) != self.requested
-
 
 def plan_incremental(
     built: dict[str, str | None],

@@ -194,13 +194,16 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
         wh = warehouse.get()
         start, end = _days(context)
+        before = wh.current_version(USER_SEQUENCES.name)
         manifests = build_sequences_table(spark.get_session(), wh, settings.get().sequences, start, end)
         for name, manifest in manifests.items():
             meta = table_metadata(wh, manifest)
-            # Incremental builds: the days actually built (a late event moves the start back).
-            for key in ("window", "requested_window", "stale_days", "missing_days"):
-                if key in manifest.producer:
-                    meta[f"build/{key}"] = manifest.producer[key] or "(none)"
+            if start is not None and manifests[USER_SEQUENCES.name].version == before:
+                meta["build/window"] = "nothing to do: every requested day is built and up to date"
+            else:  # the days actually built (a late event moves the start back)
+                for key in ("window", "requested_window", "stale_days", "missing_days"):
+                    if key in manifest.producer:
+                        meta[f"build/{key}"] = manifest.producer[key] or "(none)"
             yield dg.MaterializeResult(asset_key=name, metadata=meta)
 
     assets.append(sequences)

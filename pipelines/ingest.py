@@ -223,11 +223,12 @@ def ingest_with_settings(spark, warehouse: Warehouse, adapter: SourceAdapter, se
 def _check_same_mode(warehouse: Warehouse, source: str, repeated_lines: str) -> None:
     """Refuse to re-ingest ``source`` under another ``repeated_lines`` mode than the one its
     committed events were ingested with (recorded in the producer of the ``events`` version its
-    last run wrote; versions written before the mode was recorded are not checked)."""
+    last run wrote). An ``ingest_events`` version that records no mode was written before the
+    setting existed, when every repeat was an event: it counts as ``distinct``."""
     if not warehouse.exists(EVENTS.name):
         return
     producer = warehouse.manifest(EVENTS.name).producer
-    recorded = producer.get("repeated_lines")
+    recorded = producer.get("repeated_lines") or ("distinct" if producer.get("job") == "ingest_events" else None)
     if producer.get("source") == source and recorded and recorded != repeated_lines:
         raise IngestModeError(
             f"source {source!r} was ingested into {warehouse.uri} with ingest.repeated_lines: {recorded}; "

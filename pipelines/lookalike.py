@@ -57,13 +57,14 @@ class CutoffMismatchError(ValueError):
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def committed_cutoffs(spark, warehouse: Warehouse, table: str) -> list[dt.datetime]:
+def committed_cutoffs(spark, warehouse: Warehouse, table: str, version: int | None = None) -> list[dt.datetime]:
     """The distinct ``cutoff_ts`` of the committed ``table``'s rows (UTC, sorted; at most 3), or,
-    for a table without rows, the one its manifest's producer records (``[]`` if none)."""
+    for a table without rows, the one its manifest's producer records (``[]`` if none).
+    ``version``: that committed version (default the current one)."""
     from pyspark.sql import functions as F
 
     rows = (
-        warehouse.read_spark(spark, table)
+        warehouse.read_spark(spark, table, version=version)
         .select(F.unix_micros("cutoff_ts").alias("us"))
         .distinct()
         .limit(3)
@@ -72,7 +73,7 @@ def committed_cutoffs(spark, warehouse: Warehouse, table: str) -> list[dt.dateti
     found = sorted(_EPOCH + dt.timedelta(microseconds=r.us) for r in rows if r.us is not None)
     if found:
         return found
-    recorded = warehouse.manifest(table).producer.get("cutoff_ts")
+    recorded = warehouse.manifest(table, version).producer.get("cutoff_ts")
     return [dt.datetime.fromisoformat(recorded)] if recorded else []
 
 
@@ -97,13 +98,14 @@ def read_input(spark, warehouse: Warehouse, table: str, settings: LookalikeSetti
     """``(DataFrame, provenance)`` of a committed input built as of ``settings.cutoff_ts``
     (:func:`require_cutoff`); ``provenance`` (``<table>_version``, ``<table>_cutoff_ts``) goes into
     the producer of the table built from it, for the checks."""
-    found = committed_cutoffs(spark, warehouse, table)
+    version = warehouse.current_version(table)  # one version for the check, the record and the read
+    found = committed_cutoffs(spark, warehouse, table, version)
     require_cutoff(table, found, settings)
     provenance = {
-        f"{table}_version": str(warehouse.current_version(table)),
+        f"{table}_version": str(version),
         f"{table}_cutoff_ts": ", ".join(c.isoformat() for c in found),
     }
-    return warehouse.read_spark(spark, table), provenance
+    return warehouse.read_spark(spark, table, version=version), provenance
 
 
 def cutoff_provenance_violations(warehouse: Warehouse, table: str, settings: LookalikeSettings, inputs: tuple[str, ...] = ()) -> dict[str, int]:

@@ -55,19 +55,19 @@ def events_fingerprints(events) -> dict[str, str]:
 
 
 def current_fingerprints(spark, warehouse: Warehouse, settings: SequenceSettings,
-                         stored: dict[str, list[str]]) -> dict[str, list[str]]:
+                         stored: dict[str, list[str]], version: int | None = None) -> dict[str, list[str]]:
     """Day -> ``[events partition path, fingerprint]`` of every day that has events now.
 
     A day whose ``events`` partition is the very data directory recorded at its build (the
     warehouse never modifies a committed directory) keeps its recorded fingerprint without a
     read; only the other days (new, rewritten or never recorded) are read, one column of them.
     """
-    parts = warehouse.manifest(EVENTS.name).partitions if warehouse.exists(EVENTS.name) else {}
+    parts = warehouse.manifest(EVENTS.name, version).partitions if warehouse.exists(EVENTS.name) else {}
     out = {d: stored[d] for d, entry in parts.items() if d in stored and stored[d][0] == entry.path}
     todo = sorted(d for d in parts if d not in out)
     if todo:
-        events = _flag_filter(warehouse.read_spark(spark, EVENTS.name, partitions=todo), settings.require_flags)
-        fps = events_fingerprints(events)
+        events = warehouse.read_spark(spark, EVENTS.name, version=version, partitions=todo)
+        fps = events_fingerprints(_flag_filter(events, settings.require_flags))
         out.update({d: [parts[d].path, fps[d]] for d in todo if d in fps})
     return out
 
@@ -87,9 +87,12 @@ def build_signature(settings: SequenceSettings) -> str:
 def stored_fingerprints(warehouse: Warehouse, settings: SequenceSettings) -> tuple[dict[str, list[str]], set[str]]:
     """(day -> ``[events path, fingerprint]`` recorded by the last build, built days).
 
-    Nothing is recorded when the table was built with other settings. A day counts as built
-    only when both tables have its partition (the two commit one after the other; a crash
-    between them leaves ``rote_features`` behind), and only built days keep their record.
+    Nothing is recorded when the table was built with other settings. The record lives in
+    ``user_sequences``, which commits after ``rote_features`` (``write_from_spark_arrow``
+    commits in reverse order): a crash between the two leaves ``user_sequences`` and its record
+    at the previous build, so the next build plans from what that table really holds (and
+    rewrites ``rote_features`` for the days it rebuilds). A day counts as built only when both
+    tables have its partition, and only built days keep their record.
     """
     if not warehouse.exists(USER_SEQUENCES.name):
         return {}, set()
@@ -139,9 +142,10 @@ def build_sequences_table(
                 "require_flags": ",".join(settings.require_flags), SETTINGS_KEY: build_signature(settings)}
     days = None
     seeds = None
+    ev_version = warehouse.current_version(EVENTS.name)  # one events version for every read below
     if settings.build == "full":
-        events = _flag_filter(warehouse.read_spark(spark, EVENTS.name), settings.require_flags)
-        current = current_fingerprints(spark, warehouse, settings, {})
+        events = _flag_filter(warehouse.read_spark(spark, EVENTS.name, version=ev_version), settings.require_flags)
+        current = current_fingerprints(spark, warehouse, settings, {}, ev_version)
         passes = 0
         if settings.k_core.enabled:
             k = settings.k_core
@@ -152,16 +156,19 @@ def build_sequences_table(
         if start is None or end is None or end <= start:
             raise ValueError("an incremental user_sequences build needs a window of days [start, end)")
         stored, built_days = stored_fingerprints(warehouse, settings)
-        current = current_fingerprints(spark, warehouse, settings, stored)
+        current = current_fingerprints(spark, warehouse, settings, stored, ev_version)
         plan = plan_incremental(
             {d: (stored[d][1] if d in stored else None) for d in built_days},
             {d: v[1] for d, v in current.items()}, start, end,
         )
-        if plan.start is None:  # every requested day is built and up to date: commit nothing
-            return {name: warehouse.manifest(name) for name in (USER_SEQUENCES.name, ROTE_FEATURES.name)}
-        start, end = plan.start, plan.end
-        days = plan.days
-        events = _flag_filter(warehouse.read_spark(spark, EVENTS.name, partitions=days), settings.require_flags)
+        tables = (USER_SEQUENCES.name, ROTE_FEATURES.name)
+        if plan.start is None and all(warehouse.exists(t) for t in tables):
+            return {name: warehouse.manifest(name) for name in tables}  # all up to date: commit nothing
+        if plan.start is not None:
+            start, end = plan.start, plan.end
+        days = plan.days or _days(start, end)  # nothing built yet and nothing to build: empty tables
+        events = _flag_filter(warehouse.read_spark(spark, EVENTS.name, version=ev_version, partitions=days),
+                              settings.require_flags)
         earlier = sorted(d for d in built_days if d < start.isoformat())
         if earlier:
             prior = warehouse.read_spark(spark, USER_SEQUENCES.name, partitions=earlier)
@@ -170,7 +177,7 @@ def build_sequences_table(
         producer["requested_window"] = f"{plan.requested[0].isoformat()}..{plan.requested[1].isoformat()}"
         producer["stale_days"] = ",".join(plan.stale)
         producer["missing_days"] = ",".join(plan.missing)
-        kept = {d: v for d, v in stored.items() if d < start.isoformat()}
+        kept = {d: current[d] for d in stored if d < start.isoformat()}  # up to date: same fingerprint, current path
         producer[FINGERPRINTS_KEY] = json.dumps({**kept, **{d: current[d] for d in days if d in current}}, sort_keys=True)
     check_split_args(settings.split, settings.valid_from, settings.test_from, seeds is not None)
     ordered = sorted_for_histories(events, SIDE_COLUMNS, seeds, settings.partitions)

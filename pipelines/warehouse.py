@@ -15,9 +15,9 @@ races is detected when its manifest version already exists and fails without com
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -40,7 +40,9 @@ from features.layout import (
     manifest_path,
     parse_version,
     pin_path,
+    pin_record,
     pins_dir,
+    read_pin,
     pointer_path,
     staging_dir,
     table_dir,
@@ -54,6 +56,28 @@ def _path_exists(path: str) -> bool:
     """Whether a local path or an fsspec URI exists (a run directory a pin refers to)."""
     fs, p = fsspec.core.url_to_fs(path)
     return fs.exists(p)
+
+
+def pin_is_stale(record: dict, exists=None, now: dt.datetime | None = None) -> bool:
+    """Whether a pin no longer holds: expired, or its run directory is gone.
+
+    ``exists(uri) -> bool`` checks a URI (default: fsspec). A local run directory written on
+    another host is never judged from here; an error while checking keeps the pin.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if record.get("expires_at") and dt.datetime.fromisoformat(record["expires_at"]) <= now:
+        return True
+    run_dir = record.get("run_dir")
+    if not run_dir:
+        return False
+    try:
+        if "://" in run_dir:
+            return not (exists or _path_exists)(run_dir)
+        if record.get("host") not in (None, socket.gethostname()):
+            return False
+        return not os.path.exists(run_dir)
+    except Exception:  # noqa: BLE001 - cannot tell: keep the version
+        return False
 
 
 class WarehouseError(RuntimeError):
@@ -163,43 +187,54 @@ class Warehouse:
         return table_dir(self.root, table)
 
     # ---- pins (versions retention keeps; features/layout.py) -------------------------
-    def pin(self, table: str, version: int, name: str, run_dir: str | None = None) -> None:
-        """Keep ``version`` of ``table`` through retention, as long as ``run_dir`` (if given) exists."""
+    def pin(self, table: str, version: int, name: str, run_dir: str | None = None,
+            expires_in_s: float | None = None) -> None:
+        """Keep ``version`` of ``table`` through retention (while ``run_dir`` exists, until it expires)."""
         if version not in self.versions(table):
             raise WarehouseError(f"table {table!r} has no version {version} to pin (kept: {self.versions(table)})")
-        self._put_text(pin_path(self.root, table, name), json.dumps({"version": int(version), "run_dir": run_dir}))
+        self._put_text(pin_path(self.root, table, name), pin_record(version, run_dir, expires_in_s))
+
+    def unpin(self, table: str, name: str) -> None:
+        path = pin_path(self.root, table, name)
+        if self.fs.exists(path):
+            self.fs.rm(path)
 
     def pins(self, table: str) -> dict[int, list[str]]:
         """Version -> what pins it (pin names, ``config`` for the project configuration).
 
-        A pin whose ``run_dir`` no longer exists is stale: it is not returned (and
-        :meth:`release_stale_pins` removes it).
+        Stale pins (:func:`pin_is_stale`) are left out; :meth:`release_stale_pins` removes them.
         """
         out: dict[int, list[str]] = {v: ["config"] for v in self.pinned.get(table, ())}
-        for name, pin in self._pin_files(table).items():
-            if pin.get("run_dir") and not _path_exists(pin["run_dir"]):
-                continue
-            out.setdefault(int(pin["version"]), []).append(name)
+        records, _ = self._pin_files(table)
+        for name, pin in sorted(records.items()):
+            if not pin_is_stale(pin):
+                out.setdefault(int(pin["version"]), []).append(name)
         return out
 
     def release_stale_pins(self, table: str) -> list[str]:
-        """Remove the pins of runs whose directory is gone; return their names."""
-        gone = [n for n, pin in self._pin_files(table).items() if pin.get("run_dir") and not _path_exists(pin["run_dir"])]
+        """Remove the pins that have expired or whose run directory is gone; return their names."""
+        records, _ = self._pin_files(table)
+        gone = [n for n, pin in sorted(records.items()) if pin_is_stale(pin)]
         for name in gone:
-            self.fs.rm(pin_path(self.root, table, name))
+            self.unpin(table, name)
         return gone
 
-    def _pin_files(self, table: str) -> dict[str, dict]:
+    def _pin_files(self, table: str) -> tuple[dict[str, dict], list[str]]:
+        """(name -> pin record, names of pin files that cannot be read)."""
         folder = pins_dir(self.root, table)
         if not self.fs.exists(folder):
-            return {}
-        out = {}
+            return {}, []
+        out, bad = {}, []
         for entry in self.fs.ls(folder, detail=False):
             name = entry.rstrip("/").rsplit("/", 1)[-1]
-            if name.endswith(".json"):
+            if not name.endswith(".json"):
+                continue
+            try:
                 with self.fs.open(entry, "r") as fh:
-                    out[name[: -len(".json")]] = json.loads(fh.read())
-        return out
+                    out[name[: -len(".json")]] = read_pin(fh.read())
+            except (OSError, ValueError) as exc:
+                bad.append(f"{name} ({exc})")
+        return out, bad
 
     # ---- reading ---------------------------------------------------------------------
     def tables(self) -> list[str]:
@@ -559,8 +594,13 @@ class Warehouse:
         """Drop manifests beyond ``keep_versions`` (except pinned ones), unreferenced data and
         stale staging areas; record and log the versions removed (``last_removed``)."""
         versions = self.versions(table)
-        self.release_stale_pins(table)
-        keep = sorted(set(versions[-self.keep_versions:]) | (set(self.pins(table)) & set(versions)))
+        _, unreadable = self._pin_files(table)
+        if unreadable:  # a pin we cannot read might hold any version: remove none this time
+            _log.warning("table %s: unreadable pin files %s; retention removes nothing", table, unreadable)
+            keep = versions
+        else:
+            self.release_stale_pins(table)
+            keep = sorted(set(versions[-self.keep_versions:]) | (set(self.pins(table)) & set(versions)))
         removed = [v for v in versions if v not in keep]
         for v in removed:
             self.fs.rm(manifest_path(self.root, table, v))

@@ -20,11 +20,14 @@ long as the run directory exists.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import platform
 import subprocess
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,10 @@ import fsspec
 import numpy as np
 import torch
 
-from features.layout import pin_path, pointer_path
+from features.layout import TRAINING_PIN_S, pin_path, pin_record, pointer_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_log = logging.getLogger("recfeat.trainers")
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -56,8 +60,8 @@ class RunResult:
 def code_version(repo: Path = REPO_ROOT) -> dict[str, Any]:
     """The code a run used: the git commit of the checkout and whether it had local changes.
 
-    ``commit`` is ``None`` outside a git checkout (an installed package); ``dirty`` is ``None``
-    when it cannot be told. ``package_version`` is the installed recfeat version.
+    ``commit`` is ``None`` outside a git checkout (an installed package); ``dirty`` (changed
+    tracked files or untracked files git does not ignore) is ``None`` when it cannot be told. ``package_version`` is the installed recfeat version.
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -72,7 +76,7 @@ def code_version(repo: Path = REPO_ROOT) -> dict[str, Any]:
             return out
         out["commit"] = head.stdout.strip()
         status = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(repo), "status", "--porcelain"],
             capture_output=True, text=True, timeout=30,
         )
         if status.returncode == 0:
@@ -111,7 +115,8 @@ class RunDir:
         self.write_json("environment.json", environment if environment is not None else environment_record())
 
     def write_tables(self, warehouse: str, tables: dict[str, dict[str, Any]]) -> Path:
-        """Write ``tables.json`` and pin every version read in the warehouse (kept while this run exists)."""
+        """Write ``tables.json`` and pin every version read in the warehouse, kept while this run
+        directory exists (write it last, once the checkpoint and metrics are saved)."""
         path = self.write_json("tables.json", tables)
         pin_tables(warehouse, tables, f"{self.model}--{self.path.name}", str(self.path.resolve()))
         return path
@@ -150,16 +155,64 @@ def load_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(Path(run_dir) / "model.pt", weights_only=True)
 
 
-def pin_tables(warehouse: str, tables: dict[str, dict[str, Any]], name: str, run_dir: str) -> None:
-    """Pin each ``tables[t]["version"]`` of warehouse ``warehouse`` under ``name`` (features/layout.py)."""
-    fs, root = fsspec.core.url_to_fs(warehouse)
+def pin_tables(warehouse: str, tables: dict[str, dict[str, Any]], name: str, run_dir: str | None = None,
+               expires_in_s: float | None = None) -> list[str]:
+    """Pin each ``tables[t]["version"]`` of ``warehouse`` under ``name`` (features/layout.py).
+
+    Best effort: a warehouse the trainer may not write to (read-only credentials or mount) gets
+    a logged warning instead of an error, and the run goes on; the tables that could not be
+    pinned are returned. Each pin file is written to a temporary name and renamed.
+    """
+    failed = []
+    try:
+        fs, root = fsspec.core.url_to_fs(warehouse)
+    except Exception as exc:  # noqa: BLE001 - an unusable warehouse URI fails elsewhere, loudly
+        _log.warning("cannot pin table versions in %s: %s", warehouse, exc)
+        return sorted(tables)
     root = root.rstrip("/")
-    for table, record in tables.items():
-        if "version" not in record or not fs.exists(pointer_path(root, table)):
+    for table, record in sorted(tables.items()):
+        if "version" not in record:
             continue
         path = pin_path(root, table, name)
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe_file(path, json.dumps({"version": int(record["version"]), "run_dir": run_dir}).encode())
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            if not fs.exists(pointer_path(root, table)):
+                continue
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            fs.pipe_file(tmp, pin_record(int(record["version"]), run_dir, expires_in_s).encode())
+            fs.mv(tmp, path)
+        except OSError as exc:
+            _log.warning("cannot pin %s version %s in %s (retention may remove it): %s",
+                         table, record["version"], warehouse, exc)
+            failed.append(table)
+    return failed
+
+
+def unpin_tables(warehouse: str, tables: list[str], name: str) -> None:
+    """Remove the pins ``name`` of ``tables`` (best effort)."""
+    try:
+        fs, root = fsspec.core.url_to_fs(warehouse)
+        for table in tables:
+            path = pin_path(root.rstrip("/"), table, name)
+            if fs.exists(path):
+                fs.rm(path)
+    except Exception as exc:  # noqa: BLE001 - an expired training pin is released anyway
+        _log.warning("cannot remove pins %s in %s: %s", name, warehouse, exc)
+
+
+@contextlib.contextmanager
+def pinned_while_training(warehouse: str, tables: dict[str, dict[str, Any]], model: str):
+    """Pin the versions a run has read until it ends (then the run directory's own pins hold).
+
+    Retention cannot remove a version between the read and the end of a long run. The pin
+    expires after ``TRAINING_PIN_S`` if the process is killed before it can remove it.
+    """
+    name = f"{model}--training-{uuid.uuid4().hex[:12]}"
+    pin_tables(warehouse, tables, name, expires_in_s=TRAINING_PIN_S)
+    try:
+        yield name
+    finally:
+        unpin_tables(warehouse, sorted(tables), name)
 
 
 class RunRecordError(ValueError):

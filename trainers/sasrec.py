@@ -38,6 +38,7 @@ sample of users per run (the official code draws 10,000 users anew at each evalu
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -478,51 +479,54 @@ def train(config: SASRecConfig):
     """Train, select on validation NDCG@10, test, and write a run directory; returns a ``RunResult``."""
     from trainers.data import table_record
     from trainers.loop import deterministic, fit
-    from trainers.runs import RunDir, RunResult
+    from trainers.runs import RunDir, RunResult, pinned_while_training
 
-    with deterministic(config.seed, config.threads) as environment:
-        t0 = time.perf_counter()
-        data = load_data(config)
-        load_s = time.perf_counter() - t0
-        model = SASRec(data.vocab.size, config)
-        kwargs = _fit_kwargs(config)
-        valid = sample_users(data.valid, config.eval_users_max, config.seed)
-        test_rows = sample_users(data.test, config.eval_users_max, config.seed)
-        res = fit(
-            model, loss_of, lambda epoch: train_batches(data, config, epoch),
-            lambda m: evaluate(m, data, valid, "valid", config.eval_batch), "valid_ndcg@10", **kwargs,
-        )
-        t1 = time.perf_counter()
-        test = evaluate(model, data, test_rows, "test", config.eval_batch)
-        eval_s = time.perf_counter() - t1
-    def strip(prefix: str, d: dict) -> dict:
-        return {k[len(prefix) + 1:]: v for k, v in d.items() if k.startswith(prefix + "_")}
+    with contextlib.ExitStack() as pins:  # the versions read stay pinned until the run directory pins them
+        with deterministic(config.seed, config.threads) as environment:
+            t0 = time.perf_counter()
+            data = load_data(config)
+            load_s = time.perf_counter() - t0
+            snap = snapshot(config.warehouse, USER_SEQUENCES.name, data.table_version)
+            tables = {USER_SEQUENCES.name: table_record(snap)}
+            pins.enter_context(pinned_while_training(config.warehouse, tables, MODEL_NAME))
+            model = SASRec(data.vocab.size, config)
+            kwargs = _fit_kwargs(config)
+            valid = sample_users(data.valid, config.eval_users_max, config.seed)
+            test_rows = sample_users(data.test, config.eval_users_max, config.seed)
+            res = fit(
+                model, loss_of, lambda epoch: train_batches(data, config, epoch),
+                lambda m: evaluate(m, data, valid, "valid", config.eval_batch), "valid_ndcg@10", **kwargs,
+            )
+            t1 = time.perf_counter()
+            test = evaluate(model, data, test_rows, "test", config.eval_batch)
+            eval_s = time.perf_counter() - t1
 
-    metrics = {
-        "valid": strip("valid", res.best_metrics),
-        "test": strip("test", test),
-        "select_metric": "ndcg@10",  # on the validation rows
-        "best_epoch": res.best_epoch,
-        "epochs_run": res.epochs_run,
-        "stopped_early": res.stopped_early,
-        "throughput": {
-            "train_samples_per_s": res.train_samples_per_s,
-            "eval_samples_per_s": len(test_rows) / eval_s if eval_s > 0 else float("nan"),
-        },
-        "load_s": load_s,
-        "train_users": len(data.train),
-        "items": len(data.vocab.item_ids),
-        "adam_betas": list(kwargs["betas"]),
-        "history": res.history,
-    }
-    cfg = config.model_dump(mode="json")
-    run = RunDir(config.runs_root, MODEL_NAME, cfg, environment=environment)
-    snap = snapshot(config.warehouse, USER_SEQUENCES.name, data.table_version)
-    tables = {USER_SEQUENCES.name: table_record(snap)}
-    run.write_tables(config.warehouse, tables)
-    run.write_json("encoders.json", {"items": data.vocab.to_dict()})
-    run.write_json("metrics.json", metrics)
-    run.save_state(model.state_dict())
+        def strip(prefix: str, d: dict) -> dict:
+            return {k[len(prefix) + 1:]: v for k, v in d.items() if k.startswith(prefix + "_")}
+
+        metrics = {
+            "valid": strip("valid", res.best_metrics),
+            "test": strip("test", test),
+            "select_metric": "ndcg@10",  # on the validation rows
+            "best_epoch": res.best_epoch,
+            "epochs_run": res.epochs_run,
+            "stopped_early": res.stopped_early,
+            "throughput": {
+                "train_samples_per_s": res.train_samples_per_s,
+                "eval_samples_per_s": len(test_rows) / eval_s if eval_s > 0 else float("nan"),
+            },
+            "load_s": load_s,
+            "train_users": len(data.train),
+            "items": len(data.vocab.item_ids),
+            "adam_betas": list(kwargs["betas"]),
+            "history": res.history,
+        }
+        cfg = config.model_dump(mode="json")
+        run = RunDir(config.runs_root, MODEL_NAME, cfg, environment=environment)
+        run.write_json("encoders.json", {"items": data.vocab.to_dict()})
+        run.write_json("metrics.json", metrics)
+        run.save_state(model.state_dict())
+        run.write_tables(config.warehouse, tables)  # last: pins the versions while the run exists
     return RunResult(model=MODEL_NAME, run_dir=run.path, metrics=metrics, tables=tables, config=cfg)
 
 

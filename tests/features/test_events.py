@@ -47,7 +47,7 @@ def test_spark_matches_reference_with_repeats_and_overlap(spark):
         ("a.csv", 3, ["2", "11", "86400"]),
         ("b.csv", 1, ["1", "10", "5"]),  # the same record in an overlapping file
     ]
-    df = assign_event_ids(spark.createDataFrame(staged_rows(records).to_pandas()))
+    df = assign_event_ids(spark.createDataFrame(staged_rows(records).to_pandas()), "distinct")
     got = {(r.source_file, r.source_line): r.event_id for r in df.collect()}
     k = record_key(["1", "10", "5"])
     assert got[("a.csv", 1)] == event_id("kuairand", k, 0)
@@ -82,7 +82,7 @@ def test_ids_count_occurrences_per_file(spark_session_for_hypothesis, draws):
         seen[(file, k)] = occ + 1
         records.append((file, lines[file], fields))
         expected[(file, lines[file])] = event_id("kuairand", k, occ)
-    df = assign_event_ids(spark_session_for_hypothesis.createDataFrame(staged_rows(records).to_pandas()))
+    df = assign_event_ids(spark_session_for_hypothesis.createDataFrame(staged_rows(records).to_pandas()), "distinct")
     got = {(r.source_file, r.source_line): r.event_id for r in df.collect()}
     assert got == expected
     # After de-duplication, the number of events is the largest per-file count of each record.

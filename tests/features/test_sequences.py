@@ -120,7 +120,7 @@ def test_ml100k_leave_one_out_counts(spark, ml100k_dir):
 
     adapter = adapter_for("ml-100k", SourceConfig(kind="movielens", path=str(ml100k_dir)))
     staged = pa.concat_tables([t for f in adapter.event_files() for t in adapter.read_events(f)])
-    events = assign_event_ids(spark.createDataFrame(staged.to_pandas()))
+    events = assign_event_ids(spark.createDataFrame(staged.to_pandas()), "distinct")
     seqs = build_user_sequences(events, max_len=50)
     counts = {r["split"]: r["count"] for r in seqs.groupBy("split").count().collect()}
     assert counts == {"test": 943, "valid": 943, "train": 100_000 - 2 * 943}
@@ -259,10 +259,10 @@ def test_plan_by_hand():
     built = {D[0]: "a", D[1]: "b"}
     # the next day: just that day
     p = plan_incremental(built, cur, _date(2), _date(3))
-    assert p.days == [D[2]] and not p.extended and p.stale == () and p.missing == ()
+    assert p.days == [D[2]] and (p.start, p.end) == p.requested and p.stale == () and p.missing == ()
     # a late event for day 0: from day 0 through the last built day and the requested one
     p = plan_incremental(built, {**cur, D[0]: "a2"}, _date(2), _date(3))
-    assert p.days == D[:3] and p.stale == (D[0],) and p.extended
+    assert p.days == D[:3] and p.stale == (D[0],) and (p.start, p.end) != p.requested
     # re-running an up-to-date day: nothing to do
     assert plan_incremental(built, cur, _date(1), _date(2)).start is None
     # a day never built before the requested one

@@ -261,3 +261,13 @@ def test_require_flags_keeps_only_flagged_events(spark, tmp_path):
     got = rows_by_id(wh, USER_SEQUENCES.name)
     assert set(got) == {e for e, c in zip(events.column("event_id").to_pylist(), clicks.to_pylist()) if c}
     _assert_clean(spark, wh, settings)
+
+
+def test_an_incremental_build_before_any_event_commits_empty_tables(spark, tmp_path):
+    """Nothing built yet and no event on or before the window: empty partitions are committed
+    (regression: the no-op path read a manifest that did not exist)."""
+    wh = Warehouse(str(tmp_path / "inc"))
+    wh.write_arrow(EVENTS, events_table(n_days=1))
+    early = DAY0 - dt.timedelta(days=3)
+    out = build_sequences_table(spark, wh, temporal(build="incremental"), early, early + dt.timedelta(days=1))
+    assert out[USER_SEQUENCES.name].row_count == 0 and out[ROTE_FEATURES.name].row_count == 0

@@ -125,3 +125,64 @@ def test_code_version_outside_a_checkout(tmp_path):
     got = code_version(tmp_path)
     assert got["commit"] is None and got["dirty"] is None
     json.dumps(got)
+
+
+def test_versions_read_stay_pinned_while_the_model_trains(project):
+    """Regression: the pin was written only after training, so retention could remove the
+    version a long run was reading."""
+    from trainers.runs import pinned_while_training
+
+    _, wh = project
+    tables = {"user_sequences": {"version": 1}}
+    with pinned_while_training(wh.uri, tables, "sasrec") as name:
+        assert name.startswith("sasrec--training-")
+        assert wh.pins("user_sequences") == {1: [name]}
+        for _ in range(3):
+            wh.write_arrow(USER_SEQUENCES, _other_sequences())
+        assert 1 in wh.versions("user_sequences")
+    assert wh.pins("user_sequences") == {}  # released at the end (the run directory pins it then)
+
+
+def test_a_warehouse_the_trainer_cannot_write_to_does_not_fail_the_run(project, monkeypatch, caplog):
+    import fsspec.implementations.local as local
+
+    from trainers.runs import pin_tables
+
+    _, wh = project
+
+    def refuse(self, path, *a, **k):
+        raise PermissionError(f"read-only: {path}")
+
+    monkeypatch.setattr(local.LocalFileSystem, "pipe_file", refuse)
+    assert pin_tables(wh.uri, {"user_sequences": {"version": 1}}, "x") == ["user_sequences"]
+    assert "cannot pin user_sequences version 1" in caplog.text
+
+
+def test_unreadable_expired_and_foreign_pins(tmp_path, caplog):
+    import datetime as dt
+
+    from features.layout import pin_path, pin_record
+    from pipelines.warehouse import pin_is_stale
+
+    wh = Warehouse(str(tmp_path / "w"), keep_versions=1)
+    wh.write_arrow(USER_SEQUENCES, loo_table(LOGS))
+    wh.pin("user_sequences", 1, "broken")
+    Path(pin_path(wh.root, "user_sequences", "broken")).write_text("{not json")
+    wh.write_arrow(USER_SEQUENCES, loo_table(LOGS))
+    assert wh.versions("user_sequences") == [1, 2]  # a pin it cannot read might hold 1: nothing removed
+    assert "unreadable pin files" in caplog.text
+    Path(pin_path(wh.root, "user_sequences", "broken")).unlink()
+    wh.write_arrow(USER_SEQUENCES, loo_table(LOGS))
+    assert wh.versions("user_sequences") == [3]
+
+    gone = str(tmp_path / "gone")
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
+    import json as _json
+    assert pin_is_stale(_json.loads(pin_record(1, expires_in_s=10)), now=later)
+    assert not pin_is_stale(_json.loads(pin_record(1, expires_in_s=10)))
+    assert pin_is_stale(_json.loads(pin_record(1, run_dir=gone)))
+    # a local run directory written on another machine is never judged from here
+    assert not pin_is_stale({"version": 1, "run_dir": gone, "host": "another-host"})
+    # a URI is checked through fsspec; an error while checking keeps the pin
+    assert pin_is_stale({"version": 1, "run_dir": f"file://{gone}"})
+    assert not pin_is_stale({"version": 1, "run_dir": "s3://bucket/run"}, exists=lambda _: 1 / 0)

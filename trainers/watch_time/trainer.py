@@ -22,7 +22,7 @@ from trainers.config import TrainerConfig
 from trainers.data import tensor_batches
 from trainers.loop import deterministic, fit, measure_loader
 from trainers.registry import ModelSpec, register
-from trainers.runs import RunDir, RunResult
+from trainers.runs import RunDir, RunResult, pinned_while_training
 from trainers.watch_time.data import LABELS_TABLE, STATS_TABLE, WatchTimeData, load_watch_time_data
 from trainers.watch_time.labels import LabelParams, PreparedLabels, prepare_labels, score_to_seconds
 from trainers.watch_time.losses import cwm_loss, regression, soft_bce
@@ -147,10 +147,10 @@ def train_on_data(cfg: WatchTimeConfig, data: WatchTimeData, name: str, write_ru
     run_dir = None
     if write_run:
         run = RunDir(cfg.runs_root, name, config, environment=environment)
-        run.write_tables(cfg.warehouse, data.tables)
         run.write_json("encoders.json", data.encoder.to_json())
         run.save_state(model.state_dict())
         run.write_json("metrics.json", metrics)
+        run.write_tables(cfg.warehouse, data.tables)  # last: pins the versions while the run exists
         run_dir = run.path
     return RunResult(name, run_dir, metrics, data.tables, config)
 
@@ -160,7 +160,10 @@ def load_data(cfg: WatchTimeConfig) -> WatchTimeData:
 
 
 def train(cfg: WatchTimeConfig, name: str) -> RunResult:
-    return train_on_data(cfg, load_data(cfg), name)
+    """Load, then train with the versions read pinned until the run directory pins them."""
+    data = load_data(cfg)
+    with pinned_while_training(cfg.warehouse, data.tables, name):
+        return train_on_data(cfg, data, name)
 
 
 def tables(cfg: WatchTimeConfig | None = None) -> list[str]:
