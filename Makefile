@@ -20,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(BIN)/python -m pip install $(PIP_QUIET) --upgrade pip==26.3 2>&1 | grep -v 'is ignored' || true
 	@$(BIN)/python -m pip install $(PIP_QUIET) -r requirements.lock 2>&1 | grep -v 'is ignored' || true
 	@$(BIN)/python -m pip install $(PIP_QUIET) --no-deps -e . 2>&1 | grep -v 'is ignored' || true
-	@$(BIN)/python -c "import pyspark, dagster, great_expectations, torch, hypothesis, pipelines.beam_ingest, features, orchestration, trainers" \
+	@$(BIN)/python -c "import pyspark, dagster, great_expectations, deltalake, polars, torch, hypothesis, pipelines.beam_ingest, features, orchestration, trainers" \
 		|| { echo "setup failed: the pinned stack did not install"; exit 1; }
 	@touch $(STAMP)
 

@@ -84,6 +84,24 @@ class WarehouseError(RuntimeError):
     """A table is missing, corrupt, or a commit could not be made."""
 
 
+class CommitConflict(WarehouseError):
+    """Another writer committed to the table first, and this commit would overwrite what it did.
+
+    Nothing of this commit is visible; the winner's commit is intact. ``table`` is the table,
+    ``base_version`` the version this writer read, ``lost_to`` the version it lost to (when known).
+    Retrying is safe for appends (``rejected_events``, ``ingest_runs``); a job that read the table
+    (partition replacement) must re-run from its read, which is what a job retry does.
+    """
+
+    def __init__(self, table: str, base_version: int | None, lost_to: int | None, detail: str = ""):
+        self.table, self.base_version, self.lost_to = table, base_version, lost_to
+        won = f"version {lost_to}" if lost_to is not None else "a newer version"
+        super().__init__(
+            f"table {table!r}: commit conflict: another writer committed {won} after this run read "
+            f"version {base_version}; nothing of this run was committed (retry the run){': ' + detail if detail else ''}"
+        )
+
+
 #: Object stores: fsspec protocol -> (the package implementing it, the recfeat install extra).
 STORE_PACKAGES = {
     "s3": ("s3fs", "s3"),
@@ -332,6 +350,7 @@ class Warehouse:
         contract: TableContract,
         replace_partitions: list[str] | None = None,
         producer: dict[str, str] | None = None,
+        base_version: int | None = None,
     ) -> Iterator[StagedWrite]:
         """Open a staged write; commit when the block ends without error.
 
@@ -426,6 +445,7 @@ class Warehouse:
         data: pa.Table | Iterable[pa.Table],
         replace_partitions: list[str] | None = None,
         producer: dict[str, str] | None = None,
+        base_version: int | None = None,
     ) -> Manifest:
         """Write Arrow data (one table or a stream of chunks) as the next version.
 
@@ -433,7 +453,7 @@ class Warehouse:
         memory stays bounded by the chunk size.
         """
         chunks = [data] if isinstance(data, pa.Table) else data
-        with self.transaction(contract, replace_partitions, producer) as staged:
+        with self.transaction(contract, replace_partitions, producer, base_version) as staged:
             writers: dict[str, pq.ParquetWriter] = {}
             try:
                 for chunk in chunks:
@@ -462,6 +482,7 @@ class Warehouse:
         contract: TableContract,
         replace_partitions: list[str] | None = None,
         producer: dict[str, str] | None = None,
+        base_version: int | None = None,
     ) -> Manifest:
         """Write a Spark DataFrame as the next version (partitioned by the contract's column)."""
         from pyspark.sql import functions as F
@@ -471,7 +492,7 @@ class Warehouse:
             raise WarehouseError(f"table {contract.name!r}: the DataFrame lacks columns {missing}")
         ordered = contract.columns + ([c for c in df.columns if c not in contract.columns] if contract.open_columns else [])
         df = df.select(*ordered)
-        with self.transaction(contract, replace_partitions, producer) as staged:
+        with self.transaction(contract, replace_partitions, producer, base_version) as staged:
             out = self.spark_uri(staged.path)
             if contract.partition_column is None:
                 df.write.mode("overwrite").parquet(out + "/" + UNPARTITIONED)
@@ -492,6 +513,7 @@ class Warehouse:
         contracts: list[TableContract],
         replace_partitions: list[str] | None = None,
         producer: dict[str, str] | None = None,
+        base_version: int | None = None,
     ) -> dict[str, Manifest]:
         """Write one or more tables straight from Arrow in the Spark tasks, then commit each.
 
