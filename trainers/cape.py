@@ -35,6 +35,12 @@ Choices of ours (the official code has one head and one reading of masked keys):
   ``"ignore"`` both sides give identical positions; under ``"add"`` they differ exactly as in
   the official code (pre-padding puts pads before the real keys, where they add to no real
   key's sum; post-padding puts them after, where they add to all).
+
+**Target attention** (DIN, :meth:`CAPE.target_attention`): the target item is the single query
+(``Lq = 1``, one head, ``query_dim`` the item vector size) and the logits are the attention
+scores of the history items, with pads set to 0 as the official DIN path multiplies them by the
+mask (so under ``"add"`` each pad's gate is 0.5). The official code repeats the target along the
+sequence (spec section 2.3), one identical query per key; one query gives the same ``E``.
 """
 from __future__ import annotations
 
@@ -118,3 +124,20 @@ class CAPE(nn.Module):
     def forward(self, q: torch.Tensor, logits: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         positions = contextual_positions(logits, allowed, self.max_len, self.masked_keys)
         return interpolate(self.table_logits(q), positions)
+
+    def target_attention(self, target: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``E`` ``[B, L]`` for target attention: ``target`` ``[B, D]`` queries history scores ``[B, L]``.
+
+        ``mask`` (bool ``[B, L]``) is True at real history items. Pads' scores are set to 0
+        before the gates (the official DIN path); under ``"ignore"`` they add nothing, so the
+        real items' ``E`` does not depend on the padding. Needs ``heads == 1``.
+        """
+        if self.heads != 1:
+            raise ValueError(f"target attention has one query per row: CAPE needs heads=1, has {self.heads}")
+        if target.dim() != 2 or scores.shape != mask.shape or scores.shape[0] != target.shape[0]:
+            raise ValueError(
+                f"expected target [batch, dim] and scores, mask [batch, L]; got {tuple(target.shape)}, "
+                f"{tuple(scores.shape)}, {tuple(mask.shape)}"
+            )
+        logits = scores.masked_fill(~mask, 0.0)[:, None, None, :]
+        return self(target[:, None, None, :], logits, mask[:, None, None, :])[:, 0, 0]

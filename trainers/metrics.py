@@ -9,6 +9,9 @@ Ranking over impressions (one row per impression, grouped by user):
 - :func:`auc`: global ROC-AUC, tied scores count half (as scikit-learn).
 - :func:`gauc`: per-user AUC weighted by the user's number of positives (D²Co); users whose
   labels are all 0 or all 1 are skipped.
+- :func:`gauc_impressions`: per-user AUC weighted by the user's number of impressions (rows),
+  users with both classes only (the CTR papers' gAUC, FuxiCTR's ``gAUC``; DIN, CAPE).
+- :func:`logloss`: mean binary cross-entropy of probabilities clipped to [eps, 1 - eps].
 - :func:`ndcg_at_k`: per-user nDCG@k with exp2 gain (``2**rel - 1``, which is ``rel`` for binary
   labels), ties in score broken by row order; users with no positive score 0 and are averaged in.
 
@@ -88,6 +91,34 @@ def gauc(users, labels, scores) -> float:
         num += pos * auc(yu, s[idx])
         den += pos
     return float(num / den) if den else float("nan")
+
+
+def gauc_impressions(users, labels, scores) -> float:
+    """Σ_u n_u · AUC_u / Σ_u n_u over users with both classes (n_u: the user's rows); NaN if none.
+
+    Ties within a user count half (as :func:`auc`). Users whose labels are all 0 or all 1 are
+    skipped: their AUC is undefined.
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    num = den = 0.0
+    for idx in _group_slices(np.asarray(users)):
+        yu = y[idx]
+        pos = int(yu.sum())
+        if pos == 0 or pos == yu.size:
+            continue
+        num += idx.size * auc(yu, s[idx])
+        den += idx.size
+    return float(num / den) if den else float("nan")
+
+
+def logloss(labels, probabilities, eps: float = 1e-7) -> float:
+    """Mean of ``-(y log p + (1 - y) log(1 - p))``, ``p`` clipped to ``[eps, 1 - eps]``; NaN if empty."""
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), eps, 1.0 - eps)
+    if y.size == 0:
+        return float("nan")
+    return float(-(y * np.log(p) + (1.0 - y) * np.log1p(-p)).mean())
 
 
 def _dcg(rel: np.ndarray, k: int) -> float:

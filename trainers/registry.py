@@ -15,7 +15,7 @@ from typing import Any
 from trainers.config import TrainerConfig
 
 #: Modules that register models on import (a module that does not exist yet is skipped).
-MODEL_MODULES: tuple[str, ...] = ("trainers.watch_time.trainer", "trainers.sasrec")
+MODEL_MODULES: tuple[str, ...] = ("trainers.watch_time.trainer", "trainers.sasrec", "trainers.din")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from trainers.config import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))
 from _watch_time_tables import write_tables  # noqa: E402
+from test_din import write_click_tables  # noqa: E402
 
 
 def _config(tmp_path, warehouse, extra: str = "") -> Path:
@@ -81,3 +82,22 @@ def test_model_config_layers(warehouse, tmp_path):
     settings = load_settings(_config(tmp_path, warehouse))
     cfg = model_config(settings, "watch_time_fm", {"seed": 3})
     assert cfg.epochs == 2 and cfg.seed == 3 and cfg.warehouse == warehouse.uri
+
+
+def test_din_asset_materializes_with_click_metrics(warehouse, tmp_path):
+    write_click_tables(warehouse)
+    small = "    din: {epochs: 2, max_len: 6, embed_dim: 4, attention_units: [8], tower_units: [8], cape: true}\n"
+    cfg_file = _config(tmp_path, warehouse, small)
+    ext = build(load_settings(cfg_file))
+    din = next(a for a in ext.assets if a.key.to_user_string() == "din")
+    assert {k.to_user_string() for k in din.asset_deps[din.key]} == {"events", "items"}
+    result = dg.materialize([din], resources={"settings": SettingsResource(config_file=str(cfg_file))})
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert 0.0 <= meta["test/gauc"].value <= 1.0 and 0.0 <= meta["test/auc"].value <= 1.0
+    assert meta["valid/logloss"].value > 0 and meta["select_metric"].value == "gauc"
+    versions = meta["table_versions"].value
+    assert versions == {"events": warehouse.current_version("events"), "items": warehouse.current_version("items")}
+    run_dir = Path(meta["run_dir"].value)
+    assert json.loads((run_dir / "config.json").read_text())["config"]["cape"] is True
+    assert json.loads((run_dir / "tables.json").read_text())["events"]["version"] == versions["events"]
