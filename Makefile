@@ -27,7 +27,7 @@ $(STAMP): requirements.lock pyproject.toml
 setup: $(STAMP) ## create .venv and install the pinned stack
 
 demo: $(STAMP) ## run the whole pipeline on the synthetic default; prints every table and path
-	@mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/python -m orchestration.instance > /dev/null  # $(DAGSTER_HOME)/dagster.yaml: telemetry off, one writer per table
 	$(BIN)/recfeat demo
 
 test: $(STAMP) ## run the default (fast) test suite
@@ -37,7 +37,7 @@ test-slow: $(STAMP) ## run the slow tests (large data, end-to-end CLI)
 	$(BIN)/python -m pytest -m slow
 
 dev: $(STAMP) ## Dagster UI on http://127.0.0.1:3000 (stop with Ctrl-C)
-	@mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/python -m orchestration.instance > /dev/null  # $(DAGSTER_HOME)/dagster.yaml: telemetry off, one writer per table
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 clean: ## remove generated data (var/), keep .venv

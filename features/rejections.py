@@ -4,6 +4,9 @@ Ingestion never drops a record silently: every source record read is either acce
 of ``events``) or rejected, and a rejected record becomes one row of ``rejected_events`` with
 its raw text, where it came from, a stable :class:`Reason` code and a one-line human message
 naming the column and the value. So for every file, records read = accepted + rejected.
+A file that cannot be read (or is refused) becomes one dead letter of its own, which counts as
+one record read (:data:`FILE_REASONS`); a line longer than ``rules.max_line_bytes`` is one
+``oversized_line`` record.
 
 Adapters (``pipelines/sources``) emit rejected records as :data:`REJECTED_RECORD_SCHEMA`; the
 ingestion pipeline adds the run (``run_id``, ``rejected_at``), the id and the date with
@@ -33,9 +36,25 @@ class Reason(enum.StrEnum):
     """Why a source record was rejected. Values are stable: they are stored and counted.
 
     Members are declared in **priority order**: a record with several faults gets the first
-    reason that applies (structure, then size, presence, type, domain, time, play and duration,
-    cross-field checks, and de-duplication last).
+    reason that applies (the file as a whole, then the line's structure, size, presence, type,
+    domain, time, play and duration, cross-field checks, and de-duplication last).
+
+    The first two are about a whole file, not one of its records (:data:`FILE_REASONS`): the
+    file becomes one dead letter (``raw_record`` empty) that counts as one record read, and
+    the run goes on with the other files.
     """
+
+    #: The file is a symbolic link and ``ingest.follow_symlinks`` is false (``source_line`` 0).
+    SYMLINK_REFUSED = "symlink_refused"
+    #: The file cannot be read, or not to its end: empty (0 bytes), no or an unreadable header,
+    #: columns the source needs are missing, not the format its name says, a corrupt or
+    #: truncated compressed stream, an I/O error. ``source_line`` is 0 when nothing could be
+    #: read, else the data line where reading stopped (the lines before it are records as usual).
+    UNREADABLE_FILE = "unreadable_file"
+    #: The line is longer than ``rules.max_line_bytes``: it is skipped to its line end in bounded
+    #: memory; the message gives its length and sha256, ``raw_record`` holds only its first
+    #: :data:`OVERSIZED_LINE_KEPT_BYTES` bytes.
+    OVERSIZED_LINE = "oversized_line"
 
     #: The line is not valid UTF-8 (``raw_record`` keeps the bytes as ``\\xNN`` escapes).
     INVALID_ENCODING = "invalid_encoding"
@@ -71,6 +90,12 @@ class Reason(enum.StrEnum):
 
 #: Reasons, highest priority first (the declaration order of :class:`Reason`).
 REASON_PRIORITY: tuple[Reason, ...] = tuple(Reason)
+
+#: Reasons given to a whole file rather than to one of its records.
+FILE_REASONS: frozenset[Reason] = frozenset({Reason.SYMLINK_REFUSED, Reason.UNREADABLE_FILE})
+
+#: How much of an ``oversized_line`` its dead letter keeps as ``raw_record`` (bytes of the line).
+OVERSIZED_LINE_KEPT_BYTES = 1024
 
 _RECORD_FIELDS = [
     pa.field("source", pa.string(), nullable=False),
@@ -108,8 +133,10 @@ REJECTED_EVENTS = register(
             "reason_code is a features.rejections.Reason value",
             "rejected_date = UTC date of rejected_at",
             "(source_file, source_line) locates the record (1-based data lines, header excluded; "
-            "Parquet: 1-based row)",
-            "per source file: records read = accepted events + rejected records",
+            "Parquet: 1-based row); a whole-file letter (symlink_refused, unreadable_file) has an "
+            "empty raw_record and line 0, or the data line where reading stopped",
+            "per source file: records read = accepted events + rejected records (a whole-file "
+            "letter counts as one record)",
         ),
     )
 )

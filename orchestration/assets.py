@@ -10,6 +10,7 @@ from features.rote import ROTE_FEATURES
 from features.sequences import USER_SEQUENCES
 from features.synthetic_truth import SYNTHETIC_TRUTH
 from orchestration.checks import build_checks  # noqa: F401  (checks live in orchestration/checks.py)
+from orchestration.commits import commit_conflicts, materialize_result, table_pool
 from orchestration.metadata import table_metadata
 from orchestration.resources import SettingsResource, SparkResource, WarehouseResource
 from pipelines.settings import Settings
@@ -87,6 +88,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=False,
+        pool=table_pool(EVENTS.name),  # also the only writer of rejected_events and ingest_runs
     )
     def events(
         context: dg.AssetExecutionContext,
@@ -100,9 +102,11 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
         s = settings.get()
         wh = warehouse.get()
-        result = ingest_with_settings(
-            spark.get_session(), wh, adapter_for(s.active_source, s.source), s, _window(context), context.run.run_id
-        )
+        before = {t: wh.current_version(t) for t in (EVENTS.name, REJECTED_EVENTS.name)}
+        with commit_conflicts(context):
+            result = ingest_with_settings(
+                spark.get_session(), wh, adapter_for(s.active_source, s.source), s, _window(context), context.run.run_id
+            )
         context.log.info(result.summary())
         meta = table_metadata(wh, result.manifest, result.partitions)
         counts = {
@@ -119,13 +123,14 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         meta["dagster/row_count"] = sum(
             result.manifest.partitions[p].row_count for p in result.partitions if p in result.manifest.partitions
         )
-        yield dg.MaterializeResult(asset_key=EVENTS.name, metadata=meta)
+        yield materialize_result(EVENTS.name, result.manifest, before[EVENTS.name], meta)
         rejected_meta = {**counts, "rejected_by_reason": dg.MetadataValue.json(result.by_reason)}
         if result.rejected_manifest is not None:
             rejected_meta.update(table_metadata(wh, result.rejected_manifest))
+            yield materialize_result(REJECTED_EVENTS.name, result.rejected_manifest, before[REJECTED_EVENTS.name], rejected_meta)
         else:
-            rejected_meta["dagster/row_count"] = 0
-        yield dg.MaterializeResult(asset_key=REJECTED_EVENTS.name, metadata=rejected_meta)
+            rejected_meta.update({"dagster/row_count": 0, "committed": False})
+            yield dg.MaterializeResult(asset_key=REJECTED_EVENTS.name, metadata=rejected_meta)
 
     assets.append(events)
 
@@ -136,17 +141,25 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             deps=upstream,
             description=contract.description,
             kinds={"parquet"},
+            pool=table_pool(contract.name),
         )
-        def _dimension(settings: SettingsResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        def _dimension(
+            context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
+        ) -> dg.MaterializeResult:
             from pipelines.ingest import ingest_dimension
             from pipelines.sources import adapter_for
 
             s = settings.get()
             wh = warehouse.get()
-            manifest = ingest_dimension(wh, adapter_for(s.active_source, s.source), contract.name)
+            before = wh.current_version(contract.name)
+            with commit_conflicts(context):
+                manifest = ingest_dimension(wh, adapter_for(s.active_source, s.source), contract.name,
+                                            follow_symlinks=s.ingest.follow_symlinks)
             if manifest is None:
-                return dg.MaterializeResult(metadata={"dagster/row_count": 0, "note": "the source has no such file"})
-            return dg.MaterializeResult(metadata=table_metadata(wh, manifest))
+                return dg.MaterializeResult(
+                    metadata={"dagster/row_count": 0, "committed": False, "note": "the source has no such file"}
+                )
+            return materialize_result(None, manifest, before, table_metadata(wh, manifest))
 
         return _dimension
 
@@ -185,6 +198,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         name="sequences",
         can_subset=False,
         backfill_policy=seq_policy,
+        pool=table_pool(USER_SEQUENCES.name),  # also the only writer of rote_features
     )
     def sequences(
         context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource
@@ -194,17 +208,18 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
         wh = warehouse.get()
         start, end = _days(context)
-        before = wh.current_version(USER_SEQUENCES.name)
-        manifests = build_sequences_table(spark.get_session(), wh, settings.get().sequences, start, end)
+        versions = {t: wh.current_version(t) for t in (USER_SEQUENCES.name, ROTE_FEATURES.name)}
+        with commit_conflicts(context):
+            manifests = build_sequences_table(spark.get_session(), wh, settings.get().sequences, start, end)
         for name, manifest in manifests.items():
             meta = table_metadata(wh, manifest)
-            if start is not None and manifests[USER_SEQUENCES.name].version == before:
+            if start is not None and manifests[USER_SEQUENCES.name].version == versions[USER_SEQUENCES.name]:
                 meta["build/window"] = "nothing to do: every requested day is built and up to date"
             else:  # the days actually built (a late event moves the start back)
                 for key in ("window", "requested_window", "stale_days", "missing_days"):
                     if key in manifest.producer:
                         meta[f"build/{key}"] = manifest.producer[key] or "(none)"
-            yield dg.MaterializeResult(asset_key=name, metadata=meta)
+            yield materialize_result(name, manifest, versions[name], meta)
 
     assets.append(sequences)
 
@@ -216,15 +231,20 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             deps=[dg.AssetKey("synthetic_source"), dg.AssetKey(EVENTS.name)],
             description=SYNTHETIC_TRUTH.description,
             kinds={"spark", "parquet"},
+            pool=table_pool(SYNTHETIC_TRUTH.name),
         )
-        def synthetic_truth(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+        def synthetic_truth(
+            context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource
+        ) -> dg.MaterializeResult:
             from pipelines.synthetic import truth_path
             from pipelines.synthetic_truth import build_synthetic_truth
 
             s = settings.get()
             wh = warehouse.get()
-            manifest = build_synthetic_truth(spark.get_session(), wh, str(truth_path(s.source.path)), s.active_source)
-            return dg.MaterializeResult(metadata=table_metadata(wh, manifest))
+            before = wh.current_version(SYNTHETIC_TRUTH.name)
+            with commit_conflicts(context):
+                manifest = build_synthetic_truth(spark.get_session(), wh, str(truth_path(s.source.path)), s.active_source)
+            return materialize_result(None, manifest, before, table_metadata(wh, manifest))
 
         assets.append(synthetic_truth)
     return assets

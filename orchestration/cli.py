@@ -18,6 +18,7 @@ Exit code 0 on success; on failure one line ``recfeat: error: <reason>`` and exi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -45,18 +46,43 @@ def _settings(args, **extra):
 def _warehouse(settings):
     from pipelines.warehouse import Warehouse
 
-    return Warehouse(settings.warehouse.root, keep_versions=settings.warehouse.keep_versions,
-                     pinned=settings.training.pinned_versions())
+    return Warehouse(settings.warehouse.root, retention_days=settings.warehouse.retention_days,
+                     keep_versions=settings.warehouse.keep_versions, pinned=settings.training.pinned_versions())
 
 
 def _ensure_dagster_home() -> None:
-    """Runs launched from the CLI are recorded in $DAGSTER_HOME (default var/dagster), telemetry off."""
-    home = Path(os.environ.get("DAGSTER_HOME") or Path("var/dagster").resolve())
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)
+    """Runs launched from the CLI are recorded in $DAGSTER_HOME (default var/dagster), with the
+    project's instance configuration: telemetry off, one writer per table (orchestration/instance.py)."""
+    from orchestration.instance import ensure_dagster_home
+
+    ensure_dagster_home()
+
+
+#: Tables whose commits are appends: a commit conflict on one of them is retried.
+RETRYABLE_APPENDS = ("rejected_events", "ingest_runs")
+#: Retries of an ingestion whose append lost to another writer, and the first wait (doubled each time).
+APPEND_RETRIES = 3
+APPEND_RETRY_WAIT_S = 1.0
+
+
+def _retry_appends(job, retries: int | None = None, wait_s: float | None = None):
+    """Run ``job``; when its commit to an append table (:data:`RETRYABLE_APPENDS`) conflicts with
+    another writer, run it again, at most ``retries`` (:data:`APPEND_RETRIES`) times. Any other
+    conflict is raised at once (the command then fails in one line)."""
+    from pipelines.warehouse import CommitConflict
+
+    retries = APPEND_RETRIES if retries is None else retries
+    wait_s = APPEND_RETRY_WAIT_S if wait_s is None else wait_s
+    for attempt in range(retries + 1):
+        try:
+            return job()
+        except CommitConflict as exc:
+            if exc.table not in RETRYABLE_APPENDS or attempt == retries:
+                raise
+            line = str(exc).splitlines()[0]
+            print(f"note: {line}; retrying ({attempt + 1} of {retries}; events committed before count as "
+                  "already present)", file=sys.stderr)
+            time.sleep(wait_s * 2**attempt)
 
 
 # ---- commands ------------------------------------------------------------------------
@@ -107,10 +133,11 @@ def cmd_ingest(args) -> int:
     adapter = adapter_for(name, config)
     adapter.event_files()  # fail on a missing or empty source before Spark starts
     wh = _warehouse(settings)
-    result = ingest_with_settings(get_spark(settings.spark), wh, adapter, settings)
+    spark = get_spark(settings.spark)
+    result = _retry_appends(lambda: ingest_with_settings(spark, wh, adapter, settings))
     print(result.summary())
     for table in ("users", "items"):
-        m = ingest_dimension(wh, adapter, table)
+        m = ingest_dimension(wh, adapter, table, follow_symlinks=settings.ingest.follow_symlinks)
         if m is not None:
             print(f"{table}: v{m.version}, {m.row_count:,} rows")
     print(f"warehouse: {wh.uri}")
@@ -146,14 +173,17 @@ def materialize_assets(
     """
     import dagster as dg
 
-    from orchestration.automation import partition_range_tags
+    from orchestration.automation import SOURCE_TAG, partition_range_tags
     from orchestration.definitions import build_definitions
+    from orchestration.instance import cli_run_tags, pool_holders, release_dead_cli_runs
 
     defs = build_definitions(settings, config_file, overrides)
     order = _resolve_selection(defs, select)
     graph = defs.resolve_asset_graph()
     assets = list(defs.assets) + list(defs.asset_checks or [])
     instance = dg.DagsterInstance.get()
+    for run_id in release_dead_cli_runs(instance):
+        log(f"note: run {run_id} was left running by a recfeat process that is gone: marked failed, its pool slots freed")
     done = []
     for key in order:
         if key in done:
@@ -163,8 +193,15 @@ def materialize_assets(
         # A multi-asset (events + rejected_events) runs as one step: select all its keys.
         keys = sorted(k.to_user_string() for k in node.assets_def.keys)
         pdef = node.partitions_def
-        tags = partition_range_tags(pdef, start, end) if pdef is not None else None
-        label = f" [{tags['dagster/asset_partition_range_start']} .. {tags['dagster/asset_partition_range_end']}]" if tags else ""
+        ranged = partition_range_tags(pdef, start, end) if pdef is not None else {}
+        label = f" [{ranged['dagster/asset_partition_range_start']} .. {ranged['dagster/asset_partition_range_end']}]" if ranged else ""
+        tags = {**cli_run_tags(), **ranged}
+        if "events" in keys:  # the ingestion run: the sensor waits for it
+            tags[SOURCE_TAG] = settings.active_source
+        pool = getattr(node.assets_def.node_def, "pool", None)
+        holders = pool_holders(instance, pool) if pool else []
+        if holders:
+            log(f"waiting for pool {pool} (one writer per table): run {holders[0]} holds it")
         t0 = time.perf_counter()
         result = dg.materialize(
             assets,
@@ -199,12 +236,17 @@ def _first_failure(result) -> str:
             err = event.step_failure_data.error
             while err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
                 err = err.cause
-            return f"{err.cls_name}: {err.message.strip().splitlines()[0] if err.message.strip() else ''}"
+            message = err.message.strip().splitlines()[0] if err.message.strip() else ""
+            if err.cls_name == "Failure":  # raised on purpose with a one-line description (a commit conflict)
+                return message.split(": ", 1)[-1]
+            return f"{err.cls_name}: {message}"
     return "see the Dagster run log"
 
 
 def _log_level(args) -> str:
-    return "INFO" if getattr(args, "verbose", False) else "WARNING"
+    """Dagster's console log: INFO with ``-v``; otherwise only critical lines, since the command
+    reports a failed step itself in one line (the whole log stays in the run, in $DAGSTER_HOME)."""
+    return "INFO" if getattr(args, "verbose", False) else "CRITICAL"
 
 
 def cmd_materialize(args) -> int:
@@ -235,9 +277,30 @@ def cmd_tables(args) -> int:
     return 0
 
 
-def _manifest(wh, table: str, version: int | None):
-    """The committed manifest of ``table``, or of its kept ``version``; one-line errors."""
+def _as_of(text: str | None):
+    """``--as-of``: an ISO 8601 time (a time without a zone is UTC)."""
+    if text is None:
+        return None
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--as-of {text!r} is not an ISO 8601 time (e.g. 2026-12-01T09:30:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _manifest(wh, table: str, version: int | None, as_of: str | None = None):
+    """The committed manifest of ``table``, or of its kept ``version``, or as of a time; one-line errors."""
     current = wh.manifest(table)  # fails first if the table has no committed version at all
+    if as_of is not None:
+        if version is not None:
+            raise CliError("give --version or --as-of, not both")
+        m = wh.manifest(table, _as_of(as_of))
+        if m.version != current.version and m.version not in wh.versions(table):
+            raise CliError(f"table {table!r} at {as_of} was version {m.version}, which is past retention "
+                           f"(versions available: {', '.join(map(str, wh.versions(table)))})")
+        return m
     if version is None or version == current.version:
         return current
     kept = wh.versions(table)
@@ -248,7 +311,7 @@ def _manifest(wh, table: str, version: int | None):
 
 def cmd_show(args) -> int:
     wh = _warehouse(_settings(args))
-    m = _manifest(wh, args.table, args.version)
+    m = _manifest(wh, args.table, args.version, args.as_of)
     current = wh.current_version(args.table)
     note = "" if m.version == current else f", current: {current}"
     print(f"table:        {m.table}")
@@ -275,9 +338,37 @@ def cmd_show(args) -> int:
 
 def cmd_export(args) -> int:
     wh = _warehouse(_settings(args))
-    m = _manifest(wh, args.table, args.version)
+    m = _manifest(wh, args.table, args.version, args.as_of)
     rows = wh.export(args.table, args.out, version=m.version)
     print(f"exported {args.table} v{m.version}: {rows:,} rows to {args.out}")
+    return 0
+
+
+def cmd_history(args) -> int:
+    wh = _warehouse(_settings(args))
+    kept = set(wh.versions(args.table))
+    entries = wh.history(args.table, limit=args.limit)
+    print(f"{'version':>7}  {'committed_at (UTC)':<25} {'operation':<12} {'rows written':>12}  {'readable':<8}  producer")
+    for e in entries:
+        if e["version"] == 0:
+            continue
+        rows = sum(json.loads(e.get("recfeat.row_counts", "{}")).values())
+        producer = json.loads(e.get("recfeat.producer", "{}"))
+        job = producer.get("job", "")
+        print(f"{e['version']:>7}  {e['timestamp'].isoformat(timespec='seconds'):<25} {e['operation'] or '':<12} "
+              f"{rows:>12,}  {'yes' if e['version'] in kept else 'no':<8}  {job}")
+    print(f"table: {wh.table_path(args.table)} (Delta Lake; any Delta reader can open it)")
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    wh = _warehouse(_settings(args))
+    done = wh.migrate(dry_run=args.dry_run)
+    if not done:
+        print(f"nothing to migrate: every table in {wh.uri} is a Delta table")
+        return 0
+    for table, what in done.items():
+        print(f"{table:<20} {what}")
     return 0
 
 
@@ -327,8 +418,6 @@ def cmd_report(args) -> int:
 
 def cmd_train(args) -> int:
     """Train one registered model (trainers/registry.py) with the project settings."""
-    import json
-
     import yaml
 
     from orchestration.models import model_config
@@ -340,7 +429,12 @@ def cmd_train(args) -> int:
     settings = _settings(args)
     layers = []
     if args.from_run:
-        saved = json.loads((Path(args.from_run) / "config.json").read_text())
+        from trainers.runs import RunRecordError, read_run_config
+
+        try:
+            saved = read_run_config(args.from_run)  # refuses a run that did not finish
+        except RunRecordError as exc:
+            raise CliError(str(exc)) from None
         if saved.get("model") != args.model:
             raise CliError(f"{args.from_run} is a run of {saved.get('model')!r}, not {args.model!r}")
         layers.append(saved["config"])
@@ -363,7 +457,8 @@ def cmd_train(args) -> int:
     if args.from_run:
         from pipelines.warehouse import Warehouse
 
-        wh = Warehouse(cfg.warehouse)
+        wh = Warehouse(cfg.warehouse, retention_days=settings.warehouse.retention_days,
+                       keep_versions=settings.warehouse.keep_versions, pinned=settings.training.pinned_versions())
         for table, version in sorted(cfg.table_versions.items()):
             kept = wh.versions(table) if wh.exists(table) else []
             if version not in kept:
@@ -392,7 +487,7 @@ def cmd_train(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recfeat", description="recfeat: a feature platform for recommender systems.")
     p.add_argument("--config", metavar="FILE", help="project config (default: $RECFEAT_CONFIG or ./recfeat.yaml)")
-    p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's run log (INFO)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's run log (INFO); without it a failed step is reported in one line")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def warehouse_opt(sp):
@@ -402,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--version", type=int, metavar="N",
             help="read committed version N (one of the versions kept, see `recfeat show`; default: the current one)",
+        )
+        sp.add_argument(
+            "--as-of", metavar="TIME",
+            help="read the version that was current at TIME (ISO 8601; UTC unless it names a zone)",
         )
 
     sp = sub.add_parser("demo", help="generate the synthetic default and run the whole pipeline")
@@ -453,6 +552,17 @@ def build_parser() -> argparse.ArgumentParser:
     version_opt(sp)
     warehouse_opt(sp)
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("history", help="a table's commits: version, time, rows written, whether still readable")
+    sp.add_argument("table")
+    sp.add_argument("--limit", type=int, default=None, help="newest N commits only")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_history)
+
+    sp = sub.add_parser("migrate", help="convert tables written before the Delta Lake layout, in place")
+    sp.add_argument("--dry-run", action="store_true", help="list what would be converted")
+    warehouse_opt(sp)
+    sp.set_defaults(func=cmd_migrate)
 
     sp = sub.add_parser("report", help="the last data-quality validation per table and the data docs path")
     warehouse_opt(sp)

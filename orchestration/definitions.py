@@ -24,7 +24,7 @@ def build_definitions(settings: Settings, config_file: str | None = None, overri
     for ext in extensions:
         assets += ext.assets
         checks += ext.asset_checks
-    jobs = build_jobs(assets)
+    jobs = build_jobs(assets, settings.active_source)
     schedules = [build_schedule(jobs[0])]
     sensors = [build_sensor(partitions, [k for a in assets if a.partitions_def is not None for k in a.keys])]
     for ext in extensions:

@@ -5,6 +5,7 @@ import dagster as dg
 
 from features.events import EVENTS
 from features.labels import DURATION_STATS, WATCH_TIME_LABELS
+from orchestration.commits import commit_conflicts, materialize_result, table_pool
 from orchestration.extensions import Extension
 from orchestration.metadata import invariant_check_result, table_metadata
 from orchestration.resources import SettingsResource, SparkResource, WarehouseResource
@@ -39,16 +40,21 @@ def build(settings: Settings) -> Extension:
         deps=[dg.AssetKey(EVENTS.name)],
         description=DURATION_STATS.description,
         kinds={"spark", "sklearn", "parquet"},
+        pool=table_pool(DURATION_STATS.name),
     )
-    def duration_stats(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+    def duration_stats(
+        context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource
+    ) -> dg.MaterializeResult:
         from pipelines.labels import build_duration_stats
 
         s = settings.get()
         wh = warehouse.get()
-        result = build_duration_stats(spark.get_session(), wh, s.labels, reports=_reports(s, wh))
+        before = wh.current_version(DURATION_STATS.name)
+        with commit_conflicts(context):
+            result = build_duration_stats(spark.get_session(), wh, s.labels, reports=_reports(s, wh))
         meta = _metadata(wh, result)
         meta["fit_window"] = f"[{s.labels.fit_start}, {s.labels.fit_end})"
-        return dg.MaterializeResult(metadata=meta)
+        return materialize_result(None, result.manifest, before, meta)
 
     @dg.asset(
         name=WATCH_TIME_LABELS.name,
@@ -56,14 +62,19 @@ def build(settings: Settings) -> Extension:
         deps=[dg.AssetKey(EVENTS.name), dg.AssetKey(DURATION_STATS.name)],
         description=WATCH_TIME_LABELS.description,
         kinds={"spark", "parquet"},
+        pool=table_pool(WATCH_TIME_LABELS.name),
     )
-    def watch_time_labels(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+    def watch_time_labels(
+        context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource
+    ) -> dg.MaterializeResult:
         from pipelines.labels import build_watch_time_labels
 
         s = settings.get()
         wh = warehouse.get()
-        result = build_watch_time_labels(spark.get_session(), wh, s.labels, reports=_reports(s, wh))
-        return dg.MaterializeResult(metadata=_metadata(wh, result))
+        before = wh.current_version(WATCH_TIME_LABELS.name)
+        with commit_conflicts(context):
+            result = build_watch_time_labels(spark.get_session(), wh, s.labels, reports=_reports(s, wh))
+        return materialize_result(None, result.manifest, before, _metadata(wh, result))
 
     @dg.asset_check(
         asset=DURATION_STATS.name,

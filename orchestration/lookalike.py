@@ -8,6 +8,7 @@ from features.dimensions import USERS
 from features.events import EVENTS
 from features.lookalike import LOOKALIKE_USERS, USER_VECTORS
 from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS
+from orchestration.commits import commit_conflicts, materialize_result, table_pool
 from orchestration.extensions import Extension
 from orchestration.metadata import invariant_check_result, table_metadata
 from orchestration.resources import SettingsResource, SparkResource, WarehouseResource
@@ -22,6 +23,13 @@ def _meta(wh, manifest, s: Settings) -> dict:
     return meta
 
 
+def _run(context: dg.AssetExecutionContext, wh, table: str, job, *args):
+    """Run the table's job (commit conflicts retried); (its output, the version it found)."""
+    before = wh.current_version(table)
+    with commit_conflicts(context):
+        return job(*args), before
+
+
 def build(settings: Settings) -> Extension:
     @dg.asset(
         name=USER_VECTORS.name,
@@ -29,12 +37,16 @@ def build(settings: Settings) -> Extension:
         deps=[dg.AssetKey(EVENTS.name), dg.AssetKey(USERS.name)],
         description=USER_VECTORS.description,
         kinds={"spark", "parquet"},
+        pool=table_pool(USER_VECTORS.name),
     )
-    def user_vectors(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+    def user_vectors(
+        context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource
+    ) -> dg.MaterializeResult:
         from pipelines.lookalike import build_user_vectors_table
 
         s, wh = settings.get(), warehouse.get()
-        return dg.MaterializeResult(metadata=_meta(wh, build_user_vectors_table(spark.get_session(), wh, s.lookalike), s))
+        manifest, before = _run(context, wh, USER_VECTORS.name, build_user_vectors_table, spark.get_session(), wh, s.lookalike)
+        return materialize_result(None, manifest, before, _meta(wh, manifest, s))
 
     @dg.asset(
         name=LOOKALIKE_USERS.name,
@@ -42,13 +54,16 @@ def build(settings: Settings) -> Extension:
         deps=[dg.AssetKey(USER_VECTORS.name)],
         description=LOOKALIKE_USERS.description,
         kinds={"spark", "parquet"},
+        pool=table_pool(LOOKALIKE_USERS.name),
     )
-    def lookalike_users(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+    def lookalike_users(
+        context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource
+    ) -> dg.MaterializeResult:
         from pipelines.lookalike import build_lookalike_table
 
         s, wh = settings.get(), warehouse.get()
-        manifest, stats = build_lookalike_table(spark.get_session(), wh, s.lookalike)
-        return dg.MaterializeResult(metadata={**_meta(wh, manifest, s), **{f"lsh_{k}": v for k, v in stats.items()}})
+        (manifest, stats), before = _run(context, wh, LOOKALIKE_USERS.name, build_lookalike_table, spark.get_session(), wh, s.lookalike)
+        return materialize_result(None, manifest, before, {**_meta(wh, manifest, s), **{f"lsh_{k}": v for k, v in stats.items()}})
 
     @dg.asset(
         name=ITEM_NEIGHBORS.name,
@@ -56,12 +71,16 @@ def build(settings: Settings) -> Extension:
         deps=[dg.AssetKey(EVENTS.name)],
         description=ITEM_NEIGHBORS.description,
         kinds={"spark", "parquet"},
+        pool=table_pool(ITEM_NEIGHBORS.name),
     )
-    def item_neighbors(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+    def item_neighbors(
+        context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource
+    ) -> dg.MaterializeResult:
         from pipelines.recall import build_item_neighbors_table
 
         s, wh = settings.get(), warehouse.get()
-        return dg.MaterializeResult(metadata=_meta(wh, build_item_neighbors_table(spark.get_session(), wh, s.lookalike), s))
+        manifest, before = _run(context, wh, ITEM_NEIGHBORS.name, build_item_neighbors_table, spark.get_session(), wh, s.lookalike)
+        return materialize_result(None, manifest, before, _meta(wh, manifest, s))
 
     @dg.asset(
         name=RECALL_ITEMS.name,
@@ -69,12 +88,16 @@ def build(settings: Settings) -> Extension:
         deps=[dg.AssetKey(EVENTS.name), dg.AssetKey(ITEM_NEIGHBORS.name)],
         description=RECALL_ITEMS.description,
         kinds={"spark", "parquet"},
+        pool=table_pool(RECALL_ITEMS.name),
     )
-    def recall_items(settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource) -> dg.MaterializeResult:
+    def recall_items(
+        context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource, spark: SparkResource
+    ) -> dg.MaterializeResult:
         from pipelines.recall import build_recall_table
 
         s, wh = settings.get(), warehouse.get()
-        return dg.MaterializeResult(metadata=_meta(wh, build_recall_table(spark.get_session(), wh, s.lookalike), s))
+        manifest, before = _run(context, wh, RECALL_ITEMS.name, build_recall_table, spark.get_session(), wh, s.lookalike)
+        return materialize_result(None, manifest, before, _meta(wh, manifest, s))
 
     def invariant_check(table: str, job: str, description: str):
         @dg.asset_check(asset=table, name=f"{table}_invariants", blocking=True, description=description)

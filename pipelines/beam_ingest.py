@@ -5,7 +5,9 @@ Stages (one Beam pipeline; DirectRunner by default, any Beam runner by configura
 1. ``Create(files) | ParDo(ReadRecords)``: each file is read through its source adapter in
    bounded chunks (Arrow tables), validated against the event schema and the ingestion rules;
    good records go to the main output, bad ones to ``rejected`` with a reason code, and the
-   number of records read per file to ``counts``.
+   number of records read per file to ``counts``. A file that cannot be read (empty,
+   truncated, corrupt, unreadable) or that is a refused symbolic link is one dead letter of its
+   own and counts as one record; the other files go on.
 2. Occurrences (only with ``repeated_lines="distinct"``): records with the same raw text in
    the same file are grouped (``GroupByKey`` on ``(file, record_key)``) so the k-th repeat
    gets occurrence k, which enters its ``event_id`` (``features.events``). With
@@ -76,8 +78,9 @@ class StageCounts:
 class ReadRecords(beam.DoFn):
     """File name -> staged Arrow tables (main), dead-letter tables and record counts (tagged)."""
 
-    def __init__(self, name, config, rules, chunk_rows: int, now: dt.datetime | None):
+    def __init__(self, name, config, rules, chunk_rows: int, now: dt.datetime | None, follow_symlinks: bool = False):
         self.name, self.config, self.rules, self.chunk_rows, self.now = name, config, rules, chunk_rows, now
+        self.follow_symlinks = follow_symlinks
 
     def setup(self):
         from pipelines.sources import adapter_for
@@ -86,7 +89,11 @@ class ReadRecords(beam.DoFn):
 
     def process(self, file: str):
         records = 0
-        for conv in self.adapter.read_records(file, self.rules, chunk_rows=self.chunk_rows, now=self.now):
+        convs = self.adapter.read_records(
+            file, self.rules, chunk_rows=self.chunk_rows, now=self.now,
+            on_file_error="reject", follow_symlinks=self.follow_symlinks,
+        )  # fmt: skip
+        for conv in convs:
             records += conv.records
             if conv.staged.num_rows:
                 yield conv.staged
@@ -207,13 +214,13 @@ def _check_and_write_counts(_, stage_dir, counts, accepted, rejected_by_reason):
 
 def build_pipeline(
     p: beam.Pipeline, files: list[str], stage_dir: str, name, config, rules, chunk_rows: int, now=None,
-    repeated_lines: str = "duplicate",
+    repeated_lines: str = "duplicate", follow_symlinks: bool = False,
 ):
     """Add the ingestion transforms to ``p`` (see the module docstring)."""
     read = (
         p
         | "Files" >> beam.Create(sorted(files))
-        | "ReadAndValidate" >> beam.ParDo(ReadRecords(name, config, rules, chunk_rows, now)).with_outputs(
+        | "ReadAndValidate" >> beam.ParDo(ReadRecords(name, config, rules, chunk_rows, now, follow_symlinks)).with_outputs(
             "rejected", "counts", main="staged"
         )
     )
@@ -286,13 +293,15 @@ def run_stage(
     runner_args: list[str] | None = None,
     now: dt.datetime | None = None,
     repeated_lines: str = "duplicate",
+    follow_symlinks: bool = False,
 ) -> StageCounts:
     """Run the pipeline over ``files`` into ``stage_dir``; raise if the counts do not balance.
 
     ``repeated_lines``: ``duplicate`` (exact repeats within a file are ``duplicate`` dead
-    letters) or ``distinct`` (each is an event; see ``features.events``)."""
+    letters) or ``distinct`` (each is an event; see ``features.events``). ``follow_symlinks``:
+    read files that are symbolic links (else each is a ``symlink_refused`` dead letter)."""
     check_repeated_lines(repeated_lines)
     os.makedirs(stage_dir, exist_ok=True)
     with beam.Pipeline(runner=resolve_runner(runner), options=pipeline_options(runner, runner_args)) as p:
-        build_pipeline(p, files, stage_dir, name, config, rules, chunk_rows, now, repeated_lines)
+        build_pipeline(p, files, stage_dir, name, config, rules, chunk_rows, now, repeated_lines, follow_symlinks)
     return StageCounts.read(stage_dir)

@@ -56,19 +56,20 @@ def events_fingerprints(events) -> dict[str, str]:
 
 def current_fingerprints(spark, warehouse: Warehouse, settings: SequenceSettings,
                          stored: dict[str, list[str]], version: int | None = None) -> dict[str, list[str]]:
-    """Day -> ``[events partition path, fingerprint]`` of every day that has events now.
+    """Day -> ``[events partition content id, fingerprint]`` of every day that has events now.
 
-    A day whose ``events`` partition is the very data directory recorded at its build (the
-    warehouse never modifies a committed directory) keeps its recorded fingerprint without a
-    read; only the other days (new, rewritten or never recorded) are read, one column of them.
+    A day whose ``events`` partition holds the very files recorded at its build
+    (:attr:`PartitionEntry.content_id`; the warehouse never modifies a committed file) keeps
+    its recorded fingerprint without a read; only the other days (new, rewritten or never
+    recorded) are read, one column of them.
     """
     parts = warehouse.manifest(EVENTS.name, version).partitions if warehouse.exists(EVENTS.name) else {}
-    out = {d: stored[d] for d, entry in parts.items() if d in stored and stored[d][0] == entry.path}
+    out = {d: stored[d] for d, entry in parts.items() if d in stored and stored[d][0] == entry.content_id}
     todo = sorted(d for d in parts if d not in out)
     if todo:
         events = warehouse.read_spark(spark, EVENTS.name, version=version, partitions=todo)
         fps = events_fingerprints(_flag_filter(events, settings.require_flags))
-        out.update({d: [parts[d].path, fps[d]] for d in todo if d in fps})
+        out.update({d: [parts[d].content_id, fps[d]] for d in todo if d in fps})
     return out
 
 

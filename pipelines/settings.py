@@ -48,9 +48,13 @@ def _is_uri(path: str) -> bool:
 
 class WarehouseSettings(StrictModel):
     root: str = Field("var/warehouse", description="Warehouse root: a local path or an fsspec URI (s3://, gs://, hdfs://, file://).")
+    retention_days: Annotated[float, Field(ge=0)] = Field(
+        7.0, description="How long a table version stays readable (time travel) after a newer one replaced it; "
+        "files no kept version refers to are deleted after a commit. Versions pinned by a training run that still "
+        "exists or by training.models.*.table_versions are kept however old (docs/warehouse.md)."
+    )
     keep_versions: Annotated[int, Field(ge=1)] = Field(
-        5, description="Committed versions kept per table; older ones are removed after a commit, except versions "
-        "pinned by a training run that still exists or by training.models.*.table_versions (docs/warehouse.md)."
+        5, description="The newest versions of each table kept however old, besides the retention period."
     )
 
     @field_validator("root")
@@ -59,6 +63,23 @@ class WarehouseSettings(StrictModel):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
+
+
+#: Spark conf keys that hold secrets (case-insensitive regexes, searched in the key). Such keys
+#: are refused in ``spark.conf``: the conf is copied into Dagster's resource config, so its
+#: values would be stored with every run. Secrets come from environment variables
+#: (docs/configuration.md, "Secrets").
+SECRET_CONF_PATTERNS = (
+    r"secret", r"password", r"passwd", r"token", r"credentials?$",
+    r"(^|[._-])access[._-]?key", r"account[._-]key", r"private[._-]?key", r"encryption[._-]?key",
+)
+
+
+def secret_conf_keys(conf: dict[str, str]) -> list[str]:
+    """The keys of ``conf`` that look like secrets (see :data:`SECRET_CONF_PATTERNS`)."""
+    import re
+
+    return sorted(k for k in conf if any(re.search(p, k, re.IGNORECASE) for p in SECRET_CONF_PATTERNS))
 
 
 class SparkSettings(StrictModel):
@@ -78,6 +99,18 @@ class SparkSettings(StrictModel):
         )
         if not ok:
             raise ValueError(f"{v!r} is not a Spark master URL (local[*], spark://host:port, yarn, k8s://...)")
+        return v
+
+    @field_validator("conf")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        secret = secret_conf_keys(v)
+        if secret:
+            raise ValueError(
+                f"{secret[0]!r} looks like a secret, and spark.conf is stored in Dagster's run records: set it "
+                "through an environment variable instead (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN "
+                "for S3; docs/configuration.md, Secrets)"
+            )
         return v
 
 
@@ -216,6 +249,12 @@ class IngestRules(StrictModel):
     max_field_chars: Annotated[int, Field(ge=1)] = Field(
         4096, description="a field longer than this many characters is oversized_field"
     )
+    max_line_bytes: Annotated[int, Field(ge=1)] = Field(
+        1 << 20,
+        description="a line longer than this many bytes (1 MiB; line end excluded) is oversized_line: "
+        "skipped to its line end in bounded memory, its length and sha256 in the message, raw_record "
+        "truncated to its first 1,024 bytes (reading stays linear in the file size, gzipped or not)",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> "IngestRules":
@@ -336,8 +375,45 @@ class IngestSettings(StrictModel):
     )
     stage_root: str | None = Field(
         None,
-        description="where runs stage their output; default <warehouse>/_tmp (local) or the system temp dir; "
-        "a cluster runner needs a path its workers share",
+        description="where runs stage their output: a local directory (or file:// URI); default "
+        "<warehouse>/_tmp (local warehouse) or the system temp dir; a cluster runner needs a directory "
+        "mounted at the same path on the driver and every worker (NFS, a FUSE-mounted bucket). "
+        "Other URIs (hdfs://, s3://, gs://) are refused",
+    )
+    follow_symlinks: bool = Field(
+        False,
+        description="false: a source file that is a symbolic link is not read (one symlink_refused dead "
+        "letter; a linked users/items file fails its job); true: links are followed",
+    )
+    settle_s: Annotated[float, Field(ge=0)] = Field(
+        30.0,
+        description="the new_source_files sensor ingests a new or changed file only once its size and mtime "
+        "have stayed the same for this many seconds (a file still being written is left alone); 0: at once",
+    )
+
+    @field_validator("stage_root")
+    @classmethod
+    def _local_stage_root(cls, v: str | None) -> str | None:
+        return local_stage_root(v, field=None)  # the settings error names the field
+
+
+def local_stage_root(path: str | None, field: str | None = "ingest.stage_root") -> str | None:
+    """``path`` as a local directory (``file://`` removed); ``ValueError`` for any other URI.
+
+    The stage is written by Beam or Spark workers and read back with local file I/O, so it must
+    be a directory on this machine (on a cluster: one mounted at the same path everywhere).
+    """
+    if path is None or not _is_uri(path):
+        return path
+    named = f"{field}: " if field else ""
+    if path.lower().startswith("file://"):
+        local = path[len("file://"):]
+        if not local.startswith("/"):
+            raise ValueError(f"{named}{path!r} is not an absolute file:// URI (file:///dir)")
+        return local
+    raise ValueError(
+        f"{named}{path!r}: only a local directory (or file:// URI) can hold the stage; "
+        "on a cluster use a directory mounted at the same path on the driver and every worker"
     )
 
 

@@ -49,7 +49,7 @@ def _as_combined(table: pa.Table, kind: str) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=COMBINED)
 
 
-def _reader(name, config, rules, chunk_rows, now):
+def _reader(name, config, rules, chunk_rows, now, follow_symlinks=False):
     def read(batches):
         from pipelines.sources import adapter_for
 
@@ -57,7 +57,10 @@ def _reader(name, config, rules, chunk_rows, now):
         for batch in batches:
             for file in batch.column("file").to_pylist():
                 records = 0
-                for conv in adapter.read_records(file, rules, chunk_rows=chunk_rows, now=now):
+                convs = adapter.read_records(
+                    file, rules, chunk_rows=chunk_rows, now=now, on_file_error="reject", follow_symlinks=follow_symlinks
+                )
+                for conv in convs:
                     records += conv.records
                     if conv.staged.num_rows:
                         yield _as_combined(conv.staged, "accepted")
@@ -71,11 +74,11 @@ def _reader(name, config, rules, chunk_rows, now):
 
 def run_stage_spark(
     spark, files, stage_dir, name, config, rules, chunk_rows=500_000, now: dt.datetime | None = None,
-    repeated_lines: str = "duplicate",
+    repeated_lines: str = "duplicate", follow_symlinks: bool = False,
 ) -> StageCounts:
     """Stage ``files`` with Spark into ``stage_dir``; raise if the counts do not balance.
 
-    ``repeated_lines``: as for :func:`pipelines.beam_ingest.run_stage`."""
+    ``repeated_lines``, ``follow_symlinks``: as for :func:`pipelines.beam_ingest.run_stage`."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -84,7 +87,8 @@ def run_stage_spark(
 
     os.makedirs(stage_dir, exist_ok=True)
     file_df = spark.createDataFrame([(f,) for f in sorted(files)], "file string").repartition(max(1, len(files)))
-    combined = file_df.mapInArrow(_reader(name, config, rules, chunk_rows, now), from_arrow_schema(COMBINED)).persist()
+    reader = _reader(name, config, rules, chunk_rows, now, follow_symlinks)
+    combined = file_df.mapInArrow(reader, from_arrow_schema(COMBINED)).persist()
     try:
         staged = combined.where(F.col(KIND) == "accepted").select(*STAGED_EVENT_SCHEMA.names)
         keyed = add_event_ids(staged, repeated_lines)

@@ -9,9 +9,19 @@ Layout (``<runs_root>/<model>/<run_id>/``)::
     model.pt        the best checkpoint's ``state_dict`` (load with ``torch.load(..., weights_only=True)``)
     environment.json  python, torch, numpy versions, the thread and determinism settings in force
                     while the model trained, and the code version (git commit and a dirty flag)
+    _COMPLETE       written last: the run finished and every file above is whole
 
 ``run_id`` is ``<UTC time>-<config hash>``: two runs of the same config get different
 directories, and the hash says which runs share a config.
+
+Crash safety: every file is written to a temporary name in the run directory
+(``.<name>.tmp-<random>``), flushed to disk and renamed, so a file is either absent or whole.
+:meth:`RunDir.write_tables`, a trainer's last write, ends by writing ``_COMPLETE``; a run
+without it crashed or is still training. Readers (:func:`require_complete`,
+:func:`recorded_versions`, :func:`read_run_config`, :func:`load_state`, :func:`list_runs`, and
+every :class:`RunResult`) refuse or skip incomplete runs. Temporary files left by a crashed
+run are removed by the next run of the same model once they are :data:`STALE_TMP_S` old
+(:func:`clean_stale_tmp`).
 
 Reproducing a run: ``recfeat train MODEL --from-run DIR`` reloads ``config.json`` and pins every
 table to the version in ``tables.json`` (:func:`recorded_versions`). The versions a run read are
@@ -25,8 +35,10 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import platform
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +48,17 @@ import fsspec
 import numpy as np
 import torch
 
-from features.layout import TRAINING_PIN_S, pin_path, pin_record, pointer_path
+from features.layout import TRAINING_PIN_S, delta_log_dir, pin_path, pin_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _log = logging.getLogger("recfeat.trainers")
+
+#: The file that marks a run directory complete (written last).
+COMPLETE_MARKER = "_COMPLETE"
+#: Temporary files are named ``.<name>.tmp-<random>``; ``<name>.tmp`` is what earlier versions left.
+TMP_INFIX = ".tmp-"
+#: Age in seconds after which a temporary file in a run directory is a crashed run's leftover.
+STALE_TMP_S = 3600.0
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -48,13 +67,22 @@ def config_hash(config: dict[str, Any]) -> str:
 
 @dataclass
 class RunResult:
-    """What a trainer returns: where the run is and its headline numbers."""
+    """What a trainer returns: where the run is and its headline numbers.
+
+    ``run_dir`` (when not ``None``) must be a complete run directory: a trainer returns its
+    result after :meth:`RunDir.write_tables`, and a result naming an incomplete run raises
+    :class:`RunRecordError` (so neither ``recfeat train`` nor a model asset reports one).
+    """
 
     model: str
     run_dir: Path
     metrics: dict[str, Any]
     tables: dict[str, dict[str, Any]]
     config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.run_dir is not None:
+            require_complete(self.run_dir)
 
 
 def code_version(repo: Path = REPO_ROOT) -> dict[str, Any]:
@@ -102,7 +130,9 @@ class RunDir:
     """A run directory being written.
 
     ``environment``: the record taken while the model trained (``deterministic`` yields it);
-    without it the current state is recorded.
+    without it the current state is recorded. Every file is written atomically (a temporary
+    name, then a rename); :meth:`write_tables` is the last write and marks the run complete,
+    after which the directory refuses further writes.
     """
 
     def __init__(self, runs_root: str | Path, model: str, config: dict[str, Any],
@@ -110,28 +140,127 @@ class RunDir:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         self.model = model
         self.path = Path(runs_root) / model / f"{stamp}-{config_hash(config)}"
+        clean_stale_tmp(Path(runs_root) / model)
         self.path.mkdir(parents=True, exist_ok=False)
         self.write_json("config.json", {"model": model, "config": config})
         self.write_json("environment.json", environment if environment is not None else environment_record())
 
+    @property
+    def is_complete(self) -> bool:
+        return is_complete(self.path)
+
     def write_tables(self, warehouse: str, tables: dict[str, dict[str, Any]]) -> Path:
-        """Write ``tables.json`` and pin every version read in the warehouse, kept while this run
-        directory exists (write it last, once the checkpoint and metrics are saved)."""
+        """Write ``tables.json``, pin every version read in the warehouse (kept while this run
+        directory exists) and mark the run complete: call it last, once the checkpoint, the
+        encoders and the metrics are saved."""
         path = self.write_json("tables.json", tables)
         pin_tables(warehouse, tables, f"{self.model}--{self.path.name}", str(self.path.resolve()))
+        self.complete()
+        return path
+
+    def complete(self) -> Path:
+        """Write the ``_COMPLETE`` marker (the files and their sizes, the time): the last write."""
+        self._check_open(COMPLETE_MARKER)
+        files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file() and not _is_tmp(p.name)}
+        record = {"completed_at": dt.datetime.now(dt.timezone.utc).isoformat(), "files": files}
+        path = _atomic_write(self.path / COMPLETE_MARKER, lambda f: f.write(json.dumps(record, indent=1, sort_keys=True).encode()))
+        _fsync_dir(self.path)
         return path
 
     def write_json(self, name: str, data: Any) -> Path:
-        path = self.path / name
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=_json_default))
-        tmp.replace(path)
-        return path
+        self._check_open(name)
+        text = json.dumps(data, indent=1, sort_keys=True, default=_json_default)
+        return _atomic_write(self.path / name, lambda f: f.write(text.encode()))
 
     def save_state(self, state_dict: dict[str, torch.Tensor]) -> Path:
-        path = self.path / "model.pt"
-        torch.save(state_dict, path)
-        return path
+        self._check_open("model.pt")
+        return _atomic_write(self.path / "model.pt", lambda f: torch.save(state_dict, f))
+
+    def _check_open(self, name: str) -> None:
+        if is_complete(self.path):
+            raise RuntimeError(f"{self.path} is complete: {name} must be written before write_tables, the last write")
+
+
+def _is_tmp(name: str) -> bool:
+    return TMP_INFIX in name or name.endswith(".tmp")
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """``write(file)`` into a temporary file beside ``path``, flush it to disk, rename it to ``path``."""
+    tmp = path.with_name(f".{path.name}{TMP_INFIX}{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (its ``_COMPLETE`` marker exists)."""
+    return (Path(run_dir) / COMPLETE_MARKER).is_file()
+
+
+def require_complete(run_dir: str | Path) -> Path:
+    """``run_dir`` as a Path; :class:`RunRecordError` (one line) if it is missing or incomplete."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunRecordError(f"{run_dir}: no such run directory")
+    if not is_complete(path):
+        raise RunRecordError(
+            f"{run_dir}: incomplete run (no {COMPLETE_MARKER} marker): it crashed or is still training, so its files "
+            f"may be partial; use a complete run (one written before recfeat marked completion can be marked by hand "
+            f"after checking it: touch {path / COMPLETE_MARKER})"
+        )
+    return path
+
+
+def list_runs(runs_root: str | Path, model: str | None = None, include_incomplete: bool = False) -> list[Path]:
+    """The run directories under ``runs_root`` (of ``model``, or of every model), oldest first;
+    incomplete runs are left out unless ``include_incomplete``."""
+    root = Path(runs_root)
+    models = [root / model] if model else sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    runs = [r for m in models if m.is_dir() for r in sorted(m.iterdir()) if r.is_dir()]
+    return runs if include_incomplete else [r for r in runs if is_complete(r)]
+
+
+def clean_stale_tmp(model_root: str | Path, older_than_s: float = STALE_TMP_S, now: float | None = None) -> list[Path]:
+    """Remove the temporary files that crashed runs left in the run directories under
+    ``model_root`` (``<runs_root>/<model>``) once they are ``older_than_s`` old; a younger one
+    may belong to a run still writing. Best effort; returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    root = Path(model_root)
+    if not root.is_dir():
+        return removed
+    for run in root.iterdir():
+        if not run.is_dir():
+            continue
+        for p in run.iterdir():
+            try:
+                if _is_tmp(p.name) and p.is_file() and now - p.stat().st_mtime >= older_than_s:
+                    p.unlink()
+                    removed.append(p)
+            except OSError as exc:
+                _log.warning("cannot remove the stale temporary file %s: %s", p, exc)
+    return removed
 
 
 def _json_default(o: Any):
@@ -150,9 +279,20 @@ def read_json(run_dir: str | Path, name: str) -> Any:
     return json.loads((Path(run_dir) / name).read_text())
 
 
-def load_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
-    """The run's checkpoint, loaded safely (tensors only)."""
+def load_state(run_dir: str | Path, allow_incomplete: bool = False) -> dict[str, torch.Tensor]:
+    """The run's checkpoint, loaded safely (tensors only); an incomplete run is refused
+    (:class:`RunRecordError`) unless ``allow_incomplete``."""
+    if not allow_incomplete:
+        require_complete(run_dir)
     return torch.load(Path(run_dir) / "model.pt", weights_only=True)
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """``config.json`` of a complete run: ``{"model": ..., "config": {...}}``."""
+    path = require_complete(run_dir) / "config.json"
+    if not path.is_file():
+        raise RunRecordError(f"{run_dir}: no config.json, so the run cannot be reproduced")
+    return json.loads(path.read_text())
 
 
 def pin_tables(warehouse: str, tables: dict[str, dict[str, Any]], name: str, run_dir: str | None = None,
@@ -176,7 +316,7 @@ def pin_tables(warehouse: str, tables: dict[str, dict[str, Any]], name: str, run
         path = pin_path(root, table, name)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            if not fs.exists(pointer_path(root, table)):
+            if not fs.exists(delta_log_dir(root, table)):
                 continue
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             fs.pipe_file(tmp, pin_record(int(record["version"]), run_dir, expires_in_s).encode())
@@ -220,8 +360,8 @@ class RunRecordError(ValueError):
 
 
 def recorded_versions(run_dir: str | Path) -> dict[str, int]:
-    """Table -> the version the run read, from its ``tables.json``."""
-    path = Path(run_dir) / "tables.json"
+    """Table -> the version the run read, from the ``tables.json`` of a complete run."""
+    path = require_complete(run_dir) / "tables.json"
     if not path.exists():
         raise RunRecordError(f"{run_dir}: no tables.json, so the table versions the run read are unknown")
     return {t: int(r["version"]) for t, r in json.loads(path.read_text()).items() if "version" in r}

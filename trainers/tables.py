@@ -1,8 +1,8 @@
 """Read-only access to committed warehouse tables for trainers (pyarrow + fsspec, no Spark).
 
-Resolves ``_current`` -> manifest -> files with the layout rules of :mod:`features.layout`,
-checks the schema against the table's contract, and reports the exact version read so a
-training run can record it.
+Resolves a table's Delta log to one version's files (:mod:`features.snapshots`), checks the
+schema against the table's contract, and reports the exact version read so a training run
+can record it.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.contracts import get_contract
-from features.layout import Manifest, manifest_path, parse_version, pointer_path
+from features.layout import Manifest
+from features.snapshots import SnapshotError, read_manifest
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,16 @@ def _fs(root: str):
 
 
 def snapshot(root: str, table: str, version: int | None = None) -> TableSnapshot:
-    """The committed (or a given kept) version of ``table`` under warehouse ``root``."""
+    """The committed (or a given) version of ``table`` under warehouse ``root``.
+
+    ``FileNotFoundError`` (one line) when the table or the version is not there.
+    """
     fs, path = _fs(root)
-    if version is None:
-        pointer = pointer_path(path, table)
-        if not fs.exists(pointer):
-            raise FileNotFoundError(f"table {table!r} has no committed version under {root}")
-        with fs.open(pointer, "r") as fh:
-            version = parse_version(fh.read())
-    with fs.open(manifest_path(path, table, version), "r") as fh:
-        return TableSnapshot(path, Manifest.from_json(fh.read()))
+    delta_root = root.rstrip("/") if "://" in root and not root.startswith("file://") else path
+    try:
+        return TableSnapshot(path, read_manifest(delta_root, table, version))
+    except SnapshotError as exc:
+        raise FileNotFoundError(str(exc)) from None
 
 
 def iter_batches(

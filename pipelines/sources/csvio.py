@@ -32,6 +32,8 @@ Dimension files: :func:`iter_csv_text`
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -43,7 +45,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from features.rejections import Reason
+from features.rejections import OVERSIZED_LINE_KEPT_BYTES, Reason
+from pipelines.settings import IngestRules
 from pipelines.sources.errors import VALUE_PREVIEW_CHARS, InvalidRowError, SourceError, error_line
 from pipelines.sources.files import RawChunk, pipelined, rechunk
 
@@ -81,16 +84,23 @@ def _open(path: str | Path) -> pa.NativeFile:
 
 def read_header(path: str | Path, fmt: CsvFormat) -> list[str]:
     """The column names in the first line of ``path`` (``SourceError`` if it is missing or unreadable)."""
+    parts: list[bytes] = []
+    size = 0
     try:
         with _open(path) as stream:
-            buf = b""
-            while b"\n" not in buf and b"\r" not in buf and len(buf) < (16 << 20):
+            while size <= MAX_HEADER_BYTES:
                 block = stream.read(1 << 16)
                 if not block:
                     break
-                buf += block
+                parts.append(bytes(block))
+                size += len(block)
+                if _first_end(parts[-1]) >= 0:
+                    break
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(f"{path}: cannot read the header: {error_line(exc)}") from None
+    buf = b"".join(parts)
+    if _first_end(buf) < 0 and size > MAX_HEADER_BYTES:
+        raise SourceError(f"{path}: no header line within the first {MAX_HEADER_BYTES >> 20} MiB")
     if buf.startswith(b"\xef\xbb\xbf"):
         buf = buf[3:]
     line = re.split(b"[\r\n]", buf, maxsplit=1)[0]  # a line ends at \n, \r\n or \r
@@ -102,9 +112,9 @@ def read_header(path: str | Path, fmt: CsvFormat) -> list[str]:
             read_options=pcsv.ReadOptions(encoding=fmt.encoding, autogenerate_column_names=False),
             parse_options=fmt.parse_options(),
         )
+        names = header.column_names
     except (pa.ArrowException, UnicodeDecodeError) as exc:
         raise SourceError(f"{path}: unreadable header: {error_line(exc)}") from None
-    names = header.column_names
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SourceError(f"{path}: header repeats column names {duplicates}")
@@ -236,8 +246,9 @@ _BOM = b"\xef\xbb\xbf"
 _STR = pa.string()
 #: Internal columns of a parsed block, after the file's columns.
 _RAW, _CODE, _REASON = "\x00raw_record", "\x00reason_code", "\x00reason"
-_OK, _BAD_ENCODING, _UNPARSEABLE, _WRONG_COUNT = 0, 1, 2, 3
+_OK, _BAD_ENCODING, _UNPARSEABLE, _WRONG_COUNT, _OVERSIZED = 0, 1, 2, 3, 4
 _CODE_OF = {
+    _OVERSIZED: Reason.OVERSIZED_LINE.value,
     _BAD_ENCODING: Reason.INVALID_ENCODING.value,
     _UNPARSEABLE: Reason.UNPARSEABLE_LINE.value,
     _WRONG_COUNT: Reason.WRONG_COLUMN_COUNT.value,
@@ -270,48 +281,151 @@ def _preview(text: str) -> str:
     return repr(text[:VALUE_PREVIEW_CHARS])
 
 
-def _blocks(stream, skip_header: bool, block_size: int, path, lines_so_far: Callable[[], int]) -> Iterator[bytes]:
-    """The bytes of the data lines, in blocks that end at a line end (the last at the file end).
+#: The default of ``rules.max_line_bytes`` (the reader's bound when no rules are given).
+DEFAULT_MAX_LINE_BYTES: int = IngestRules.model_fields["max_line_bytes"].default
+#: The longest header line read (a header is needed whole to name the columns).
+MAX_HEADER_BYTES = 16 << 20
 
-    The header (the first line) and a UTF-8 BOM are removed. A ``\\r\\n`` cut between two blocks
-    leaves an empty line, which is dropped like any blank line.
+
+@dataclass(frozen=True)
+class OversizedLine:
+    """A data line longer than ``max_line_bytes``, skipped by :func:`_blocks` without holding it.
+
+    ``length`` is its size in bytes without the line end, ``sha256`` the hex digest of those
+    bytes, ``head`` its first :data:`~features.rejections.OVERSIZED_LINE_KEPT_BYTES` bytes.
     """
-    carry = b""
+
+    length: int
+    sha256: str
+    head: bytes
+
+
+class _Skipper:
+    """Hashes and counts the bytes of a line being skipped, keeping only its first bytes."""
+
+    def __init__(self, parts: list[bytes]):
+        self.hash = hashlib.sha256()
+        self.length = 0
+        self.head = b""
+        for part in parts:
+            self.update(part)
+
+    def update(self, data) -> None:
+        if len(self.head) < OVERSIZED_LINE_KEPT_BYTES:
+            self.head += bytes(data[: OVERSIZED_LINE_KEPT_BYTES - len(self.head)])
+        self.hash.update(data)
+        self.length += len(data)
+
+    def line(self) -> OversizedLine:
+        return OversizedLine(self.length, self.hash.hexdigest(), self.head)
+
+
+def _first_end(data: bytes) -> int:
+    r"""The index of the first ``\n`` or ``\r`` in ``data``, or -1."""
+    ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+    return min(ends) if ends else -1
+
+
+def _last_end(data: bytes) -> int:
+    return max(data.rfind(b"\n"), data.rfind(b"\r"))
+
+
+class _StreamError(SourceError):
+    """Reading the byte stream failed part way (``detail``: the cause); the reader that counted
+    the lines handed out names the line in the message it raises instead."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
+
+
+def _reads(stream, block_size: int, path, lines_so_far: Callable[[], int]) -> Iterator[bytes]:
+    """The file's bytes in reads of ``block_size`` (never empty), a leading UTF-8 BOM removed."""
     started = False
-    header_pending = skip_header
+    head = b""
     while True:
         try:
             data = stream.read(block_size)
         except (OSError, pa.ArrowException) as exc:
-            raise SourceError(f"{path}: cannot read after data line {lines_so_far()}: {error_line(exc)}") from None
+            detail = error_line(exc)
+            raise _StreamError(f"{path}: cannot read after data line {lines_so_far()}: {detail}", detail) from None
         eof = not data
-        buf = carry + data if carry else bytes(data)
-        carry = b""
-        if not started and buf:
-            if len(buf) < len(_BOM) and not eof:
-                carry = buf
+        if not started:
+            head += bytes(data)
+            if len(head) < len(_BOM) and not eof:
                 continue
             started = True
-            if buf.startswith(_BOM):
-                buf = buf[len(_BOM):]
-        if header_pending and buf:
-            ends = [i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0]
-            if not ends and not eof:
-                carry = buf
-                continue
-            buf = buf[min(ends) + 1:] if ends else b""
-            header_pending = False
+            data = head[len(_BOM):] if head.startswith(_BOM) else head
+        if data:
+            yield bytes(data)
         if eof:
-            if buf:
-                yield buf
             return
-        cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
-        if cut < 0:
-            carry = buf  # a line longer than the block: read on
+
+
+def _blocks(
+    stream,
+    skip_header: bool,
+    block_size: int,
+    path,
+    lines_so_far: Callable[[], int],
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[bytes | OversizedLine]:
+    """The bytes of the data lines, in blocks that end at a line end (the last at the file end),
+    and an :class:`OversizedLine` in place of every line that would grow past ``max_line_bytes``.
+
+    The header (the first line) and a UTF-8 BOM are removed. A ``\\r\\n`` cut between two blocks
+    leaves an empty line, which is dropped like any blank line. Memory stays bounded by
+    ``max_line_bytes`` plus a block, and every byte is copied a bounded number of times: a line
+    that has not ended within ``max_line_bytes`` is hashed and dropped as it is read, to its line
+    end (a long line that does end inside one block is judged by the block parser). Linear in the
+    file size, gzipped or not.
+    """
+    pending: list[bytes] = []  # the start of a line that has not ended yet
+    pending_len = 0
+    skipping: _Skipper | None = None  # the line being skipped (too long, or the header)
+    skipping_header = skip_header
+    if skip_header:
+        skipping = _Skipper([])
+    for data in _reads(stream, block_size, path, lines_so_far):
+        if skipping is not None:
+            end = _first_end(data)
+            if end < 0:
+                if not skipping_header:
+                    skipping.update(data)
+                continue
+            if skipping_header:
+                skipping_header = False
+            else:
+                skipping.update(data[:end])
+                yield skipping.line()
+            skipping = None
+            data = data[end:]  # starts with the line end: a blank line, dropped
+        cut = _last_end(data)
+        if cut < 0:  # no line end: the pending line goes on
+            pending.append(data)
+            pending_len += len(data)
+            if pending_len > max_line_bytes:
+                skipping = _Skipper(pending)
+                pending, pending_len = [], 0
             continue
-        if cut + 1 < len(buf):
-            carry = buf[cut + 1:]
-        yield buf[: cut + 1]
+        if pending:
+            end = _first_end(data)
+            if pending_len + end > max_line_bytes:
+                line = _Skipper(pending)
+                line.update(data[:end])
+                yield line.line()
+                pending, pending_len = [], 0
+                data = data[end:]
+                cut -= end
+        block = b"".join([*pending, data[: cut + 1]]) if pending else data[: cut + 1]
+        rest = data[cut + 1:]
+        pending, pending_len = ([rest], len(rest)) if rest else ([], 0)
+        yield block
+    if skipping is not None:
+        if not skipping_header:
+            yield skipping.line()
+    elif pending:
+        yield b"".join(pending)
 
 
 @dataclass(frozen=True)
@@ -415,11 +529,12 @@ def _without_lines(block: bytes, lines: _Lines, drop: np.ndarray) -> bytes:
 class _CsvBlockParser:
     """One block of a delimited file to a record batch: the file's columns, then raw text, code, reason."""
 
-    def __init__(self, fmt: CsvFormat, names: list[str]):
+    def __init__(self, fmt: CsvFormat, names: list[str], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
         if fmt.encoding.lower().replace("-", "").replace("_", "") != "utf8":
             raise SourceError(f"event files must be UTF-8 (encoding {fmt.encoding!r} is not supported)")
         self.fmt = fmt
         self.names = names
+        self.max_line_bytes = max_line_bytes
         self.pattern = line_pattern(fmt.delimiter) if fmt.quoting else None
         self.convert_options = pcsv.ConvertOptions(
             column_types={n: _STR for n in names},
@@ -494,13 +609,16 @@ class _CsvBlockParser:
                 tables.append(table)
         return (pa.concat_tables(tables) if tables else None), found
 
-    def __call__(self, block: bytes) -> pa.RecordBatch:
+    def __call__(self, block: bytes | OversizedLine) -> pa.RecordBatch:
+        if isinstance(block, OversizedLine):
+            return oversized_batch(block, self.schema, self.max_line_bytes)
         lines = split_lines(block)
         n = len(lines)
         text, bad_encoding = _decode(lines.raw)
         status = np.zeros(n, np.int8)
         if bad_encoding is not None:
             status[bad_encoding] = _BAD_ENCODING
+        text, oversized = _flag_oversized(block, lines, text, status, self.max_line_bytes)
         if self.pattern is not None and n and block.find(b'"') >= 0:
             stripped = strip_line_end(text)
             has_quote = pc.match_substring(stripped, '"')
@@ -522,7 +640,7 @@ class _CsvBlockParser:
                 index[good] = np.arange(int(good.sum()))
                 take = pa.array(index, mask=index < 0)
                 columns = [pc.take(c, take) for c in columns]
-        codes, reasons = _line_reasons(status, text, found_all, len(self.names), "fields")
+        codes, reasons = _line_reasons(status, text, found_all, len(self.names), "fields", oversized)
         return pa.RecordBatch.from_arrays([*columns, text, codes, reasons], schema=self.schema)
 
 
@@ -532,7 +650,59 @@ def as_one_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return col
 
 
-def _line_reasons(status: np.ndarray, text: pa.Array, found: np.ndarray, expected: int, what: str):
+def oversized_message(length: int, sha256: str, max_line_bytes: int) -> str:
+    """The message of an ``oversized_line`` dead letter."""
+    return (
+        f"the line is {length:,} bytes long, more than max_line_bytes {max_line_bytes:,} "
+        f"(sha256 {sha256}); skipped to its line end, raw_record holds its first {OVERSIZED_LINE_KEPT_BYTES:,} bytes"
+    )
+
+
+def _head_text(head: bytes) -> str:
+    return head[:OVERSIZED_LINE_KEPT_BYTES].decode("utf-8", errors="backslashreplace")
+
+
+def oversized_batch(line: OversizedLine, schema: pa.Schema, max_line_bytes: int) -> pa.RecordBatch:
+    """One ``oversized_line`` record as a parsed block of ``schema`` (the fields null)."""
+    arrays = []
+    for f in schema:
+        if f.name == _RAW:
+            arrays.append(pa.array([_head_text(line.head)], _STR))
+        elif f.name == _CODE:
+            arrays.append(pa.array([Reason.OVERSIZED_LINE.value], _STR))
+        elif f.name == _REASON:
+            arrays.append(pa.array([oversized_message(line.length, line.sha256, max_line_bytes)], _STR))
+        else:
+            arrays.append(pa.nulls(1, f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _flag_oversized(
+    block: bytes, lines: _Lines, text: pa.Array, status: np.ndarray, max_line_bytes: int
+) -> tuple[pa.Array, dict[int, str]]:
+    """Mark the lines of a block longer than ``max_line_bytes`` (status ``_OVERSIZED``).
+
+    Returns the texts with those lines cut to their first bytes, and per such line its message.
+    Lines that do not fit in one read block never get here (:func:`_blocks` skips them).
+    """
+    lengths = lines.ends - lines.starts
+    long = np.flatnonzero(lengths > max_line_bytes)
+    if not len(long):
+        return text, {}
+    messages = {}
+    texts = text.to_pylist()
+    view = memoryview(block)
+    for i in long.tolist():
+        raw = view[lines.starts[i]: lines.ends[i]]
+        messages[i] = oversized_message(len(raw), hashlib.sha256(raw).hexdigest(), max_line_bytes)
+        texts[i] = _head_text(bytes(raw[:OVERSIZED_LINE_KEPT_BYTES]))
+        status[i] = _OVERSIZED
+    return pa.array(texts, _STR), messages
+
+
+def _line_reasons(
+    status: np.ndarray, text: pa.Array, found: np.ndarray, expected: int, what: str, oversized: dict[int, str] | None = None
+):
     """Reason code and message per line (null for lines the reader accepts)."""
     n = len(status)
     bad = np.flatnonzero(status != _OK)
@@ -544,7 +714,9 @@ def _line_reasons(status: np.ndarray, text: pa.Array, found: np.ndarray, expecte
     for i, line in zip(bad.tolist(), shown):
         kind = int(status[i])
         codes[i] = _CODE_OF[kind]
-        if kind == _BAD_ENCODING:
+        if kind == _OVERSIZED:
+            reasons[i] = (oversized or {})[i]
+        elif kind == _BAD_ENCODING:
             reasons[i] = f"the line is not valid UTF-8: {_preview(line)}"
         elif kind == _UNPARSEABLE:
             reasons[i] = f"cannot split the line into fields (unterminated or stray quote): {_preview(line)}"
@@ -553,33 +725,47 @@ def _line_reasons(status: np.ndarray, text: pa.Array, found: np.ndarray, expecte
     return pa.array(codes, _STR), pa.array(reasons, _STR)
 
 
-def _text_lines(block: bytes) -> pa.RecordBatch:
-    """One block as its lines: ``line`` (null where not UTF-8), raw text, code, reason."""
+_TEXT_LINES_SCHEMA = pa.schema([pa.field("line", _STR), pa.field(_RAW, _STR), pa.field(_CODE, _STR), pa.field(_REASON, _STR)])
+
+
+def _text_lines(block: bytes | OversizedLine, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> pa.RecordBatch:
+    """One block as its lines: ``line`` (null where not UTF-8 or too long), raw text, code, reason."""
+    if isinstance(block, OversizedLine):
+        return oversized_batch(block, _TEXT_LINES_SCHEMA, max_line_bytes)
     lines = split_lines(block)
     text, bad_encoding = _decode(lines.raw)
     status = np.zeros(len(lines), np.int8)
-    line = strip_line_end(text)
     if bad_encoding is not None:
         status[bad_encoding] = _BAD_ENCODING
-        line = pc.if_else(pa.array(bad_encoding), pa.scalar(None, _STR), line)
-    codes, reasons = _line_reasons(status, text, np.zeros(len(lines), np.int64), 0, "")
-    return pa.RecordBatch.from_arrays([line, text, codes, reasons], names=["line", _RAW, _CODE, _REASON])
+    text, oversized = _flag_oversized(block, lines, text, status, max_line_bytes)
+    line = strip_line_end(text)
+    if (status != _OK).any():
+        line = pc.if_else(pa.array(status != _OK), pa.scalar(None, _STR), line)
+    codes, reasons = _line_reasons(status, text, np.zeros(len(lines), np.int64), 0, "", oversized)
+    return pa.RecordBatch.from_arrays([line, text, codes, reasons], schema=_TEXT_LINES_SCHEMA)
 
 
 def _record_chunks(
-    path: str | Path, has_header: bool, chunk_rows: int, names: list[str], parse: Callable[[bytes], pa.RecordBatch]
+    path: str | Path,
+    has_header: bool,
+    chunk_rows: int,
+    names: list[str],
+    parse: Callable[[bytes | OversizedLine], pa.RecordBatch],
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[RawChunk]:
     """Read blocks here, parse them in background threads (in order), re-cut into chunks of ``chunk_rows`` records.
 
     Parsing block *k+1* overlaps with the caller converting earlier chunks. Columns stay chunked
     (one piece per block): the conversion combines the field columns it reads, and the raw text
-    is only ever filtered down to the rejected records.
+    is only ever filtered down to the rejected records. If reading fails part way (a truncated
+    gzip stream), every complete line read before the failure is handed out first, then the
+    :class:`SourceError` is raised.
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     lines_read = 0
     stream = _open(path)
-    blocks = _blocks(stream, has_header, _block_size(chunk_rows), path, lambda: lines_read)
+    blocks = _blocks(stream, has_header, _block_size(chunk_rows), path, lambda: lines_read, max_line_bytes)
     buffered: list[pa.RecordBatch] = []
     count = 0
     line = 1
@@ -596,19 +782,26 @@ def _record_chunks(
         )
 
     try:
-        for batch in pipelined(blocks, parse):
-            lines_read += batch.num_rows
-            if not batch.num_rows:
-                continue
-            buffered.append(batch)
-            count += batch.num_rows
-            while count >= chunk_rows:
-                table = pa.Table.from_batches(buffered)
-                yield chunk(table.slice(0, chunk_rows))
-                line += chunk_rows
-                rest = table.slice(chunk_rows)
-                buffered = rest.to_batches() if rest.num_rows else []
-                count = rest.num_rows
+        try:
+            for batch in pipelined(blocks, parse):
+                lines_read += batch.num_rows
+                if not batch.num_rows:
+                    continue
+                buffered.append(batch)
+                count += batch.num_rows
+                while count >= chunk_rows:
+                    table = pa.Table.from_batches(buffered)
+                    yield chunk(table.slice(0, chunk_rows))
+                    line += chunk_rows
+                    rest = table.slice(chunk_rows)
+                    buffered = rest.to_batches() if rest.num_rows else []
+                    count = rest.num_rows
+        except SourceError as exc:
+            if count:  # the complete lines read before the failure
+                yield chunk(pa.Table.from_batches(buffered))
+            if isinstance(exc, _StreamError):  # every line read is counted by now
+                raise SourceError(f"{path}: cannot read after data line {lines_read}: {exc.detail}") from None
+            raise
         if count:
             yield chunk(pa.Table.from_batches(buffered))
     finally:
@@ -616,21 +809,28 @@ def _record_chunks(
         stream.close()
 
 
-def iter_csv_records(path: str | Path, fmt: CsvFormat, chunk_rows: int) -> Iterator[RawChunk]:
+def iter_csv_records(
+    path: str | Path, fmt: CsvFormat, chunk_rows: int, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[RawChunk]:
     """Stream a delimited event file as chunks of ``chunk_rows`` records (see the module docstring).
 
     File-level problems (no header, an unreadable or truncated file) raise :class:`SourceError`;
-    bad lines never do: they come out with a reason code and their raw text.
+    bad lines never do: they come out with a reason code and their raw text. A line longer than
+    ``max_line_bytes`` is one ``oversized_line`` record, skipped in bounded memory.
     """
     names = file_columns(path, fmt)
     if not names:
         raise SourceError(f"{path}: no column names for a file without a header")
-    parser = _CsvBlockParser(fmt, names)
-    yield from _record_chunks(path, fmt.has_header, chunk_rows, names, parser)
+    parser = _CsvBlockParser(fmt, names, max_line_bytes)
+    yield from _record_chunks(path, fmt.has_header, chunk_rows, names, parser, max_line_bytes)
 
 
-def iter_text_lines(path: str | Path, chunk_rows: int, has_header: bool = False) -> Iterator[RawChunk]:
-    """Stream a text file as chunks of its lines: one column ``line`` (null for lines that are not UTF-8)."""
+def iter_text_lines(
+    path: str | Path, chunk_rows: int, has_header: bool = False, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[RawChunk]:
+    """Stream a text file as chunks of its lines: one column ``line`` (null for lines that are
+    not UTF-8 or longer than ``max_line_bytes``)."""
     if has_header:
         read_header(path, CsvFormat(delimiter="\x01", quoting=False))
-    yield from _record_chunks(path, has_header, chunk_rows, ["line"], _text_lines)
+    parse = functools.partial(_text_lines, max_line_bytes=max_line_bytes)
+    yield from _record_chunks(path, has_header, chunk_rows, ["line"], parse, max_line_bytes)

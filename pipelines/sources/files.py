@@ -65,11 +65,13 @@ def match_files(directory: Path, patterns: Iterable[str]) -> list[Path]:
     """Files in ``directory`` (not recursive) matching any glob, sorted by name.
 
     A file and its gzipped copy (``x.csv`` and ``x.csv.gz``) count once: the plain one is kept.
+    Symbolic links are listed too (even dangling ones), so that the reader can refuse them
+    (``ingest.follow_symlinks``) or report them as unreadable instead of skipping them silently.
     """
     found: dict[str, Path] = {}
     for pattern in patterns:
         for p in directory.glob(pattern):
-            if p.is_file():
+            if p.is_file() or p.is_symlink():
                 found[p.name] = p
     names = set(found)
     keep = [p for name, p in found.items() if not (name.endswith(".gz") and strip_gz(name) in names)]
@@ -102,8 +104,9 @@ def pipelined(items: Iterable[T], convert: Callable[[T], R], depth: int = 2) -> 
 
     While chunk *k* is converted, chunk *k+1* is read: pyarrow releases the GIL in both, so
     reading and converting overlap. At most ``depth`` chunks wait converted or in conversion,
-    which bounds memory. Errors come out in file order: a read error after a chunk whose
-    conversion fails surfaces the conversion error (the earlier line) first.
+    which bounds memory. Errors come out in file order: when reading fails, the chunks read
+    before are still handed out (converted) first, and a conversion that fails among them
+    surfaces its error (the earlier line) instead of the read error.
     """
     pending: deque[Future[R]] = deque()
     iterator = iter(items)
@@ -115,9 +118,10 @@ def pipelined(items: Iterable[T], convert: Callable[[T], R], depth: int = 2) -> 
                 except StopIteration:
                     break
                 except Exception:
-                    # Reading failed: an earlier chunk's conversion error names an earlier line.
+                    # Reading failed: hand out what was read before it (an earlier chunk's
+                    # conversion error names an earlier line, so it comes first).
                     while pending:
-                        pending.popleft().result()
+                        yield pending.popleft().result()
                     raise
                 pending.append(pool.submit(convert, item))
                 while len(pending) >= depth:

@@ -13,7 +13,7 @@ import pyarrow as pa
 from pipelines.settings import DimensionFile, SourceConfig
 from pipelines.sources.base import EventStream, SourceAdapter
 from pipelines.sources.convert import EventMapping
-from pipelines.sources.csvio import CsvFormat
+from pipelines.sources.csvio import DEFAULT_MAX_LINE_BYTES, CsvFormat
 from pipelines.sources.dimensions import read_dimension_file
 from pipelines.sources.errors import SourceError
 from pipelines.sources.files import RawChunk, existing_path, iter_parquet, parquet_columns
@@ -53,6 +53,7 @@ class _GenericAdapter(SourceAdapter):
     def _read_dimension(self, d: DimensionFile | None, key: str) -> pa.Table | None:
         if d is None:
             return None
+        # A path named in the configuration: a link there is the operator's choice (not checked).
         return read_dimension_file(
             d.path, id_column=d.id_column, key=key, source=self.name, delimiter=self.config.delimiter
         )
@@ -70,8 +71,8 @@ class CsvAdapter(_GenericAdapter):
     def event_files(self) -> list[str]:
         return self._files_or_error(["*.csv", "*.csv.gz"], "CSV files")
 
-    def event_stream(self, file: str, chunk_rows: int) -> EventStream:
-        return self._csv_stream(file, self.format, self.mapping, chunk_rows)
+    def event_stream(self, file: str, chunk_rows: int, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> EventStream:
+        return self._csv_stream(file, self.format, self.mapping, chunk_rows, max_line_bytes)
 
 
 class ParquetAdapter(_GenericAdapter):
@@ -82,8 +83,10 @@ class ParquetAdapter(_GenericAdapter):
     def event_files(self) -> list[str]:
         return self._files_or_error(["*.parquet"], "Parquet files")
 
-    def event_stream(self, file: str, chunk_rows: int) -> EventStream:
-        """Parquet rows; a rejected row's ``raw_record`` is a JSON object of its fields as text."""
+    def event_stream(self, file: str, chunk_rows: int, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> EventStream:
+        """Parquet rows; a rejected row's ``raw_record`` is a JSON object of its fields as text.
+
+        Parquet has no lines: ``max_line_bytes`` does not apply (a long value is ``oversized_field``)."""
         existing_path(file, "event file")
         self.mapping.check_columns(parquet_columns(file), file)
         chunks = (RawChunk(first_line=line, table=table) for line, table in iter_parquet(file, chunk_rows))

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from pipelines.sources.base import EventStream, SourceAdapter
 from pipelines.sources.convert import EventMapping
-from pipelines.sources.csvio import CsvFormat, read_header
+from pipelines.sources.csvio import DEFAULT_MAX_LINE_BYTES, CsvFormat, read_header
 from pipelines.sources.dimensions import finish_dimension, read_text_table
 from pipelines.sources.errors import SourceError
 from pipelines.sources.files import existing_path, match_files
@@ -85,13 +85,13 @@ class KuaiRandAdapter(SourceAdapter):
             enums={"tab": TAB_VALUES} if "tab" in present else {},
         )
 
-    def event_stream(self, file: str, chunk_rows: int) -> EventStream:
+    def event_stream(self, file: str, chunk_rows: int, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> EventStream:
         existing_path(file, "event file")
         mapping = self.mapping_for(read_header(file, self.FORMAT), file)
-        return self._csv_stream(file, self.FORMAT, mapping, chunk_rows)
+        return self._csv_stream(file, self.FORMAT, mapping, chunk_rows, max_line_bytes)
 
     def _dimension_files(self, patterns: list[str]) -> list:
-        return match_files(self.directory, patterns)
+        return [self.check_dimension_file(f) for f in match_files(self.directory, patterns)]
 
     def read_users(self) -> pa.Table | None:
         files = self._dimension_files(USER_PATTERNS)

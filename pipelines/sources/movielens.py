@@ -34,7 +34,7 @@ from features.rejections import Reason
 from pipelines.sources.base import EventStream, SourceAdapter
 from pipelines.sources.columns import FLOAT_TEXT, INT_TEXT, as_array, constant_strings, is_missing
 from pipelines.sources.convert import EventMapping
-from pipelines.sources.csvio import CsvFormat, iter_text_lines, read_header
+from pipelines.sources.csvio import DEFAULT_MAX_LINE_BYTES, CsvFormat, iter_text_lines, read_header
 from pipelines.sources.dimensions import read_text_table
 from pipelines.sources.errors import SourceError
 from pipelines.sources.files import RawChunk, existing_path, match_files, strip_gz
@@ -101,7 +101,7 @@ class MovieLensAdapter(SourceAdapter):
 
     # Events ---------------------------------------------------------------------------------
 
-    def event_stream(self, file: str, chunk_rows: int) -> EventStream:
+    def event_stream(self, file: str, chunk_rows: int, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> EventStream:
         existing_path(file, "event file")
         layout = layout_of(file)
         if layout == RECBOLE:
@@ -114,21 +114,21 @@ class MovieLensAdapter(SourceAdapter):
                 user_id=names["user_id"], item_id=names["item_id"], timestamp=names["timestamp"],
                 timestamp_unit="s", rating=names.get("rating"),
             )  # fmt: skip
-            return self._csv_stream(file, fmt, mapping, chunk_rows)
+            return self._csv_stream(file, fmt, mapping, chunk_rows, max_line_bytes)
         if layout == UDATA:
             fmt = CsvFormat(
                 delimiter="\t", has_header=False, quoting=False,
                 column_names=("user_id", "item_id", "rating", "timestamp"),
             )  # fmt: skip
             mapping = EventMapping("user_id", "item_id", "timestamp", timestamp_unit="s", rating="rating")
-            return self._csv_stream(file, fmt, mapping, chunk_rows)
+            return self._csv_stream(file, fmt, mapping, chunk_rows, max_line_bytes)
         if layout == CSV:
             fmt = CsvFormat(delimiter=",", has_header=True, quoting=True)
             mapping = EventMapping("userId", "movieId", "timestamp", timestamp_unit="s", rating="rating")
-            return self._csv_stream(file, fmt, mapping, chunk_rows)
-        return self._dat_stream(file, chunk_rows)
+            return self._csv_stream(file, fmt, mapping, chunk_rows, max_line_bytes)
+        return self._dat_stream(file, chunk_rows, max_line_bytes)
 
-    def _dat_stream(self, file: str, chunk_rows: int) -> EventStream:
+    def _dat_stream(self, file: str, chunk_rows: int, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> EventStream:
         """``UserID::MovieID::Rating::Timestamp`` lines, split (vectorised) in the conversion threads."""
         names = ("UserID", "MovieID", "Rating", "Timestamp")
         mapping = EventMapping("UserID", "MovieID", "Timestamp", timestamp_unit="s", rating="Rating")
@@ -147,7 +147,7 @@ class MovieLensAdapter(SourceAdapter):
             table = pa.Table.from_arrays(fields, names=list(names))
             return RawChunk(raw.first_line, table, raw_records=raw.raw_records, codes=codes, reasons=reasons, keys=keys)
 
-        return EventStream(mapping, iter_text_lines(file, chunk_rows), prepare)
+        return EventStream(mapping, iter_text_lines(file, chunk_rows, max_line_bytes=max_line_bytes), prepare)
 
     # Users and items -------------------------------------------------------------------------
 
@@ -160,7 +160,7 @@ class MovieLensAdapter(SourceAdapter):
             stem = Path(self.event_files()[0]).name.split(".", 1)[0]
             named = [f for f in files if f.name.split(".", 1)[0] == stem]
             files = named or files
-        return files[0]
+        return self.check_dimension_file(files[0])
 
     def read_users(self) -> pa.Table | None:
         layout = self.layout()

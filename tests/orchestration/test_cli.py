@@ -13,7 +13,7 @@ import pytest
 from orchestration.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ["demo", "generate", "ingest", "materialize", "tables", "show", "export", "report"]
+COMMANDS = ["demo", "generate", "ingest", "materialize", "tables", "show", "export", "history", "migrate", "report"]
 
 
 def run_cli(*args, cwd=None):

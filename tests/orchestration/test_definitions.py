@@ -14,6 +14,7 @@ spark: {{master: "local[2]", shuffle_partitions: 2}}
 sources: {{synthetic: {{kind: synthetic, path: {root}/sources/synthetic}}}}
 partitions: {{start_date: 2022-04-08, end_date: 2022-04-11}}
 synthetic: {{events: 3000, days: 3, seed: 7}}
+ingest: {{settle_s: 0}}
 """
 
 
@@ -33,11 +34,13 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
     defs = build_definitions(load_settings(small_config), str(small_config))
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    from trainers.registry import model_names
+
+    assert {"watch_time_fm", "watch_time_deepfm", "sasrec"} <= set(model_names())
     assert keys == CORE | {
         "duration_stats", "watch_time_labels",
         "user_vectors", "lookalike_users", "item_neighbors", "recall_items",
-        "watch_time_fm", "watch_time_deepfm", "sasrec",
-    }
+    } | set(model_names())  # one asset per registered model
     assert graph.get(dg.AssetKey("events")).partitions_def.get_partition_keys() == ["2022-04-08", "2022-04-09", "2022-04-10"]
     checks = {c.name for c in graph.asset_check_keys}
     assert checks == {
@@ -91,16 +94,45 @@ def test_materialize_everything_then_rerun_is_identical(spark, small_config):
     assert mat.metadata["table_version"].value == 1
     assert "preview" in mat.metadata
 
+    assert instance.get_latest_materialization_event(dg.AssetKey("rejected_events")).asset_materialization.metadata[
+        "committed"].value is True  # the first run commits the empty table
     before = events.sort_by("event_id")
     materialize_assets(settings, str(small_config), "events", log=lambda *_: None)
-    assert wh.current_version("events") == 2
+    # Nothing new: no table gets a new version, and the materializations say so.
+    assert wh.current_version("events") == 1 and wh.current_version("rejected_events") == 1
+    for table in ("events", "rejected_events"):
+        mat = instance.get_latest_materialization_event(dg.AssetKey(table)).asset_materialization
+        assert mat.metadata["committed"].value is False, table
+        assert mat.tags["dagster/data_version"] == "v1"
     assert wh.read_arrow("events").sort_by("event_id").equals(before)
 
-    # One partition only: other days are carried over untouched.
+    # One partition only: a late event of 2022-04-09 is committed, other days are carried over untouched.
+    import csv
+    import datetime as dt
+    from pathlib import Path
+
+    src = Path(settings.source.path)
+    def rows():
+        for log in sorted(src.glob("log_*.csv")):
+            with open(log, newline="") as f:
+                yield from csv.DictReader(f)
+
+    row = next(r for r in rows() if dt.datetime.fromtimestamp(int(r["time_ms"]) / 1000, dt.timezone.utc).date()
+               == dt.date(2022, 4, 9))
+    header = list(row)
+    with open(src / "log_late_20220409.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, header)
+        w.writeheader()
+        w.writerow({**row, "time_ms": str(int(row["time_ms"]) + 1)})
     materialize_assets(settings, str(small_config), "events", "2022-04-09", "2022-04-09", log=lambda *_: None)
     m = wh.manifest("events")
-    assert m.written_partitions == ("2022-04-09",)
-    assert wh.read_arrow("events").sort_by("event_id").equals(before)
+    assert m.version == 2 and m.written_partitions == ("2022-04-09",)
+    assert instance.get_latest_materialization_event(dg.AssetKey("events")).asset_materialization.metadata[
+        "committed"].value is True
+    after = wh.read_arrow("events")
+    assert after.num_rows == 3001
+    assert after.filter(pc.field("event_date") != dt.date(2022, 4, 9)).sort_by("event_id").equals(
+        before.filter(pc.field("event_date") != dt.date(2022, 4, 9)).sort_by("event_id"))
 
 
 def test_sensor_requests_a_run_for_new_files_then_skips(spark, small_config, tmp_path):
@@ -110,17 +142,18 @@ def test_sensor_requests_a_run_for_new_files_then_skips(spark, small_config, tmp
     settings = load_settings(small_config)
     defs = build_definitions(settings, str(small_config))
     sensor = defs.resolve_sensor_def("new_source_files")
-    with dg.build_sensor_context(resources=defs.resources) as ctx:
+    instance = dg.DagsterInstance.get()
+    with dg.build_sensor_context(resources=defs.resources, instance=instance) as ctx:
         skipped = sensor(ctx)
         assert isinstance(skipped, dg.SkipReason)
     generate(settings.source.path, GeneratorParams.from_settings(settings.synthetic))
-    with dg.build_sensor_context(resources=defs.resources) as ctx:
+    with dg.build_sensor_context(resources=defs.resources, instance=instance) as ctx:
         request = sensor(ctx)
         assert isinstance(request, dg.RunRequest)
         assert request.tags["dagster/asset_partition_range_start"] == "2022-04-08"
         assert request.tags["dagster/asset_partition_range_end"] == "2022-04-10"
         cursor = ctx.cursor
-    with dg.build_sensor_context(resources=defs.resources, cursor=cursor) as ctx:
+    with dg.build_sensor_context(resources=defs.resources, cursor=cursor, instance=instance) as ctx:
         assert isinstance(sensor(ctx), dg.SkipReason)
 
 
@@ -162,10 +195,22 @@ def test_incremental_sequences_are_daily_partitions_of_the_daily_job(spark, tmp_
     wh = Warehouse(settings.warehouse.root)
     first = wh.manifest("user_sequences")
     assert sorted(first.partitions) == ["2022-04-08", "2022-04-09", "2022-04-10"]
+    instance = dg.DagsterInstance.get()
+
+    def latest(table):
+        return instance.get_latest_materialization_event(dg.AssetKey(table)).asset_materialization
+
+    assert latest("user_sequences").metadata["committed"].value is True
     # Re-running an up-to-date day commits nothing: every partition keeps its files.
     materialize_assets(settings, str(path), "user_sequences", "2022-04-10", "2022-04-10", log=lambda *_: None)
     again = wh.manifest("user_sequences")
     assert again.version == first.version and again.partitions == first.partitions
+    # ... and its materialization says so, with an unchanged data version (nothing downstream is stale).
+    for table in ("user_sequences", "rote_features"):
+        mat = latest(table)
+        assert mat.metadata["committed"].value is False
+        assert mat.metadata["commit"].value == f"nothing new: version {wh.current_version(table)} unchanged, nothing committed"
+        assert mat.tags["dagster/data_version"] == f"v{wh.current_version(table)}"
     assert wh.read_arrow("user_sequences").num_rows == 3000
     assert set(wh.read_arrow("rote_features").column("target_date").to_pylist()) == set(
         wh.read_arrow("user_sequences").column("target_date").to_pylist()
@@ -185,7 +230,7 @@ def test_incremental_sequences_are_daily_partitions_of_the_daily_job(spark, tmp_
         w.writeheader()
         w.writerow(row)
     sensor = defs.resolve_sensor_def("new_source_files")
-    with dg.build_sensor_context(resources=defs.resources) as ctx:
+    with dg.build_sensor_context(resources=defs.resources, instance=dg.DagsterInstance.get()) as ctx:
         request = sensor(ctx)
     assert isinstance(request, dg.RunRequest)
     selected = {k.to_user_string() for k in request.asset_selection}

@@ -153,17 +153,32 @@ def test_bad_records_become_dead_letters_and_reruns_add_nothing(spark, warehouse
     assert all(x["records_in"] == x["new_events"] + x["already_present"] + x["outside_window"] + x["rejected"] + x["duplicates"] for x in runs)
 
 
-def test_a_failing_ingest_keeps_the_last_good_table(spark, warehouse, tmp_path):
+def test_a_corrupt_file_is_a_dead_letter_and_a_failing_run_keeps_the_last_good_table(spark, warehouse, tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     (src / "log_a.csv").write_text("\n".join([HEADER, kuairand_line(1, 10, DAY0 + 5)]) + "\n")
     adapter = kuairand_adapter(src)
     ingest_events(spark, warehouse, adapter)
-    # A source file that cannot be read at all (a corrupt gzip stream) fails the run.
+    # A source file that cannot be read at all (a corrupt gzip stream) is one dead letter; the
+    # run goes on, and with nothing new it commits no events version.
     (src / "log_b.csv.gz").write_bytes(b"\x1f\x8b\x08\x00not a gzip stream" * 10)
-    with pytest.raises(Exception):
+    r = ingest_events(spark, warehouse, adapter)
+    assert (r.records_in, r.already_present, r.rejected, r.by_reason) == (2, 1, 1, {"unreadable_file": 1})
+    assert not r.events_committed and warehouse.current_version(EVENTS.name) == 1
+    letter = warehouse.read_arrow("rejected_events").to_pylist()[0]
+    assert (letter["source_file"], letter["source_line"], letter["reason_code"]) == ("log_b.csv.gz", 0, "unreadable_file")
+
+    # A run that fails while committing leaves the last good tables as they were.
+    (src / "log_c.csv").write_text("\n".join([HEADER, kuairand_line(2, 11, DAY0 + 6)]) + "\n")
+    before = {t: warehouse.current_version(t) for t in (EVENTS.name, "rejected_events", "ingest_runs")}
+
+    def failing_write(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(warehouse, "write_spark", failing_write)
+    with pytest.raises(OSError, match="disk full"):
         ingest_events(spark, warehouse, adapter)
-    assert warehouse.current_version(EVENTS.name) == 1
+    assert {t: warehouse.current_version(t) for t in before} == before
     assert warehouse.read_arrow(EVENTS.name).num_rows == 1
     shutil.rmtree(src)
 

@@ -1,14 +1,16 @@
 """trainers.loop: determinism, early stopping, best-state restore; trainers.runs: run directories."""
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from trainers.loop import deterministic, fit
-from trainers.runs import RunDir, load_state, read_json
+from trainers.runs import COMPLETE_MARKER, RunDir, RunRecordError, load_state, read_json
 
 
 def _problem(seed=0, n=256):
@@ -87,11 +89,86 @@ def test_run_dir_round_trip(tmp_path):
     sd = torch.nn.Linear(2, 1).state_dict()
     run.save_state(sd)
     run.write_json("metrics.json", {"auc": np.float64(0.5)})
+    assert not run.is_complete
+    run.write_tables(str(tmp_path / "no-warehouse"), {})
+    assert run.is_complete
     loaded = load_state(run.path)
     assert all(torch.equal(loaded[k], sd[k]) for k in sd)
     assert read_json(run.path, "metrics.json") == {"auc": 0.5}
     assert read_json(run.path, "config.json") == {"model": "m", "config": {"seed": 1}}
+    marker = read_json(run.path, COMPLETE_MARKER)
+    assert set(marker["files"]) == {"config.json", "environment.json", "metrics.json", "model.pt", "tables.json"}
+    assert marker["files"]["model.pt"] == (run.path / "model.pt").stat().st_size
+    assert sorted(p.name for p in run.path.iterdir()) == sorted([*marker["files"], COMPLETE_MARKER])  # no temporary files
     assert RunDir(tmp_path, "m", {"seed": 1}).path != run.path  # a rerun gets its own directory
+
+
+def test_a_crash_while_saving_the_model_leaves_no_partial_model_pt(tmp_path, monkeypatch):
+    """Regression: model.pt was written in place, so a crash mid-write left a truncated
+    checkpoint that looked like a finished run's."""
+    run = RunDir(tmp_path, "m", {"seed": 1})
+    sd = torch.nn.Linear(2, 1).state_dict()
+    real_save = torch.save
+
+    def crash_midway(obj, f, *a, **k):
+        with open(f, "wb") if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f) as out:
+            out.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError, match="No space left"):
+        run.save_state(sd)
+    assert sorted(p.name for p in run.path.iterdir()) == ["config.json", "environment.json"]
+    monkeypatch.setattr(torch, "save", real_save)
+    run.save_state(sd)  # the retry writes a whole file
+    with pytest.raises(RunRecordError, match="incomplete run .*no _COMPLETE marker"):
+        load_state(run.path)  # not marked complete yet
+    assert torch.equal(load_state(run.path, allow_incomplete=True)["weight"], sd["weight"])
+
+
+def test_incomplete_runs_are_refused_or_skipped_by_every_reader(tmp_path):
+    from trainers.runs import RunResult, is_complete, list_runs, read_run_config, recorded_versions, require_complete
+
+    crashed = RunDir(tmp_path, "m", {"seed": 1})
+    crashed.save_state(torch.nn.Linear(2, 1).state_dict())  # died before metrics and tables
+    done = RunDir(tmp_path, "m", {"seed": 2})
+    done.write_tables(str(tmp_path / "no-warehouse"), {"events": {"version": 3}})
+    assert not is_complete(crashed.path) and is_complete(done.path)
+    assert list_runs(tmp_path, "m") == [done.path]
+    assert list_runs(tmp_path) == [done.path]
+    assert list_runs(tmp_path, include_incomplete=True) == sorted([crashed.path, done.path])
+    for read in (require_complete, read_run_config, recorded_versions, load_state):
+        with pytest.raises(RunRecordError, match=f"{crashed.path}: incomplete run"):
+            read(crashed.path)
+    assert read_run_config(done.path) == {"model": "m", "config": {"seed": 2}}
+    assert recorded_versions(done.path) == {"events": 3}
+    with pytest.raises(RunRecordError, match="incomplete run"):
+        RunResult("m", crashed.path, {}, {})  # what a model asset reports must be a finished run
+    assert RunResult("m", done.path, {}, {}).run_dir == done.path
+    with pytest.raises(RuntimeError, match="before write_tables"):
+        done.write_json("metrics.json", {})  # a complete run is never rewritten
+
+
+def test_stale_temporary_files_are_cleaned_by_the_next_run(tmp_path):
+    import os
+    import time
+
+    from trainers.runs import STALE_TMP_S, clean_stale_tmp
+
+    crashed = RunDir(tmp_path, "m", {"seed": 1})
+    old = crashed.path / ".model.pt.tmp-0badc0de"
+    young = crashed.path / ".metrics.json.tmp-12345678"
+    legacy = crashed.path / "metrics.tmp"  # what earlier versions' write_json left
+    for p in (old, young, legacy):
+        p.write_bytes(b"partial")
+    then = time.time() - STALE_TMP_S - 60
+    os.utime(old, (then, then))
+    os.utime(legacy, (then, then))
+    assert clean_stale_tmp(tmp_path / "other-model") == []
+    RunDir(tmp_path, "m", {"seed": 2})  # a new run of the model sweeps the old leftovers
+    assert not old.exists() and not legacy.exists()
+    assert young.exists()  # may belong to a run still writing
+    assert (crashed.path / "config.json").exists()
 
 
 def test_betas_reach_adam(monkeypatch):

@@ -20,11 +20,11 @@ SASREC = "{epochs: 2, max_len: 4, hidden: 8, batch_size: 2}"
 @pytest.fixture
 def project(tmp_path):
     root = tmp_path / "warehouse"
-    wh = Warehouse(str(root), keep_versions=2)
+    wh = Warehouse(str(root), retention_days=0, keep_versions=2)
     wh.write_arrow(USER_SEQUENCES, loo_table(LOGS))  # version 1
     cfg = tmp_path / "recfeat.yaml"
     cfg.write_text(
-        f"warehouse: {{root: {root}, keep_versions: 2}}\n"
+        f"warehouse: {{root: {root}, retention_days: 0, keep_versions: 2}}\n"
         f"training:\n  runs_root: {tmp_path / 'runs'}\n  models:\n    sasrec: {SASREC}\n"
     )
     return cfg, wh
@@ -84,7 +84,7 @@ def test_retention_keeps_a_version_a_kept_run_read_until_the_run_is_deleted(proj
 
 
 def test_retention_keeps_versions_pinned_in_the_configuration(tmp_path):
-    wh = Warehouse(str(tmp_path / "w"), keep_versions=1, pinned={"user_sequences": [2]})
+    wh = Warehouse(str(tmp_path / "w"), retention_days=0, keep_versions=1, pinned={"user_sequences": [2]})
     for _ in range(4):
         wh.write_arrow(USER_SEQUENCES, loo_table(LOGS))
     assert wh.versions("user_sequences") == [2, 4]
@@ -164,7 +164,7 @@ def test_unreadable_expired_and_foreign_pins(tmp_path, caplog):
     from features.layout import pin_path, pin_record
     from pipelines.warehouse import pin_is_stale
 
-    wh = Warehouse(str(tmp_path / "w"), keep_versions=1)
+    wh = Warehouse(str(tmp_path / "w"), retention_days=0, keep_versions=1)
     wh.write_arrow(USER_SEQUENCES, loo_table(LOGS))
     wh.pin("user_sequences", 1, "broken")
     Path(pin_path(wh.root, "user_sequences", "broken")).write_text("{not json")
@@ -186,3 +186,19 @@ def test_unreadable_expired_and_foreign_pins(tmp_path, caplog):
     # a URI is checked through fsspec; an error while checking keeps the pin
     assert pin_is_stale({"version": 1, "run_dir": f"file://{gone}"})
     assert not pin_is_stale({"version": 1, "run_dir": "s3://bucket/run"}, exists=lambda _: 1 / 0)
+
+
+def test_from_run_refuses_an_incomplete_run_in_one_line(project, capsys):
+    """Regression: ``--from-run`` reproduced a run that had crashed before it finished (its
+    checkpoint and records possibly partial)."""
+    from trainers.runs import COMPLETE_MARKER
+
+    cfg, _ = project
+    first = _train(cfg)
+    assert (first / COMPLETE_MARKER).is_file()  # what recfeat train writes last
+    (first / COMPLETE_MARKER).unlink()  # as if the process had died before the end
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "train", "sasrec", "--from-run", str(first)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"recfeat: error: {first}: incomplete run (no _COMPLETE marker)")
+    assert len(list((cfg.parent / "runs" / "sasrec").iterdir())) == 1  # nothing was trained
