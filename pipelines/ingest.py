@@ -551,7 +551,8 @@ def ingest_dimension(
     lacks is null in its rows, a column new in the file is null in the kept rows; a column whose
     types cannot be reconciled fails with :class:`DimensionSchemaError` naming it, and nothing is
     committed. The committed version is read once and the commit made on it. Returns ``None``
-    when the source has no such file. ``follow_symlinks``: read a users/items file that is a
+    when the source has no such file, and the committed manifest without a commit when the
+    merged rows equal the committed ones. ``follow_symlinks``: read a users/items file that is a
     symbolic link (else :class:`~pipelines.sources.SourceError`; ``ingest.follow_symlinks``).
     """
     contract = {USERS.name: USERS, ITEMS.name: ITEMS}[table]
@@ -564,12 +565,26 @@ def ingest_dimension(
     key = contract.key[0]
     fresh = _first_per_key(fresh, key)
     base = warehouse.current_version(table)
+    committed = None
     if base is not None:
-        fresh = merge_dimension(warehouse.read_arrow(table, version=base), fresh, key, table)
+        committed = warehouse.read_arrow(table, version=base)
+        fresh = merge_dimension(committed, fresh, key, table)
     fresh = contract.conform(fresh).sort_by(key)
+    if committed is not None and _same_rows(contract.conform(committed).sort_by(key), fresh):
+        return warehouse.manifest(table, base)  # nothing new: commit nothing
     return warehouse.write_arrow(
         contract, fresh, producer={"job": f"ingest_{table}", "source": adapter.name}, base_version=_base(base)
     )
+
+
+def _same_rows(a: pa.Table, b: pa.Table) -> bool:
+    """Whether two tables sorted by key hold the same columns and values (types may differ)."""
+    if a.column_names != b.column_names or a.num_rows != b.num_rows:
+        return False
+    try:
+        return a.cast(b.schema).equals(b)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        return False
 
 
 def merge_dimension(old: pa.Table, fresh: pa.Table, key: str, table: str = "dimension") -> pa.Table:

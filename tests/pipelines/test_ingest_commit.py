@@ -270,3 +270,19 @@ def test_a_users_file_with_changed_columns_keeps_every_committed_user(tmp_path, 
     with pytest.raises(DimensionSchemaError, match=r"users: .*'age' \(double committed, string in the new file\), 'city' \(string committed, int64 in the new file\) changed type"):
         ingest_dimension(warehouse, adapter, "users")
     assert warehouse.current_version("users") == version
+
+
+def test_an_unchanged_users_file_commits_nothing(tmp_path, warehouse):
+    # Before: every ingest of the same users file committed a new version.
+    events = tmp_path / "e.csv"
+    events.write_text("uid,iid,ts\n1,2,1650812741\n")
+    users = tmp_path / "users.csv"
+    users.write_text("uid,age\n1,30\n2,40\n")
+    mapping = ColumnMapping(user_id="uid", item_id="iid", timestamp="ts")
+    adapter = adapter_for("gen", SourceConfig(kind="csv", path=str(events), mapping=mapping,
+                                              users=DimensionFile(path=str(users), id_column="uid")))  # fmt: skip
+    assert ingest_dimension(warehouse, adapter, "users").version == 1
+    assert ingest_dimension(warehouse, adapter, "users").version == 1
+    assert warehouse.current_version("users") == 1
+    users.write_text("uid,age\n2,41\n")
+    assert ingest_dimension(warehouse, adapter, "users").version == 2
