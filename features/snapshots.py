@@ -41,6 +41,19 @@ def open_table(root: str, table: str, version: VersionRef = None, storage_option
     from deltalake.exceptions import TableNotFoundError
 
     uri = delta_uri(root, table)
+    if isinstance(version, int) and version >= 1:
+        try:  # straight to the version (loading the latest first would replay the log twice)
+            table_obj = DeltaTable(uri, version=version, storage_options=storage_options)
+        except TableNotFoundError:
+            table_obj = None
+        except Exception:  # noqa: BLE001 - no such version: the general path words the error
+            table_obj = None
+        if table_obj is not None:
+            if _is_legacy(root, table):
+                raise SnapshotError(
+                    f"table {table!r} under {root} is in the pre-Delta layout: run `recfeat migrate` once"
+                )
+            return table_obj
     try:
         table_obj = DeltaTable(uri, storage_options=storage_options)
     except TableNotFoundError:

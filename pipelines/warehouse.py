@@ -235,6 +235,7 @@ class Warehouse:
         #: the default base of a write (a read-modify-write cannot lose a concurrent commit).
         self._read_versions: dict[str, int] = {}
         self._commit_cache: dict[tuple[str, int], dict] = {}
+        self._adds_cache: dict[tuple[str, int], list[str]] = {}
 
     # ---- addresses -------------------------------------------------------------------
     def spark_uri(self, path: str) -> str:
@@ -335,14 +336,22 @@ class Warehouse:
         return self._log_version(table)
 
     def _log_version(self, table: str) -> int | None:
+        """The newest log entry's version: from the last checkpoint on, probing the entries
+        after it (Delta's own rule), else from one listing of the (short) log."""
         log_dir = delta_log_dir(self.root, table)
         try:
-            names = self.fs.ls(log_dir, detail=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        versions = [int(n) for n in (p.rstrip("/").rsplit("/", 1)[-1][:-5] for p in names if p.endswith(".json"))
-                    if n.isdigit()]
-        latest = max(versions, default=-1)
+            with self.fs.open(f"{log_dir}/_last_checkpoint", "r") as fh:
+                latest = int(json.loads(fh.read())["version"])
+        except (FileNotFoundError, ValueError, KeyError):
+            try:
+                names = self.fs.ls(log_dir, detail=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            versions = [int(n) for n in (p.rstrip("/").rsplit("/", 1)[-1][:-5] for p in names if p.endswith(".json"))
+                        if n.isdigit()]
+            latest = max(versions, default=-1)
+        while self.fs.exists(log_entry_path(self.root, table, latest + 1)):
+            latest += 1
         return latest if latest >= 1 else None
 
     def history(self, table: str, limit: int | None = None) -> list[dict]:
@@ -681,10 +690,9 @@ class Warehouse:
             if now > latest:
                 raise CommitConflict(contract.name, staged.base_version, latest + 1) from None
             raise WarehouseError(f"table {contract.name!r}: the commit failed: {str(exc).splitlines()[0]}") from None
-        table.update_incremental()
         if not staged.append:
             return latest + 1
-        return self._version_of_txn(contract.name, staged.txn, newer_than=latest) or table.version()
+        return self._version_of_txn(contract.name, staged.txn, newer_than=latest) or latest + 1
 
     def _version_of_txn(self, table: str, txn: str, newer_than: int = 0) -> int | None:
         """The version a transaction committed as (``None``: it never committed), looking at the
@@ -902,8 +910,11 @@ class Warehouse:
         """Relative paths of every file referenced by a version in ``window..current``."""
         yield from _relative_files(self._manifest_any(table, window))
         for v in range(window + 1, current + 1):
-            for action in _log_actions(self.fs, log_entry_path(self.root, table, v), "add"):
-                yield unquote(action["path"])
+            key = (table, v)
+            if key not in self._adds_cache:  # a committed log entry never changes
+                self._adds_cache[key] = [unquote(a["path"]) for a in
+                                         _log_actions(self.fs, log_entry_path(self.root, table, v), "add")]
+            yield from self._adds_cache[key]
 
     def _data_files(self, table: str) -> list[str]:
         """Parquet files under the table directory, outside ``_``/``.`` directories (not walked)."""
