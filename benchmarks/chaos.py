@@ -209,14 +209,28 @@ def chaos(args) -> int:
     print(f"clean run: {clean_s:.1f} s; tables {table_state(clean_dir / 'warehouse')}", flush=True)
     failures = 0
     log = chaos_dir / "run.log"
-    for i in range(1, args.kills + 1):
-        delay = rng.uniform(1.0, clean_s)
+    bound, kills, attempts = clean_s, 0, 0
+    while kills < args.kills and attempts < 3 * args.kills:
+        attempts += 1
+        delay = rng.uniform(1.0, bound)
+        before = table_state(chaos_dir / "warehouse")
+        t0 = time.perf_counter()
         step, finished = run_and_kill(chaos_dir, chaos_cfg, log, delay)
+        if finished:  # a run with less to do: draw the next kill from its duration
+            bound = max(2.0, time.perf_counter() - t0)
+            print(f"run {attempts:>2}: finished in {bound:5.1f} s before the kill at {delay:5.1f} s (not counted)", flush=True)
+            continue
+        kills += 1
+        after = table_state(chaos_dir / "warehouse")
+        committed = sorted(t for t, v in after.items() if before.get(t) != v)
         problems = check_readable(chaos_dir / "warehouse")
         failures += bool(problems)
-        landed = "finished before the kill" if finished else f"killed during {step}"
-        print(f"kill {i:>2}/{args.kills}: after {delay:5.1f} s, {landed}; versions {table_state(chaos_dir / 'warehouse')}; "
-              f"readable: {'yes' if not problems else problems}", flush=True)
+        print(f"kill {kills:>2}/{args.kills}: after {delay:5.1f} s, during {step}; committed before it: "
+              f"{', '.join(committed) or 'nothing'}; every table reads at its current version with all its files: "
+              f"{'yes' if not problems else problems}", flush=True)
+    if kills < args.kills:
+        print(f"only {kills} of {args.kills} kills landed in {attempts} runs")
+        failures += 1
     run_to_end(chaos_dir, chaos_cfg, log)
     problems = compare(clean_dir / "warehouse", chaos_dir / "warehouse")
     left = leftovers(chaos_dir / "warehouse")

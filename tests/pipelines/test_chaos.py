@@ -20,7 +20,7 @@ def _chaos():
 def test_three_sigkills_lose_nothing(capsys):
     assert _chaos().main(["--kills", "3", "--events", "2000", "--days", "2", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.count("readable: yes") == 3 and "tables equal the clean run's: yes" in out
+    assert out.count("all its files: yes") == 3 and "tables equal the clean run's: yes" in out
     assert "leftover staging/temporary files: 0" in out and "CHAOS PASSED" in out
 
 
