@@ -15,7 +15,8 @@ from typing import Any
 from trainers.config import TrainerConfig
 
 #: Modules that register models on import (a module that does not exist yet is skipped).
-MODEL_MODULES: tuple[str, ...] = ("trainers.watch_time.trainer", "trainers.sasrec", "trainers.din")
+MODEL_MODULES: tuple[str, ...] = ("trainers.watch_time.trainer", "trainers.sasrec", "trainers.din",
+                                 "trainers.multitask.trainer")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     from trainers.registry import model_names
 
-    assert {"watch_time_fm", "watch_time_deepfm", "sasrec"} <= set(model_names())
+    assert {"watch_time_fm", "watch_time_deepfm", "sasrec", "multitask"} <= set(model_names())
     assert keys == CORE | {
         "duration_stats", "watch_time_labels",
         "user_vectors", "lookalike_users", "item_neighbors", "recall_items",
