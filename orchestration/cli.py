@@ -478,7 +478,7 @@ def cmd_train(args) -> int:
             f"  throughput: loader {tp.get('loader_samples_per_s', 0):,.0f} samples/s, "
             f"training {tp.get('train_samples_per_s', 0):,.0f} samples/s"
         )
-    print(f"  tables: " + ", ".join(f"{t} v{r['version']}" for t, r in sorted(result.tables.items())))
+    print("  tables: " + ", ".join(f"{t} v{r['version']}" for t, r in sorted(result.tables.items())))
     print(f"run directory: {result.run_dir}")
     return 0
 

@@ -250,3 +250,30 @@ def tensor_batches(
     for idx in batch_indices(len(split), batch_size, seed, epoch, shuffle):
         t = torch.from_numpy(idx)
         yield (x.index_select(0, t), *(c.index_select(0, t) for c in cols))
+
+
+def kuairand_side_fields(interactions: str) -> tuple[FieldSpec, ...]:
+    """The pre-impression fields of the KuaiRand inputs: ids from ``interactions`` (the table of
+    rows), the item and user side fields from ``items`` and ``users`` (a field whose column a
+    source lacks is left out by the trainers)."""
+    return (
+        FieldSpec("user_id", interactions, "user_id"),
+        FieldSpec("item_id", interactions, "item_id"),
+        FieldSpec("author_id", "items", "author_id"),
+        FieldSpec("music_id", "items", "music_id"),
+        FieldSpec("tag_pop", "items", "tag", "most_frequent_tag"),
+        FieldSpec("video_type", "items", "video_type"),
+        FieldSpec("upload_type", "items", "upload_type"),
+        FieldSpec("user_active_degree", "users", "user_active_degree"),
+        FieldSpec("follow_user_num_range", "users", "follow_user_num_range"),
+        FieldSpec("fans_user_num_range", "users", "fans_user_num_range"),
+        FieldSpec("friend_user_num_range", "users", "friend_user_num_range"),
+        FieldSpec("register_days_range", "users", "register_days_range"),
+    )
+
+
+#: The ``items`` and ``users`` dimensions, keyed by their id columns.
+KUAIRAND_DIMENSIONS = {
+    "items": Dimension("items", "item_id", "item_id"),
+    "users": Dimension("users", "user_id", "user_id"),
+}

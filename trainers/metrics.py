@@ -78,8 +78,15 @@ def _average_ranks(s: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def gauc(users, labels, scores) -> float:
-    """Σ_u n⁺_u · AUC_u / Σ_u n⁺_u over users with both classes; NaN if there are none."""
+def gauc(users, labels, scores, weight: str = "positives") -> float:
+    """Σ_u w_u · AUC_u / Σ_u w_u over users with both classes; NaN if there are none.
+
+    ``weight``: ``positives`` (w_u = the user's positives n⁺_u, the usual GAUC) or ``rows``
+    (w_u = the user's rows, DIN's impression-weighted GAUC). Ties within a user count half (as
+    :func:`auc`); users whose labels are all 0 or all 1 are skipped (their AUC is undefined).
+    """
+    if weight not in ("positives", "rows"):
+        raise ValueError(f"weight must be 'positives' or 'rows', not {weight!r}")
     y = np.asarray(labels, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     num = den = 0.0
@@ -88,28 +95,15 @@ def gauc(users, labels, scores) -> float:
         pos = int(yu.sum())
         if pos == 0 or pos == yu.size:
             continue
-        num += pos * auc(yu, s[idx])
-        den += pos
+        w = pos if weight == "positives" else idx.size
+        num += w * auc(yu, s[idx])
+        den += w
     return float(num / den) if den else float("nan")
 
 
 def gauc_impressions(users, labels, scores) -> float:
-    """Σ_u n_u · AUC_u / Σ_u n_u over users with both classes (n_u: the user's rows); NaN if none.
-
-    Ties within a user count half (as :func:`auc`). Users whose labels are all 0 or all 1 are
-    skipped: their AUC is undefined.
-    """
-    y = np.asarray(labels, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    num = den = 0.0
-    for idx in _group_slices(np.asarray(users)):
-        yu = y[idx]
-        pos = int(yu.sum())
-        if pos == 0 or pos == yu.size:
-            continue
-        num += idx.size * auc(yu, s[idx])
-        den += idx.size
-    return float(num / den) if den else float("nan")
+    """Per-user AUC weighted by the user's rows (impressions): ``gauc(..., weight="rows")``."""
+    return gauc(users, labels, scores, weight="rows")
 
 
 def logloss(labels, probabilities, eps: float = 1e-7) -> float:

@@ -23,23 +23,7 @@ from features.contracts import TableContract
 from features.layout import Manifest, PartitionEntry, legacy_manifest_path, legacy_pointer_path, pin_record
 from pipelines.warehouse import CommitConflict, Warehouse, WarehouseError
 
-FLAT = TableContract(
-    name="flat",
-    schema=pa.schema([pa.field("k", pa.string()), pa.field("v", pa.int64())]),
-    key=("k",),
-    description="test table",
-)
-DAILY = TableContract(
-    name="daily",
-    schema=pa.schema([pa.field("k", pa.string()), pa.field("v", pa.int64()), pa.field("day", pa.date32())]),
-    key=("k",),
-    partition_column="day",
-    description="test table",
-)
-
-
-def rows(n: int, offset: int = 0) -> pa.Table:
-    return pa.table({"k": [f"k{i}" for i in range(offset, offset + n)], "v": list(range(offset, offset + n))})
+from tests.pipelines.test_warehouse import DAILY, FLAT, rows  # the same test tables
 
 
 def daily(day: str, keys: list[str]) -> pa.Table:

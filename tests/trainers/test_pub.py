@@ -232,3 +232,14 @@ def test_the_toy_reaches_the_optimum_from_all_five_starting_points():
         # the iterates jitter there by up to about ±0.7 at these step sizes
         assert abs(x1) < 1.0 and abs(x2 - opt_x2) < 0.1, (init, x1, x2)
         assert sum(toy_losses(x1, x2)[0]) - f_opt < 0.2, init
+
+
+def test_an_ill_conditioned_gram_matrix_is_solved_not_kept():
+    """Regression: an absolute 1e-10 residual is out of reach in floating point for some
+    full-rank matrices, and the solver fell back to keeping the previous weights."""
+    rng = np.random.default_rng(1058565)
+    U = rng.normal(size=(6, 9))
+    G = U @ U.T
+    G = G / np.linalg.norm(G)
+    a, info = bargaining_weights(G)
+    assert info.method == NEWTON and (a > 0).all() and residual(G, a) < 1e-6

@@ -26,11 +26,12 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from trainers.data import (
-    Dimension,
     EncodedSplit,
     FieldEncoder,
     FieldSpec,
+    KUAIRAND_DIMENSIONS,
     check_columns,
+    kuairand_side_fields,
     load_dimension,
     partitions_between,
     stream_table,
@@ -51,24 +52,8 @@ TASK_COLUMNS: dict[str, str] = {
 }
 CLICK = "click"
 
-FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("user_id", EVENTS_TABLE, "user_id"),
-    FieldSpec("item_id", EVENTS_TABLE, "item_id"),
-    FieldSpec("author_id", "items", "author_id"),
-    FieldSpec("music_id", "items", "music_id"),
-    FieldSpec("tag_pop", "items", "tag", "most_frequent_tag"),
-    FieldSpec("video_type", "items", "video_type"),
-    FieldSpec("upload_type", "items", "upload_type"),
-    FieldSpec("user_active_degree", "users", "user_active_degree"),
-    FieldSpec("follow_user_num_range", "users", "follow_user_num_range"),
-    FieldSpec("fans_user_num_range", "users", "fans_user_num_range"),
-    FieldSpec("friend_user_num_range", "users", "friend_user_num_range"),
-    FieldSpec("register_days_range", "users", "register_days_range"),
-)
-DIMENSIONS = {
-    "items": Dimension("items", "item_id", "item_id"),
-    "users": Dimension("users", "user_id", "user_id"),
-}
+FIELDS: tuple[FieldSpec, ...] = kuairand_side_fields(EVENTS_TABLE)
+DIMENSIONS = KUAIRAND_DIMENSIONS
 #: Columns read from ``events`` (besides the task flags), with their arrow types.
 BASE_COLUMNS: dict[str, str] = {"event_id": "string", "user_id": "string", "item_id": "string", "event_date": "date32[day]"}
 

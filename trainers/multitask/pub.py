@@ -62,9 +62,12 @@ def _objective(G: np.ndarray, a: np.ndarray) -> float:
 def _newton(G: np.ndarray, a0: np.ndarray, max_iter: int, tol: float, max_alpha: float) -> tuple[np.ndarray, int, float, bool]:
     a = a0.copy()
     for it in range(1, max_iter + 1):
-        r = G @ a - 1.0 / a
+        ga = G @ a
+        r = ga - 1.0 / a
         res = float(np.abs(r).max())
-        if res < tol:
+        # Relative to the terms' size: for an ill-conditioned G rounding keeps an absolute
+        # residual of a few 1e-10 whatever the iterations.
+        if res < tol * max(1.0, float(np.abs(ga).max())):
             return a, it - 1, res, True
         H = G + np.diag(1.0 / a**2)
         try:
@@ -78,14 +81,17 @@ def _newton(G: np.ndarray, a0: np.ndarray, max_iter: int, tol: float, max_alpha:
         if neg.any():
             t = min(1.0, 0.99 * float(np.min(-a[neg] / d[neg])))
         f0, slope = _objective(G, a), float(r @ d)
-        while t > 1e-12 and _objective(G, a + t * d) > f0 + 1e-4 * t * slope:
-            t *= 0.5
+        # Near the solution the decrease is below the objective's rounding: take the (positive)
+        # Newton step as it is, since the Armijo test can no longer tell.
+        if abs(slope) > 1e-13 * max(1.0, abs(f0)):
+            while t > 1e-12 and _objective(G, a + t * d) > f0 + 1e-4 * t * slope:
+                t *= 0.5
         a = a + t * d
         if not np.isfinite(a).all() or a.max() > max_alpha:
             return a, it, math.inf, False
-    r = G @ a - 1.0 / a
-    res = float(np.abs(r).max())
-    return a, max_iter, res, res < tol
+    ga = G @ a
+    res = float(np.abs(ga - 1.0 / a).max())
+    return a, max_iter, res, res < tol * max(1.0, float(np.abs(ga).max()))
 
 
 def bargaining_weights(

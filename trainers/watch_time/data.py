@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 
 from trainers.data import (
-    Dimension,
     EncodedSplit,
     FieldEncoder,
     FieldSpec,
+    KUAIRAND_DIMENSIONS,
     check_columns,
+    kuairand_side_fields,
     load_dimension,
     partitions_between,
     stream_table,
@@ -32,25 +33,9 @@ TRUTH_TABLE = "synthetic_truth"
 
 #: Pre-impression fields (D²Co/CWM's KuaiRand inputs minus feedback flags and ``tab``, which the
 #: events table does not carry). A field whose column a source lacks is left out.
-DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("user_id", LABELS_TABLE, "user_id"),
-    FieldSpec("item_id", LABELS_TABLE, "item_id"),
-    FieldSpec("author_id", "items", "author_id"),
-    FieldSpec("music_id", "items", "music_id"),
-    FieldSpec("tag_pop", "items", "tag", "most_frequent_tag"),
-    FieldSpec("video_type", "items", "video_type"),
-    FieldSpec("upload_type", "items", "upload_type"),
-    FieldSpec("user_active_degree", "users", "user_active_degree"),
-    FieldSpec("follow_user_num_range", "users", "follow_user_num_range"),
-    FieldSpec("fans_user_num_range", "users", "fans_user_num_range"),
-    FieldSpec("friend_user_num_range", "users", "friend_user_num_range"),
-    FieldSpec("register_days_range", "users", "register_days_range"),
-)
+DEFAULT_FIELDS: tuple[FieldSpec, ...] = kuairand_side_fields(LABELS_TABLE)
 
-DIMENSIONS = {
-    "items": Dimension("items", "item_id", "item_id"),
-    "users": Dimension("users", "user_id", "user_id"),
-}
+DIMENSIONS = KUAIRAND_DIMENSIONS
 
 #: Columns read from watch_time_labels, with their arrow types (checked before reading).
 LABEL_COLUMNS: dict[str, str] = {
