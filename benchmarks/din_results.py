@@ -37,40 +37,11 @@ METRICS = ("gauc", "auc", "logloss")
 VARIANTS = {"din": {}, "din+cape": {"cape": True}}
 
 
-def prepare(root: Path, data: Path = SHARED_DATA, config: Path = REPO / "configs" / "kuairand.yaml") -> str:
+def prepare(root: Path, data: Path = SHARED_DATA) -> str:
     """The warehouse URI holding ``events`` and ``items`` of the KuaiRand slice (built on first use)."""
-    from trainers.tables import snapshot
+    from _kuairand_warehouse import prepare_kuairand
 
-    uri = str(root / "kuairand")
-    missing = []
-    for table in ("events", "items"):
-        try:
-            snapshot(uri, table)
-        except FileNotFoundError:
-            missing.append(table)
-    if not missing:
-        return uri
-    if not data.is_dir():
-        raise SystemExit(f"KuaiRand slice not found at {data} (see ../shared/data/README.md)")
-    from pipelines.ingest import ingest_dimension, ingest_with_settings
-    from pipelines.settings import SourceConfig, SparkSettings, load_settings
-    from pipelines.sources import adapter_for
-    from pipelines.spark import get_spark
-    from pipelines.warehouse import Warehouse
-
-    project = load_settings(config)
-    source = next((c for c in project.sources.values() if c.kind == "kuairand"), SourceConfig(kind="kuairand", path=""))
-    adapter = adapter_for("kuairand", source.model_copy(update={"path": str(data.resolve())}))
-    wh = Warehouse(uri)
-    t0 = time.perf_counter()
-    if "events" in missing:
-        spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=4, driver_memory="3g"))
-        r = ingest_with_settings(spark, wh, adapter, project)
-        print(f"ingested events: {r.manifest.row_count:,} rows, {r.rejected} rejected", flush=True)
-    if "items" in missing:
-        ingest_dimension(wh, adapter, "items")
-    print(f"warehouse {uri} built in {time.perf_counter() - t0:.0f} s", flush=True)
-    return uri
+    return prepare_kuairand(root, ("events", "items"), data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -507,7 +507,7 @@ def evaluate_logits(split: Impressions, logits: np.ndarray) -> dict[str, float]:
 def train_on_data(cfg: DINConfig, data: DINData, write_run: bool = True):
     """Train and evaluate ``cfg`` on loaded data (the benchmark loads once per data set)."""
     from trainers.loop import deterministic, fit, measure_loader
-    from trainers.runs import RunDir, RunResult
+    from trainers.runs import RunResult, save_run
 
     with deterministic(cfg.seed, cfg.threads) as environment:
         loader_sps = measure_loader(train_batches(data, cfg, 0), lambda b: len(b[0]))
@@ -546,13 +546,10 @@ def train_on_data(cfg: DINConfig, data: DINData, write_run: bool = True):
     config = cfg.model_dump(mode="json")
     run_dir = None
     if write_run:
-        run = RunDir(cfg.runs_root, MODEL_NAME, config, environment=environment)
-        run.write_json("encoders.json", {**data.encoder.to_json(), "fitted_on": {
-            "table": EVENTS_TABLE, "window": [d.isoformat() for d in data.windows["train"]]}})
-        run.save_state(model.state_dict())
-        run.write_json("metrics.json", metrics)
-        run.write_tables(cfg.warehouse, data.tables)  # last: pins the versions while the run exists
-        run_dir = run.path
+        encoders = {**data.encoder.to_json(), "fitted_on": {
+            "table": EVENTS_TABLE, "window": [d.isoformat() for d in data.windows["train"]]}}
+        run_dir = save_run(cfg.runs_root, MODEL_NAME, config, environment, encoders, model.state_dict(),
+                            metrics, cfg.warehouse, data.tables)
     return RunResult(MODEL_NAME, run_dir, metrics, data.tables, config)
 
 

@@ -181,6 +181,20 @@ class RunDir:
             raise RuntimeError(f"{self.path} is complete: {name} must be written before write_tables, the last write")
 
 
+def save_run(runs_root: str | Path, model: str, config: dict[str, Any], environment: dict[str, Any] | None,
+              encoders: Any, state_dict: dict[str, torch.Tensor], metrics: dict[str, Any], warehouse: str,
+              tables: dict[str, dict[str, Any]]) -> Path:
+    """A complete run directory in the one order every trainer uses: config and environment,
+    encoders, the checkpoint, the metrics, then ``tables.json`` (which pins the versions read and
+    marks the run complete). Returns its path."""
+    run = RunDir(runs_root, model, config, environment=environment)
+    run.write_json("encoders.json", encoders)
+    run.save_state(state_dict)
+    run.write_json("metrics.json", metrics)
+    run.write_tables(warehouse, tables)  # last: pins the versions while the run exists
+    return run.path
+
+
 def _is_tmp(name: str) -> bool:
     return TMP_INFIX in name or name.endswith(".tmp")
 

@@ -479,7 +479,7 @@ def train(config: SASRecConfig):
     """Train, select on validation NDCG@10, test, and write a run directory; returns a ``RunResult``."""
     from trainers.data import table_record
     from trainers.loop import deterministic, fit
-    from trainers.runs import RunDir, RunResult, pinned_while_training
+    from trainers.runs import RunResult, pinned_while_training, save_run
 
     with contextlib.ExitStack() as pins:  # the versions read stay pinned until the run directory pins them
         with deterministic(config.seed, config.threads) as environment:
@@ -522,12 +522,9 @@ def train(config: SASRecConfig):
             "history": res.history,
         }
         cfg = config.model_dump(mode="json")
-        run = RunDir(config.runs_root, MODEL_NAME, cfg, environment=environment)
-        run.write_json("encoders.json", {"items": data.vocab.to_dict()})
-        run.write_json("metrics.json", metrics)
-        run.save_state(model.state_dict())
-        run.write_tables(config.warehouse, tables)  # last: pins the versions while the run exists
-    return RunResult(model=MODEL_NAME, run_dir=run.path, metrics=metrics, tables=tables, config=cfg)
+        run_dir = save_run(config.runs_root, MODEL_NAME, cfg, environment, {"items": data.vocab.to_dict()},
+                            model.state_dict(), metrics, config.warehouse, tables)
+    return RunResult(model=MODEL_NAME, run_dir=run_dir, metrics=metrics, tables=tables, config=cfg)
 
 
 def train_sasrec(config: SASRecConfig) -> dict:

@@ -29,7 +29,7 @@ from trainers.multitask.losses import exposure_probs, task_losses
 from trainers.multitask.models import build_model
 from trainers.multitask.pub import PUB
 from trainers.registry import ModelSpec, register
-from trainers.runs import RunDir, RunResult, pinned_while_training
+from trainers.runs import RunResult, pinned_while_training, save_run
 
 MODEL_NAME = "multitask"
 Task = Literal["click", "long_view", "like", "follow", "comment"]
@@ -178,13 +178,10 @@ def train_on_data(cfg: MultiTaskConfig, data: MultiTaskData, write_run: bool = T
     config = cfg.model_dump(mode="json")
     run_dir = None
     if write_run:
-        run = RunDir(cfg.runs_root, MODEL_NAME, config, environment=environment)
-        run.write_json("encoders.json", {**data.encoder.to_json(), "fitted_on": {
-            "table": EVENTS_TABLE, "window": [d.isoformat() for d in data.windows["train"]]}})
-        run.save_state(model.state_dict())
-        run.write_json("metrics.json", metrics)
-        run.write_tables(cfg.warehouse, data.tables)  # last: pins the versions while the run exists
-        run_dir = run.path
+        encoders = {**data.encoder.to_json(), "fitted_on": {
+            "table": EVENTS_TABLE, "window": [d.isoformat() for d in data.windows["train"]]}}
+        run_dir = save_run(cfg.runs_root, MODEL_NAME, config, environment, encoders, model.state_dict(),
+                            metrics, cfg.warehouse, data.tables)
     return RunResult(MODEL_NAME, run_dir, metrics, data.tables, config)
 
 

@@ -22,7 +22,7 @@ from trainers.config import TrainerConfig
 from trainers.data import tensor_batches
 from trainers.loop import deterministic, fit, measure_loader
 from trainers.registry import ModelSpec, register
-from trainers.runs import RunDir, RunResult, pinned_while_training
+from trainers.runs import RunResult, pinned_while_training, save_run
 from trainers.watch_time.data import LABELS_TABLE, STATS_TABLE, WatchTimeData, load_watch_time_data
 from trainers.watch_time.labels import LabelParams, PreparedLabels, prepare_labels, score_to_seconds
 from trainers.watch_time.losses import cwm_loss, regression, soft_bce
@@ -146,12 +146,8 @@ def train_on_data(cfg: WatchTimeConfig, data: WatchTimeData, name: str, write_ru
     config = cfg.model_dump(mode="json")
     run_dir = None
     if write_run:
-        run = RunDir(cfg.runs_root, name, config, environment=environment)
-        run.write_json("encoders.json", data.encoder.to_json())
-        run.save_state(model.state_dict())
-        run.write_json("metrics.json", metrics)
-        run.write_tables(cfg.warehouse, data.tables)  # last: pins the versions while the run exists
-        run_dir = run.path
+        run_dir = save_run(cfg.runs_root, name, config, environment, data.encoder.to_json(), model.state_dict(),
+                            metrics, cfg.warehouse, data.tables)
     return RunResult(name, run_dir, metrics, data.tables, config)
 
 
