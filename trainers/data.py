@@ -277,3 +277,10 @@ KUAIRAND_DIMENSIONS = {
     "items": Dimension("items", "item_id", "item_id"),
     "users": Dimension("users", "user_id", "user_id"),
 }
+
+
+def encoders_record(encoder: "FieldEncoder", table: str, window) -> dict:
+    """A run's ``encoders.json``: the fitted vocabularies and what they were fitted on (the
+    table and its training window of days; statistics never see later days)."""
+    return {**encoder.to_json(), "fitted_on": {"table": table, "window": [d.isoformat() for d in window]}}
+

@@ -66,6 +66,7 @@ from trainers.data import (
     FieldEncoder,
     FieldSpec,
     check_columns,
+    encoders_record,
     load_dimension,
     partitions_between,
     stream_table,
@@ -546,8 +547,7 @@ def train_on_data(cfg: DINConfig, data: DINData, write_run: bool = True):
     config = cfg.model_dump(mode="json")
     run_dir = None
     if write_run:
-        encoders = {**data.encoder.to_json(), "fitted_on": {
-            "table": EVENTS_TABLE, "window": [d.isoformat() for d in data.windows["train"]]}}
+        encoders = encoders_record(data.encoder, EVENTS_TABLE, data.windows["train"])
         run_dir = save_run(cfg.runs_root, MODEL_NAME, config, environment, encoders, model.state_dict(),
                             metrics, cfg.warehouse, data.tables)
     return RunResult(MODEL_NAME, run_dir, metrics, data.tables, config)

@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 
 from trainers import metrics as M
 from trainers.config import TrainerConfig
-from trainers.data import tensor_batches
+from trainers.data import encoders_record, tensor_batches
 from trainers.loop import deterministic
 from trainers.multitask.data import CLICK, EVENTS_TABLE, MultiTaskData, load_multitask_data
 from trainers.multitask.losses import exposure_probs, task_losses
@@ -178,8 +178,7 @@ def train_on_data(cfg: MultiTaskConfig, data: MultiTaskData, write_run: bool = T
     config = cfg.model_dump(mode="json")
     run_dir = None
     if write_run:
-        encoders = {**data.encoder.to_json(), "fitted_on": {
-            "table": EVENTS_TABLE, "window": [d.isoformat() for d in data.windows["train"]]}}
+        encoders = encoders_record(data.encoder, EVENTS_TABLE, data.windows["train"])
         run_dir = save_run(cfg.runs_root, MODEL_NAME, config, environment, encoders, model.state_dict(),
                             metrics, cfg.warehouse, data.tables)
     return RunResult(MODEL_NAME, run_dir, metrics, data.tables, config)
