@@ -10,7 +10,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export DAGSTER_HOME ?= $(abspath var/dagster)
 
-.PHONY: help setup demo test test-slow test-all dev clean
+.PHONY: help setup demo test test-slow test-all dev defs clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -33,12 +33,17 @@ demo: $(STAMP) ## run the whole pipeline on the synthetic default; prints every 
 test: $(STAMP) ## run the default (fast) test suite
 	$(BIN)/python -m pytest
 
-test-slow: $(STAMP) ## run the slow tests (large data, end-to-end CLI)
+test-slow: $(STAMP) ## run the slow tests (large data, end-to-end CLI, dg, the UI in chromium)
 	$(BIN)/python -m pytest -m slow
 
 dev: $(STAMP) ## Dagster UI on http://127.0.0.1:3000 (stop with Ctrl-C)
 	@$(BIN)/python -m orchestration.instance > /dev/null  # $(DAGSTER_HOME)/dagster.yaml: telemetry off, one writer per table
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+defs: $(STAMP) ## check and list the Dagster definitions with dg (assets, checks, jobs, schedules, sensors)
+	@$(BIN)/python -m orchestration.instance > /dev/null
+	$(BIN)/dg check defs
+	$(BIN)/dg list defs
 
 clean: ## remove generated data (var/), keep .venv
 	rm -rf var

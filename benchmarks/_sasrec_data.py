@@ -46,7 +46,8 @@ def prepare(dataset: str, root: Path = DEFAULT_ROOT) -> str:
     kind, folder = DATASETS[dataset]
     from pipelines.ingest import ingest_events
     from pipelines.sequences import build_sequences_table
-    from pipelines.settings import SequenceSettings, SourceConfig, SparkSettings
+    from pipelines.sequences import SequenceSettings
+    from pipelines.settings import SourceConfig, SparkSettings
     from pipelines.sources import adapter_for
     from pipelines.spark import get_spark
     from pipelines.warehouse import Warehouse

@@ -27,7 +27,8 @@ def main(sizes: list[int]) -> None:
     from pipelines.sources import adapter_for
     from pipelines.spark import get_spark
     from pipelines.spark_stage import run_stage_spark
-    from pipelines.synthetic import GeneratorParams, generate
+    from pipelines.settings import SyntheticSettings
+    from pipelines.synthetic import generate
 
     spark = get_spark(SparkSettings(master="local[*]", shuffle_partitions=8, driver_memory="8g"))
     rules = IngestRules()
@@ -35,12 +36,12 @@ def main(sizes: list[int]) -> None:
     work = tempfile.mkdtemp(prefix="recfeat-bench-")
     try:
         warm = os.path.join(work, "warm")
-        generate(warm, GeneratorParams(events=5_000, days=2, seed=1))
+        generate(warm, SyntheticSettings(events=5_000, days=2, seed=1))
         warm_adapter = adapter_for("synthetic", SourceConfig(kind="synthetic", path=warm))
         run_stage_spark(spark, warm_adapter.event_files(), os.path.join(work, "warm-stage"), "synthetic", warm_adapter.config, rules)
         for n in sizes:
             src = os.path.join(work, f"src-{n}")
-            generate(src, GeneratorParams(events=n, seed=11))
+            generate(src, SyntheticSettings(events=n, seed=11))
             adapter = adapter_for("synthetic", SourceConfig(kind="synthetic", path=src))
             files = adapter.event_files()
             results = {}

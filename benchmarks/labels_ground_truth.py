@@ -1,7 +1,7 @@
 """Ground truth: how well each watch-time label ranks the planted interest of the synthetic source.
 
 For each seed: generate the synthetic source, compute every label with the pandas path of
-``features.label_math`` (the same numbers as the Spark job, tested), and report the Spearman
+``features.labels.math`` (the same numbers as the Spark job, tested), and report the Spearman
 rank correlation between the label and the generator's planted ``interest``, over all rows
 and averaged over users (the ranking a recommender makes for one user, across videos of
 different durations). Rows: the events dated after the fit window (labels use stats fitted on
@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features import label_math as lm
-from pipelines.settings import LabelSettings
-from pipelines.synthetic import GeneratorParams, generate
+from features.labels import math as lm
+from pipelines.labels import LabelSettings
+from pipelines.settings import SyntheticSettings
+from pipelines.synthetic import generate
 
 LABELS = ["watch_time_s", "pcr", "wtg", "d2q", "d2q_dense", "d2co"]
 
@@ -64,7 +65,7 @@ def spearman_per_user(df: pd.DataFrame, col: str, min_rows: int = 5) -> float:
 def run(seed: int, events: int, alphas: list[float]) -> list[dict]:
     s = LabelSettings()
     with tempfile.TemporaryDirectory() as tmp:
-        src = generate(tmp, GeneratorParams(events=events, seed=seed))
+        src = generate(tmp, SyntheticSettings(events=events, seed=seed))
         ev = load(Path(tmp), src.log_files)
     out = []
     for alpha in alphas:

@@ -1,5 +1,5 @@
 """Throughput of the label jobs: the Spark job (duration_stats + watch_time_labels, written to a
-temporary warehouse) against the pandas + scikit-learn path of ``features.label_math`` on the
+temporary warehouse) against the pandas + scikit-learn path of ``features.labels.math`` on the
 same rows, in the same run. Prints events/s of each and the ratio Spark / pandas.
 
     .venv/bin/python benchmarks/labels_throughput.py --sizes 1000000 10000000
@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features import label_math as lm
+from features.labels import math as lm
 from features.events import EVENTS
-from pipelines.settings import LabelSettings, SparkSettings
+from pipelines.labels import LabelSettings
+from pipelines.settings import SparkSettings
 
 D0 = dt.date(2022, 4, 8)
 

@@ -39,8 +39,9 @@ sys.path.insert(0, ROOT)
 
 
 def _utc(text: str) -> dt.datetime:
-    ts = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)
+    from features.timeutil import as_utc
+
+    return as_utc(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def exact_kth(mat, k: int, block: int = 1024):
@@ -48,7 +49,7 @@ def exact_kth(mat, k: int, block: int = 1024):
     job rounds)."""
     import numpy as np
 
-    from features.lookalike import SIM_DECIMALS
+    from features.lookalike.kernels import SIM_DECIMALS
 
     n = len(mat)
     kk = min(k, n - 1)
@@ -66,7 +67,7 @@ def lsh_quality(warehouse, k: int) -> dict:
     """recall@k of the committed ``lookalike_users`` against brute force over ``user_vectors``."""
     import numpy as np
 
-    from features.lookalike import exact_topk
+    from benchmarks._vectors import exact_topk
 
     vec = warehouse.read_arrow("user_vectors", columns=["user_id", "vector", "n_positive"]).to_pandas()
     vec = vec.sort_values("user_id", kind="stable").reset_index(drop=True)
@@ -128,7 +129,9 @@ def main() -> None:
     from pipelines.ingest import ingest_dimension, ingest_with_settings
     from pipelines.lookalike import build_lookalike_table, build_user_vectors_table
     from pipelines.recall import build_item_neighbors_table, build_recall_table, evaluate_recall
-    from pipelines.settings import LookalikeSettings, SourceConfig, SparkSettings, load_settings
+    from pipelines.lookalike import LookalikeSettings
+    from pipelines.recall import RecallSettings
+    from pipelines.settings import SourceConfig, SparkSettings, load_settings
     from pipelines.sources import adapter_for
     from pipelines.spark import get_spark, stop_spark
     from pipelines.warehouse import Warehouse
@@ -138,33 +141,32 @@ def main() -> None:
     ap.add_argument("--warehouse", default=os.path.join(ROOT, "var", "lookalike_kuairand", "warehouse"))
     ap.add_argument("--cutoff", default="2022-05-07T16:00:00Z", help="UTC cutoff (default: 05-08 00:00 Beijing)")
     ap.add_argument("--reuse", action="store_true", help="keep an already ingested warehouse (skip ingestion)")
-    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "kuairand.yaml"), help="its lookalike: section is used")
-    ap.add_argument("--bands", type=int, help="override lsh_bands (with lsh_auto_bands: the first try)")
-    ap.add_argument("--auto-bands", action=argparse.BooleanOptionalAction, default=None, help="override lsh_auto_bands")
-    ap.add_argument("--window", type=int, help="override lsh_window")
-    ap.add_argument("--projection-dims", type=int, help="override lsh_projection_dims (0 = hash raw vectors)")
-    ap.add_argument("--item-similarity", choices=["cosine", "swing"], help="override item_similarity")
-    ap.add_argument("--recall-fill", choices=["none", "popular"], help="override recall_fill")
+    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "kuairand.yaml"), help="its lookalike: and recall: sections are used")
+    ap.add_argument("--bands", type=int, help="override lookalike.lsh.bands (with lsh.auto_bands: the first try)")
+    ap.add_argument("--auto-bands", action=argparse.BooleanOptionalAction, default=None, help="override lookalike.lsh.auto_bands")
+    ap.add_argument("--window", type=int, help="override lookalike.lsh.window")
+    ap.add_argument("--projection-dims", type=int, help="override lookalike.lsh.projection_dims (0 = hash raw vectors)")
+    ap.add_argument("--item-similarity", choices=["cosine", "swing"], help="override recall.similarity")
+    ap.add_argument("--recall-fill", choices=["none", "popular"], help="override recall.fill")
     ap.add_argument("--lookalike-only", action="store_true", help="reuse user_vectors; rebuild and measure lookalike_users only")
     ap.add_argument("--recall-only", action="store_true", help="rebuild and measure item_neighbors and recall_items only")
     args = ap.parse_args()
     if not os.path.isdir(args.data):
         sys.exit(f"KuaiRand slice not found at {args.data}")
 
-    overrides = {"cutoff_ts": _utc(args.cutoff)}
-    for field, value in (("lsh_bands", args.bands), ("lsh_auto_bands", args.auto_bands),
-                         ("lsh_window", args.window), ("lsh_projection_dims", args.projection_dims),
-                         ("item_similarity", args.item_similarity), ("recall_fill", args.recall_fill)):
-        if value is not None:
-            overrides[field] = value
+    cutoff = _utc(args.cutoff)
+    lsh = {k: v for k, v in (("bands", args.bands), ("auto_bands", args.auto_bands), ("window", args.window),
+                             ("projection_dims", args.projection_dims)) if v is not None}
+    rec = {k: v for k, v in (("similarity", args.item_similarity), ("fill", args.recall_fill)) if v is not None}
     project = load_settings(args.config)
     base = project.lookalike.model_dump()
-    settings = LookalikeSettings.model_validate({**base, **overrides})
-    print(f"cutoff_ts={settings.cutoff_ts.isoformat()} k={settings.k} bands={settings.lsh_bands} auto_bands={settings.lsh_auto_bands} "
-          f"bits_per_band={settings.lsh_bits_per_band} window={settings.lsh_window} "
-          f"projection_dims={settings.lsh_projection_dims} seed={settings.seed} "
-          f"als_rank={settings.als_rank} window_days={settings.window_days} recall_size={settings.recall_size} "
-          f"item_similarity={settings.item_similarity} recall_fill={settings.recall_fill}", flush=True)
+    settings = LookalikeSettings.model_validate({**base, "cutoff_ts": cutoff, "lsh": {**base["lsh"], **lsh}})
+    recall = RecallSettings.model_validate({**project.recall.model_dump(), "cutoff_ts": cutoff, **rec}).resolved(settings)
+    print(f"cutoff_ts={settings.cutoff_ts.isoformat()} k={settings.k} bands={settings.lsh.bands} auto_bands={settings.lsh.auto_bands} "
+          f"bits_per_band={settings.lsh.bits_per_band} window={settings.lsh.window} "
+          f"projection_dims={settings.lsh.projection_dims} seed={settings.seed} "
+          f"als_rank={settings.als_rank} window_days={recall.window_days} size={recall.size} "
+          f"similarity={recall.similarity} fill={recall.fill}", flush=True)
     spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=4, driver_memory="4g"))
     wh_dir = os.path.abspath(args.warehouse)
     t0 = time.perf_counter()
@@ -188,20 +190,21 @@ def main() -> None:
     t = time.perf_counter()
     stats = {}
     if not args.recall_only:
-        _, stats = build_lookalike_table(spark, wh, settings)
+        stats = build_lookalike_table(spark, wh, settings).stats["lookalike_users"]
+        stats = {k.removeprefix("lsh_"): v for k, v in stats.items()}
         print(f"lookalike_users: seconds={time.perf_counter() - t:.0f} {stats}", flush=True)
     if not args.lookalike_only:
         t = time.perf_counter()
-        build_item_neighbors_table(spark, wh, settings)
-        build_recall_table(spark, wh, settings)
+        build_item_neighbors_table(spark, wh, recall)
+        build_recall_table(spark, wh, recall)
         print(f"item_neighbors + recall_items: seconds={time.perf_counter() - t:.0f}", flush=True)
 
     if args.recall_only:
-        recall_figures(spark, wh, settings, t0)
+        recall_figures(spark, wh, recall, t0)
         return
     q = lsh_quality(wh, settings.k)
-    print(f"FIGURE 1 LSH recall@{settings.k} (k={settings.k}, bands={stats.get('bands', settings.lsh_bands)}, bits_per_band="
-          f"{settings.lsh_bits_per_band}, window={settings.lsh_window}, projection_dims={settings.lsh_projection_dims}) over {q['users']:,} users, dim {q['dim']}: "
+    print(f"FIGURE 1 LSH recall@{settings.k} (k={settings.k}, bands={stats.get('bands', settings.lsh.bands)}, bits_per_band="
+          f"{settings.lsh.bits_per_band}, window={settings.lsh.window}, projection_dims={settings.lsh.projection_dims}) over {q['users']:,} users, dim {q['dim']}: "
           f"by id {q['recall_by_id']:.4f}, tie-aware {q['recall_tie_aware']:.4f}", flush=True)
     print("  " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v:,}" for k, v in q.items()), flush=True)
     print(f"  pairs_evaluated={stats.get('pairs_evaluated', 0):,} pairs_per_user={stats.get('pairs_evaluated', 0) / max(q['users'], 1):.0f} "
@@ -212,7 +215,7 @@ def main() -> None:
         stop_spark()
         return
 
-    recall_figures(spark, wh, settings, t0)
+    recall_figures(spark, wh, recall, t0)
 
 
 def recall_figures(spark, wh, settings, t0: float) -> None:
@@ -228,7 +231,7 @@ def recall_figures(spark, wh, settings, t0: float) -> None:
     print(f"recall pools: users={sizes[0]:,} mean_size={sizes[1]:.1f} mean_i2i_items={sizes[2]:.1f}", flush=True)
     week = evaluate_recall(spark, wh, settings)
     print(f"FIGURE 2 next-day clicks [{settings.cutoff_ts.isoformat()}, +1 day), pool size {week['pool_size']}: "
-          f"recall pool ({settings.item_similarity}, fill {settings.recall_fill}) item_recall={week['recall_item_recall']:.4f} user_hit_rate={week['recall_user_hit_rate']:.4f}; "
+          f"recall pool ({settings.similarity}, fill {settings.fill}) item_recall={week['recall_item_recall']:.4f} user_hit_rate={week['recall_user_hit_rate']:.4f}; "
           f"popularity (7-day window) item_recall={week['popular_item_recall']:.4f} user_hit_rate={week['popular_user_hit_rate']:.4f}", flush=True)
     print("  " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v:,}" for k, v in week.items()), flush=True)
     # The same committed pool against popularity over the whole history before the cutoff.

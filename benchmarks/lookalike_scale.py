@@ -1,6 +1,6 @@
 """Look-alike users at scale: time and candidate pairs of the SimHash job at 100K and 1M users.
 
-Synthetic clustered vectors (``features.lookalike.synthetic_user_vectors``, 32 dims). Prints,
+Synthetic clustered vectors (``benchmarks/_vectors.py``, ``synthetic_user_vectors``, 32 dims). Prints,
 per size, the seconds, the (user, candidate) pairs whose exact cosine was computed, pairs per
 user, the ratio to the brute-force count n·(n-1) of (user, other user) pairs (the baseline,
 counted, not run), the bands used and the recall@50 the job measures on its 1,000 held-out
@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def main() -> None:
     import pandas as pd
 
-    from features.lookalike import LshParams, lookalike_topk, pairs_evaluated, synthetic_user_vectors
+    from benchmarks._vectors import synthetic_user_vectors
+    from features.lookalike.kernels import LshParams, lookalike_topk, pairs_evaluated
     from pipelines.settings import SparkSettings
     from pipelines.spark import get_spark
 

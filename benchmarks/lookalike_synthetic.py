@@ -31,10 +31,11 @@ def main() -> None:
 
     from pipelines.ingest import ingest_dimension, ingest_with_settings
     from pipelines.lookalike import build_lookalike_table, build_user_vectors_table
-    from pipelines.settings import LookalikeSettings, SourceConfig, SparkSettings, load_settings
+    from pipelines.lookalike import LookalikeSettings
+    from pipelines.settings import SourceConfig, SparkSettings, load_settings
     from pipelines.sources import adapter_for
     from pipelines.spark import get_spark, stop_spark
-    from pipelines.synthetic import GeneratorParams, generate
+    from pipelines.synthetic import generate
     from pipelines.warehouse import Warehouse
 
     ap = argparse.ArgumentParser()
@@ -42,32 +43,31 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(ROOT, "var", "lookalike_synthetic"))
     ap.add_argument("--events", type=int, help="override synthetic.events")
     ap.add_argument("--reuse", action="store_true", help="keep the ingested warehouse and its user_vectors")
-    ap.add_argument("--bands", type=int, help="override lsh_bands")
-    ap.add_argument("--window", type=int, help="override lsh_window")
-    ap.add_argument("--projection-dims", type=int, help="override lsh_projection_dims")
-    ap.add_argument("--auto-bands", action=argparse.BooleanOptionalAction, default=None, help="override lsh_auto_bands")
+    ap.add_argument("--bands", type=int, help="override lookalike.lsh.bands")
+    ap.add_argument("--window", type=int, help="override lookalike.lsh.window")
+    ap.add_argument("--projection-dims", type=int, help="override lookalike.lsh.projection_dims")
+    ap.add_argument("--auto-bands", action=argparse.BooleanOptionalAction, default=None, help="override lookalike.lsh.auto_bands")
     args = ap.parse_args()
 
     project = load_settings(args.config)
-    overrides = {}
-    for field, value in (("lsh_bands", args.bands), ("lsh_window", args.window),
-                         ("lsh_projection_dims", args.projection_dims), ("lsh_auto_bands", args.auto_bands)):
-        if value is not None:
-            overrides[field] = value
-    settings = LookalikeSettings.model_validate({**project.lookalike.model_dump(), **overrides})
-    print(f"cutoff_ts={settings.cutoff_ts.isoformat()} k={settings.k} bands={settings.lsh_bands} "
-          f"auto_bands={settings.lsh_auto_bands} max_bands={settings.lsh_max_bands} bits_per_band={settings.lsh_bits_per_band} "
-          f"window={settings.lsh_window} projection_dims={settings.lsh_projection_dims} "
-          f"recall_sample={settings.lsh_recall_sample} target={settings.lsh_target_recall}", flush=True)
+    lsh = {k: v for k, v in (("bands", args.bands), ("window", args.window), ("projection_dims", args.projection_dims),
+                             ("auto_bands", args.auto_bands)) if v is not None}
+    base = project.lookalike.model_dump()
+    settings = LookalikeSettings.model_validate({**base, "lsh": {**base["lsh"], **lsh}})
+    s = settings.lsh
+    print(f"cutoff_ts={settings.cutoff_ts.isoformat()} k={settings.k} bands={s.bands} "
+          f"auto_bands={s.auto_bands} max_bands={s.max_bands} bits_per_band={s.bits_per_band} "
+          f"window={s.window} projection_dims={s.projection_dims} "
+          f"recall_sample={s.recall_sample} target={s.target_recall}", flush=True)
     spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=4, driver_memory="4g"))
     out = os.path.abspath(args.out)
     wh_dir = os.path.join(out, "warehouse")
     t0 = time.perf_counter()
     if not (args.reuse and Warehouse(wh_dir).exists("user_vectors")):
         shutil.rmtree(out, ignore_errors=True)
-        params = GeneratorParams.from_settings(project.synthetic)
+        params = project.synthetic
         if args.events:
-            params = GeneratorParams(**{**params.__dict__, "events": args.events})
+            params = type(params).model_validate({**params.model_dump(), "events": args.events})
         src = generate(os.path.join(out, "source"), params)
         wh = Warehouse(wh_dir)
         adapter = adapter_for("synthetic", SourceConfig(kind="synthetic", path=str(src.root)))
@@ -80,7 +80,8 @@ def main() -> None:
         print(f"user_vectors: seconds={time.perf_counter() - t:.0f}", flush=True)
     wh = Warehouse(wh_dir)
     t = time.perf_counter()
-    _, stats = build_lookalike_table(spark, wh, settings)
+    stats = build_lookalike_table(spark, wh, settings).stats["lookalike_users"]
+    stats = {k.removeprefix("lsh_"): v for k, v in stats.items()}
     build_s = time.perf_counter() - t
     print(f"lookalike_users: seconds={build_s:.1f} {stats}", flush=True)
     q = lsh_quality(wh, settings.k)

@@ -9,7 +9,7 @@ this process, on the same committed ``events`` table:
   ``user_sequences`` and ``rote_features`` (year, month, day) in one pass, both committed;
 * **pandas**: the RecBole-style reference: read the events into pandas, sort by user and order
   keys, ``groupby(user).apply`` building each row's history lists with a Python loop, the RoTE
-  columns with ``features.rote`` on the padded histories, and a Parquet write.
+  columns with ``features.sequences.rote`` on the padded histories, and a Parquet write.
 
 Prints events per second and the ratios spark/floor (time) and pandas/spark (time), plus the
 peak RSS of the process after the pandas step (pandas holds the events and one chunk of users'
@@ -67,7 +67,7 @@ def pandas_reference(warehouse, out: str, chunk_rows: int = 250_000) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from features.rote import rote_features
+    from features.sequences.rote import rote_features
 
     df = warehouse.read_arrow("events", columns=COLUMNS).to_pandas()
     df = df.sort_values(["user_id", "event_ts", "source_file", "source_line", "event_id"], kind="stable").reset_index(drop=True)
@@ -137,10 +137,12 @@ def peak_rss_mib() -> float:
 
 def main(sizes: list[int], run_pandas: bool) -> None:
     from pipelines.ingest import ingest_events
-    from pipelines.settings import SequenceSettings, SourceConfig, SparkSettings
+    from pipelines.sequences import SequenceSettings
+    from pipelines.settings import SourceConfig, SparkSettings
     from pipelines.sources import adapter_for
     from pipelines.spark import get_spark
-    from pipelines.synthetic import GeneratorParams, generate
+    from pipelines.settings import SyntheticSettings
+    from pipelines.synthetic import generate
     from pipelines.warehouse import Warehouse
 
     partitions = 8
@@ -151,7 +153,7 @@ def main(sizes: list[int], run_pandas: bool) -> None:
     try:
         for n in sizes:
             src = os.path.join(work, f"src-{n}")
-            generate(src, GeneratorParams(events=n, seed=11))
+            generate(src, SyntheticSettings(events=n, seed=11))
             wh = Warehouse(os.path.join(work, f"wh-{n}"))
             adapter = adapter_for("synthetic", SourceConfig(kind="synthetic", path=src))
             result = ingest_events(spark, wh, adapter, engine="spark")

@@ -31,11 +31,12 @@ def _peak_rss_mib() -> float:
 
 def _child(events: int, out_dir: str) -> None:
     sys.path.insert(0, str(REPO))
-    from pipelines.synthetic import GeneratorParams, generate
+    from pipelines.settings import SyntheticSettings
+    from pipelines.synthetic import generate
 
     rss_imports = _peak_rss_mib()
     t0 = time.perf_counter()
-    res = generate(out_dir, GeneratorParams(events=events))
+    res = generate(out_dir, SyntheticSettings(events=events))
     elapsed = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
     print(

@@ -43,13 +43,13 @@ def build_warehouse(warehouse: str, source_dir: str, spark_master: str, driver_m
     from pipelines.settings import SourceConfig, load_settings
     from pipelines.sources import adapter_for
     from pipelines.spark import get_spark
-    from pipelines.synthetic import GeneratorParams, generate
+    from pipelines.synthetic import generate
     from pipelines.synthetic_truth import build_synthetic_truth
     from pipelines.warehouse import Warehouse
 
     settings = load_settings()
     t0 = time.perf_counter()
-    src = generate(source_dir, GeneratorParams.from_settings(settings.synthetic))
+    src = generate(source_dir, settings.synthetic)
     print(f"generated {src.events:,} events in {len(src.log_files)} files ({time.perf_counter() - t0:.0f} s)", flush=True)
     spark_settings = settings.spark.model_copy(update={"master": spark_master, "driver_memory": driver_memory,
                                                        "shuffle_partitions": 4})

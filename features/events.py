@@ -39,7 +39,7 @@ import hashlib
 
 import pyarrow as pa
 
-from features.contracts import TableContract, register
+from features.contracts import Param, TableContract, between, row_count_band, utc_date_of
 
 ID_SEPARATOR = "\x1f"
 EVENT_ID_HEX_CHARS = 24
@@ -84,32 +84,61 @@ STAGED_EVENT_SCHEMA = pa.schema(
     ]
 )
 
-EVENTS = register(
-    TableContract(
-        name="events",
-        schema=pa.schema(
-            [
-                pa.field("event_id", pa.string(), nullable=False),
-                pa.field("source", pa.string(), nullable=False),
-                *_PAYLOAD,
-                pa.field("event_date", pa.date32(), nullable=False),
-                pa.field("source_file", pa.string(), nullable=False),
-                pa.field("source_line", pa.int64(), nullable=False),
-            ]
-        ),
-        key=("event_id",),
-        partition_column="event_date",
-        description=(
-            "One row per accepted source record (an impression, a play or a rating), "
-            "de-duplicated by event_id."
-        ),
-        invariants=(
-            "event_id is unique and never null",
-            "event_date = UTC date of event_ts",
-            "play_time_ms >= 0 and duration_ms >= 0 where present",
-            "(source_file, source_line) locates the record in its source file (1-based lines, header excluded)",
-        ),
-    )
+EVENTS = TableContract(
+    name="events",
+    schema=pa.schema(
+        [
+            pa.field("event_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            *_PAYLOAD,
+            pa.field("event_date", pa.date32(), nullable=False),
+            pa.field("source_file", pa.string(), nullable=False),
+            pa.field("source_line", pa.int64(), nullable=False),
+        ]
+    ),
+    column_docs={
+        "event_id": "24 hex chars: sha256 of source, the record's raw field text and its occurrence number within its file (`features/events.py`; always 0 with `ingest.repeated_lines: duplicate`, the default, so an exact repeat shares its first copy's id and becomes a `duplicate` dead letter; counted 0, 1, 2, … with `distinct`); stable across re-reads, collapses the same record in overlapping files",
+        "source": "the source name from the configuration (`synthetic`, `kuairand`, `ml-100k`, ...)",
+        "user_id": "the source's user id",
+        "item_id": "the source's item id (KuaiRand `video_id`, MovieLens `item_id`)",
+        "event_ts": "when the event happened, UTC (KuaiRand `time_ms`; MovieLens Unix seconds)",
+        "play_time_ms": "milliseconds played (may exceed `duration_ms`: replays); null where the source has none",
+        "duration_ms": "the item's duration in milliseconds as logged with the event (0 occurs in KuaiRand)",
+        "rating": "explicit rating on the source's scale (MovieLens 1..5)",
+        "is_click": "clicked",
+        "is_like": "liked",
+        "is_follow": "followed the author",
+        "is_comment": "commented",
+        "is_forward": "forwarded/shared",
+        "is_hate": "marked as disliked",
+        "is_profile_enter": "entered the author's profile",
+        "is_long_view": "KuaiRand's `long_view` flag as logged",
+        "is_rand": "KuaiRand: shown by random exposure",
+        "event_date": "UTC date of `event_ts` (the partition)",
+        "source_file": "base name of the source file the record came from",
+        "source_line": "1-based data line in that file (header excluded); Parquet: 1-based row",
+    },
+    expectations=(
+        between("play_time_ms", 0),
+        between("duration_ms", 0),
+        between("rating", Param("rating_min"), Param("rating_max")),
+        between("event_ts", Param("min_event_ts"), Param("max_event_ts")),
+        between("source_line", 1),
+        utc_date_of("event_date", "event_ts"),
+        row_count_band("partition"),
+    ),
+    key=("event_id",),
+    partition_column="event_date",
+    description=(
+        "One row per accepted source record (an impression, a play or a rating), "
+        "de-duplicated by event_id."
+    ),
+    invariants=(
+        "event_id is unique and never null",
+        "event_date = UTC date of event_ts",
+        "play_time_ms >= 0 and duration_ms >= 0 where present",
+        "(source_file, source_line) locates the record in its source file (1-based lines, header excluded)",
+    ),
 )
 
 

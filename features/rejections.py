@@ -26,7 +26,7 @@ import hashlib
 
 import pyarrow as pa
 
-from features.contracts import TableContract, register
+from features.contracts import TableContract, between, one_of, utc_date_of
 from features.events import ID_SEPARATOR, TS_TYPE
 
 REJECTION_ID_HEX_CHARS = 24
@@ -109,36 +109,51 @@ _RECORD_FIELDS = [
 #: What a source adapter emits for the records it rejects (one row per record, in file order).
 REJECTED_RECORD_SCHEMA = pa.schema(_RECORD_FIELDS)
 
-REJECTED_EVENTS = register(
-    TableContract(
-        name="rejected_events",
-        schema=pa.schema(
-            [
-                pa.field("rejection_id", pa.string(), nullable=False),
-                pa.field("run_id", pa.string(), nullable=False),
-                *_RECORD_FIELDS,
-                pa.field("rejected_at", TS_TYPE, nullable=False),
-                pa.field("rejected_date", pa.date32(), nullable=False),
-            ]
-        ),
-        key=("rejection_id",),
-        partition_column="rejected_date",
-        description=(
-            "Dead letters: one row per source record that ingestion rejected, with its raw text, "
-            "its place in the source file, a stable reason code and a human message."
-        ),
-        invariants=(
-            "rejection_id is unique and never null; it is rejection_id(source, source_file, "
-            "source_line, reason_code, raw_record)",
-            "reason_code is a features.rejections.Reason value",
-            "rejected_date = UTC date of rejected_at",
-            "(source_file, source_line) locates the record (1-based data lines, header excluded; "
-            "Parquet: 1-based row); a whole-file letter (symlink_refused, unreadable_file) has an "
-            "empty raw_record and line 0, or the data line where reading stopped",
-            "per source file: records read = accepted events + rejected records (a whole-file "
-            "letter counts as one record)",
-        ),
-    )
+REJECTED_EVENTS = TableContract(
+    name="rejected_events",
+    schema=pa.schema(
+        [
+            pa.field("rejection_id", pa.string(), nullable=False),
+            pa.field("run_id", pa.string(), nullable=False),
+            *_RECORD_FIELDS,
+            pa.field("rejected_at", TS_TYPE, nullable=False),
+            pa.field("rejected_date", pa.date32(), nullable=False),
+        ]
+    ),
+    column_docs={
+        "rejection_id": "24 hex: sha256 of source, source_file, source_line, reason_code, raw_record joined by `\\x1f`",
+        "run_id": "the ingestion run that first rejected the record (the Dagster run id)",
+        "source": "the source name from the configuration",
+        "source_file": "base name of the source file",
+        "source_line": "1-based data line (header excluded); Parquet: 1-based row; a file-level letter (`symlink_refused`, `unreadable_file`): 0, or the line where reading stopped",
+        "raw_record": "the line as read, without its line end; non-UTF-8 bytes as `\\xNN`; Parquet: JSON of the row's fields; `duplicate` letters: the fields joined by commas; `oversized_line`: the first 1,024 bytes only (the reason detail has the length and a hash); file-level letters: empty",
+        "reason_code": "a `features.rejections.Reason` value (docs/ingestion.md lists them)",
+        "reason": "one-line message naming the column and the value",
+        "rejected_at": "when the run rejected it, UTC",
+        "rejected_date": "UTC date of `rejected_at` (the partition)",
+    },
+    expectations=(
+        between("source_line", 0),
+        one_of("reason_code", [r.value for r in Reason]),
+        utc_date_of("rejected_date", "rejected_at"),
+    ),
+    key=("rejection_id",),
+    partition_column="rejected_date",
+    description=(
+        "Dead letters: one row per source record that ingestion rejected, with its raw text, "
+        "its place in the source file, a stable reason code and a human message."
+    ),
+    invariants=(
+        "rejection_id is unique and never null; it is rejection_id(source, source_file, "
+        "source_line, reason_code, raw_record)",
+        "reason_code is a features.rejections.Reason value",
+        "rejected_date = UTC date of rejected_at",
+        "(source_file, source_line) locates the record (1-based data lines, header excluded; "
+        "Parquet: 1-based row); a whole-file letter (symlink_refused, unreadable_file) has an "
+        "empty raw_record and line 0, or the data line where reading stopped",
+        "per source file: records read = accepted events + rejected records (a whole-file "
+        "letter counts as one record)",
+    ),
 )
 
 

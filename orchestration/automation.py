@@ -1,4 +1,11 @@
-"""Jobs, the daily schedule and the new-source-file sensor."""
+"""Jobs, the daily schedule and the new-source-file sensor.
+
+The sensor stays a sensor: what it watches (the source's files) is outside Dagster, so no
+automation condition can see it. What Dagster can see is declarative: the model assets
+retrain by ``AutomationCondition`` when a table they read gets a new data version
+(``orchestration.models.RETRAIN_CONDITION``, evaluated by the automation condition sensor
+``retrain_models_automation``).
+"""
 
 import hashlib
 import json

@@ -1,36 +1,33 @@
 """The Dagster code location: ``dagster dev`` (from the repository root) loads ``defs``.
 
 Settings come from ``recfeat.yaml`` in the working directory, ``$RECFEAT_CONFIG`` or the
-defaults (see ``pipelines.settings``); the asset graph depends on the active source.
+defaults (see ``pipelines.settings``). The table assets and their checks come from the family
+catalog through :mod:`orchestration.factory`; the model assets from :mod:`orchestration.models`.
 """
 from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.assets import build_assets, daily_partitions
+from orchestration import models
 from orchestration.automation import build_jobs, build_schedule, build_sensor
-from orchestration.checks import build_checks
-from orchestration.extensions import load_extensions
+from orchestration.factory import build_family_definitions, daily_partitions
 from orchestration.resources import build_resources
 from pipelines.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings, config_file: str | None = None, overrides: dict | None = None) -> dg.Definitions:
-    """The code location for ``settings`` (loaded from ``config_file`` with ``overrides``, which runs reuse)."""
-    partitions = daily_partitions(settings)
-    assets = build_assets(settings)
-    checks = build_checks(settings)
-    extensions = load_extensions(settings)
-    for ext in extensions:
-        assets += ext.assets
-        checks += ext.asset_checks
+    """The code location for ``settings`` (loaded from ``config_file`` with ``overrides``, which runs
+    reuse): every family of the catalog (:data:`pipelines.catalog.FAMILIES`) and every model."""
+    assets, checks = build_family_definitions(settings)
+    trainers = models.build(settings)
+    assets += trainers.assets
+    checks += trainers.asset_checks
     jobs = build_jobs(assets, settings.active_source)
     schedules = [build_schedule(jobs[0])]
-    sensors = [build_sensor(partitions, [k for a in assets if a.partitions_def is not None for k in a.keys])]
-    for ext in extensions:
-        jobs += ext.jobs
-        schedules += ext.schedules
-        sensors += ext.sensors
+    sensors = [build_sensor(daily_partitions(settings), [k for a in assets if a.partitions_def is not None for k in a.keys])]
+    jobs += trainers.jobs
+    schedules += trainers.schedules
+    sensors += trainers.sensors
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

@@ -1,4 +1,4 @@
-"""Materialization and check metadata for warehouse tables: row count, schema, version, preview, invariants."""
+"""Materialization metadata for warehouse tables (row count, schema, version, preview) and figures."""
 from __future__ import annotations
 
 import dagster as dg
@@ -7,6 +7,40 @@ from features.layout import Manifest
 from pipelines.warehouse import Warehouse
 
 PREVIEW_ROWS = 5
+
+
+def image_markdown(path: str) -> str:
+    """Markdown with the PNG at ``path`` inlined as a base64 data URI (Dagster renders it in the UI)."""
+    import base64
+    import os
+
+    with open(path, "rb") as fh:
+        data = base64.b64encode(fh.read()).decode("ascii")
+    return f"![{os.path.basename(path)}](data:image/png;base64,{data})"
+
+
+def figure_metadata(figures: dict[str, str]) -> dict:
+    """``figure_<name>`` (the image) and ``figure_<name>_path`` for each ``{name: PNG path}``."""
+    meta = {}
+    for name, path in figures.items():
+        meta[f"figure_{name}"] = dg.MetadataValue.md(image_markdown(path))
+        meta[f"figure_{name}_path"] = dg.MetadataValue.path(path)
+    return meta
+
+
+def committed_column_schema(manifest: Manifest) -> dg.TableSchema:
+    """The committed version's columns, described by the table's contract (open columns too)."""
+    from orchestration.columns import column_schema
+    from pipelines.catalog import contract
+
+    try:
+        table = contract(manifest.table)
+    except KeyError:  # a table outside the catalog: types only
+        return dg.TableSchema(columns=[dg.TableColumn(name=n, type=t) for n, t in manifest.schema])
+    declared = column_schema(table)
+    known = {c.name for c in declared.columns}
+    extra = [dg.TableColumn(name=n, type=t, description=table.column_description(n)) for n, t in manifest.schema if n not in known]
+    return dg.TableSchema(columns=list(declared.columns) + extra, constraints=declared.constraints)
 
 
 def table_metadata(warehouse: Warehouse, manifest: Manifest, partitions: list[str] | None = None) -> dict:
@@ -20,10 +54,9 @@ def table_metadata(warehouse: Warehouse, manifest: Manifest, partitions: list[st
         batch = next(head, None)
         if batch is not None:
             preview = batch.to_pandas().head(PREVIEW_ROWS).to_markdown(index=False)
-    columns = [dg.TableColumn(name=n, type=t) for n, t in manifest.schema]
     meta = {
         "dagster/row_count": manifest.row_count,
-        "dagster/column_schema": dg.TableSchema(columns=columns),
+        "dagster/column_schema": committed_column_schema(manifest),
         "table_version": manifest.version,
         "committed_at": manifest.committed_at,
         "path": dg.MetadataValue.path(warehouse.table_path(manifest.table)),
@@ -35,16 +68,3 @@ def table_metadata(warehouse: Warehouse, manifest: Manifest, partitions: list[st
             " ..." if len(manifest.written_partitions) > 10 else ""
         )
     return meta
-
-
-def invariant_check_result(counts: dict[str, int]) -> dg.AssetCheckResult:
-    """A blocking invariant check's result from violation counts (``rows`` is the table size).
-
-    It passes when every count other than ``rows`` is zero; the description names the nonzero ones.
-    """
-    bad = {k: v for k, v in counts.items() if k != "rows" and v}
-    return dg.AssetCheckResult(
-        passed=not bad,
-        description=", ".join(f"{k}: {v}" for k, v in bad.items()) or f"{counts['rows']:,} rows satisfy every invariant",
-        metadata=counts,
-    )

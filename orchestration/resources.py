@@ -1,4 +1,5 @@
-"""Dagster resources: settings, warehouse and Spark, each a ``ConfigurableResource``.
+"""Dagster resources: settings, warehouse and Spark, each a ``ConfigurableResource`` (Spark's
+is ``dagster_pyspark``'s ``LazyPySparkResource``).
 
 Their fields default to the loaded project settings (``recfeat.yaml`` + environment), and can
 be overridden per run in the launchpad or in run config.
@@ -15,6 +16,8 @@ import os
 from typing import Optional
 
 import dagster as dg
+from dagster_pyspark import LazyPySparkResource
+from pydantic import PrivateAttr
 
 from pipelines.settings import Settings, SparkSettings, load_settings
 from pipelines.warehouse import Warehouse
@@ -53,31 +56,53 @@ SPARK_SECRET_ENV: dict[str, tuple[str, str]] = {
 }
 
 
-class SparkResource(dg.ConfigurableResource):
-    """The process's Spark session (built once by ``pipelines.spark.get_spark``).
+class SparkResource(LazyPySparkResource):
+    """The run's Spark session: ``dagster_pyspark``'s ``LazyPySparkResource`` (``spark_config``,
+    ``spark_session``, ``spark_context``), built by ``pipelines.spark.get_spark``.
+
+    It is a ``LazyPySparkResource`` and not an eager ``PySparkResource`` because a step that
+    never touches Spark (``users``, ``items``, the models) should not pay the JVM start (8 s on
+    two cores). It overrides how the session is made because ``get_spark`` is the one place
+    that builds sessions in this project: the project's Spark conf (UTC, Arrow, quiet logs,
+    loopback for a local master) under ``spark_config``, the Java check and the probe of the
+    workers' Python, each failing in one line.
+
+    Lifecycle: one session per run. It is created on first use (:attr:`spark_session`, or
+    :meth:`get_session`), shared by every step of an in-process run, and stopped in
+    ``teardown_after_execution`` when this resource started it (a session the process already
+    had, such as a test's, is left running).
 
     ``s3_*``: S3 credentials for Spark's S3A filesystem; set them only to ``dg.EnvVar(...)``
     (``build_resources`` does, for the variables of :data:`SPARK_SECRET_ENV` that are set).
-    They go into the session's Hadoop configuration, never into the Spark conf.
+    They go into the session's Hadoop configuration, never into ``spark_config``.
     """
 
     master: str = "local[*]"
     driver_memory: str = "4g"
     shuffle_partitions: int = 8
-    conf: dict[str, str] = {}
+    spark_config: dict[str, str] = {}  # Spark conf over the project's (settings ``spark.conf``)
     s3_access_key_id: Optional[str] = None
     s3_secret_access_key: Optional[str] = None
     s3_session_token: Optional[str] = None
+    _started_here: bool = PrivateAttr(default=False)
 
-    def get_session(self):
-        from pipelines.spark import get_spark
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
 
-        session = get_spark(
+    def _init_session(self) -> None:
+        if self._spark_session is not None:
+            return
+        import pipelines.spark as spark
+
+        existing = spark._SESSION
+        had = existing is not None and existing._jsc is not None and not existing._jsc.sc().isStopped()
+        session = spark.get_spark(
             SparkSettings(
                 master=self.master,
                 driver_memory=self.driver_memory,
                 shuffle_partitions=self.shuffle_partitions,
-                conf=dict(self.conf),
+                conf=dict(self.spark_config),
             )
         )
         secrets = {key: getattr(self, name) for name, (_, key) in SPARK_SECRET_ENV.items() if getattr(self, name)}
@@ -85,7 +110,19 @@ class SparkResource(dg.ConfigurableResource):
             hadoop = session.sparkContext._jsc.hadoopConfiguration()
             for key, value in secrets.items():
                 hadoop.set(key, value)
-        return session
+        self._spark_session = session
+        self._started_here = not had
+
+    def get_session(self):
+        """The session (created on first use); what the table assets and checks call."""
+        return self.spark_session
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._spark_session is not None and self._started_here:
+            from pipelines.spark import stop_spark
+
+            stop_spark()
+        self._spark_session = None
 
 
 def spark_secret_fields(environ=None) -> dict[str, dg.EnvVar]:
@@ -110,7 +147,7 @@ def build_resources(
             master=settings.spark.master,
             driver_memory=settings.spark.driver_memory,
             shuffle_partitions=settings.spark.shuffle_partitions,
-            conf=dict(settings.spark.conf),  # secret-looking keys are refused when the settings load
+            spark_config=dict(settings.spark.conf),  # secret-looking keys are refused when the settings load
             **spark_secret_fields(),
         ),
     }

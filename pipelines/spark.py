@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 
-from pipelines.settings import SparkSettings
+from pipelines.sections import SparkSettings
 
 _SESSION = None
 

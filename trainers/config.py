@@ -52,7 +52,7 @@ class TrainerConfig(StrictConfig):
     lr: Annotated[float, Field(gt=0)] = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     threads: Annotated[int, Field(ge=1)] = Field(1, description="torch intra-op threads (1: bit-for-bit reruns)")
-    progress: bool = Field(True, description="tqdm progress bar on stderr")
+    progress: bool = Field(True, description="tqdm progress bars and the per-epoch line on stderr (the line is always logged)")
     split: DateSplit = DateSplit()
     table_versions: dict[str, int] = Field(
         default_factory=dict, description="pin tables to committed versions (table -> version); default: current"

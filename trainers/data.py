@@ -1,5 +1,9 @@
 """Dataset readers and categorical encoders for trainers (pyarrow -> NumPy -> torch, no Spark).
 
+Tables are read through :mod:`trainers.tables`, the one reader (schema checked against each
+table's contract, columns projected, partitions pruned, the version recorded); its
+``partitions_between``, ``stream_table`` and ``table_record`` are re-exported here.
+
 Reading is streamed: a fact table (for example ``watch_time_labels``) is read in record batches
 of the selected daily partitions and only the needed columns; each batch is joined to the small
 dimension tables (``items``, ``users``) in memory and encoded straight away, so what a split
@@ -11,7 +15,6 @@ user or video map to 0 instead of failing. They are saved with the model (``enco
 """
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,11 +22,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from trainers.tables import TableSnapshot, _fs, snapshot
+from features.contracts import TableContract
+from features.dimensions import ITEMS, USERS
+from trainers.tables import TableSnapshot, open_table, partitions_between, stream_table, table_record
+
+__all__ = [  # the reader's helpers are re-exported: trainers.tables is the one reader
+    "UNKNOWN", "FieldSpec", "Dimension", "CategoricalEncoder", "EncodedSplit", "FieldEncoder", "TableSnapshot",
+    "partitions_between", "stream_table", "table_record", "load_dimension", "batch_indices", "tensor_batches",
+    "kuairand_side_fields", "KUAIRAND_DIMENSIONS", "encoders_record",
+]
 
 UNKNOWN = 0
 
@@ -45,11 +54,15 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class Dimension:
-    """A dimension table joined to the fact table on ``fact_key`` = the dimension's ``key``."""
+    """A dimension table (its contract) joined to the fact table on ``fact_key`` = the dimension's ``key``."""
 
-    table: str
+    contract: TableContract
     key: str
     fact_key: str
+
+    @property
+    def table(self) -> str:
+        return self.contract.name
 
 
 class CategoricalEncoder:
@@ -90,61 +103,14 @@ def _as_text(values: pd.Series) -> pd.Series:
     return values.astype("object").where(values.notna(), None).map(lambda v: None if v is None else str(v))
 
 
-def partitions_between(snap: TableSnapshot, first: dt.date, end: dt.date) -> list[str]:
-    """Partition keys (ISO dates) of a daily table in ``[first, end)``."""
-    keys = []
-    for key in snap.manifest.partitions:
-        try:
-            day = dt.date.fromisoformat(key)
-        except ValueError:
-            continue
-        if first <= day < end:
-            keys.append(key)
-    return sorted(keys)
-
-
-def stream_table(
-    snap: TableSnapshot, columns: list[str], partitions: list[str] | None = None, batch_rows: int = 65_536
-) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``columns`` from the given partitions of one committed version."""
-    fs, _ = _fs(snap.root)
-    for f in snap.files(partitions):
-        pf = pq.ParquetFile(f, filesystem=fs)
-        missing = [c for c in columns if c not in pf.schema_arrow.names]
-        if missing:
-            raise ValueError(f"table {snap.manifest.table!r} v{snap.version}: columns {missing} are missing")
-        yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
-
-
-def check_columns(snap: TableSnapshot, required: dict[str, str]) -> None:
-    """Fail naming the first column of ``required`` (name -> arrow type string) that is absent or mistyped."""
-    schema = dict(snap.manifest.schema)
-    for name, typ in required.items():
-        if name not in schema:
-            raise ValueError(f"table {snap.manifest.table!r} v{snap.version}: column {name!r} is missing")
-        actual = schema[name]
-        if typ and actual != typ and not (typ == "string" and actual == "large_string"):
-            raise ValueError(f"table {snap.manifest.table!r} v{snap.version}: column {name!r} has type {actual}, expected {typ}")
-
-
-def table_record(snap: TableSnapshot, partitions: list[str] | None = None) -> dict[str, Any]:
-    """What a run directory records about a table it read."""
-    m = snap.manifest
-    return {
-        "version": m.version,
-        "committed_at": m.committed_at,
-        "rows": m.row_count,
-        "partitions_read": partitions if partitions is not None else sorted(m.partitions),
-    }
-
-
 def load_dimension(root: str, dim: Dimension, columns: list[str], version: int | None = None) -> tuple[pd.DataFrame, TableSnapshot]:
-    """A dimension table's ``columns`` as text, indexed by its key (small: held in memory)."""
-    snap = snapshot(root, dim.table, version)
+    """A dimension table's ``columns`` as text, indexed by its key (small: held in memory).
+
+    A column the source lacks (an open contract's attribute) comes back as nulls."""
+    snap = open_table(root, dim.contract, version)
     cols = [dim.key] + [c for c in columns if c != dim.key]
-    available = dict(snap.manifest.schema)
-    present = [c for c in cols if c in available]
-    frames = [b.to_pandas() for b in stream_table(snap, present)]
+    present = [c for c in cols if c in snap.columns]
+    frames = [b.to_pandas() for b in snap.batches(present)]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=present)
     for c in cols:
         if c not in df:
@@ -274,8 +240,8 @@ def kuairand_side_fields(interactions: str) -> tuple[FieldSpec, ...]:
 
 #: The ``items`` and ``users`` dimensions, keyed by their id columns.
 KUAIRAND_DIMENSIONS = {
-    "items": Dimension("items", "item_id", "item_id"),
-    "users": Dimension("users", "user_id", "user_id"),
+    ITEMS.name: Dimension(ITEMS, "item_id", "item_id"),
+    USERS.name: Dimension(USERS, "user_id", "user_id"),
 }
 
 

@@ -5,6 +5,13 @@ validation split after each epoch, keeps the best state (by ``select_metric``) a
 ``patience`` epochs without a gain. It measures samples per second for the loader alone and for
 training (loader + forward + backward + step), so a slow loader shows up.
 
+Progress: every epoch ends with one INFO line on the ``recfeat.train`` logger
+(:data:`TRAIN_LOGGER`, :func:`log_epoch`): the model, the epoch, the mean training loss, the
+validation metric (or ``not evaluated`` between evaluations) and the epoch's seconds; the
+record also carries them as attributes (``model``, ``epoch``, ``train_loss``,
+``valid_metric``, ``valid_score``, ``epoch_s``). With ``progress`` the same line goes to stderr
+beside the tqdm bar.
+
 Determinism: :func:`deterministic` seeds Python, NumPy and torch, turns on
 ``torch.use_deterministic_algorithms`` and pins the intra-op thread count, so the same config and
 seed reproduce the same metrics on the same machine.
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import random
 import sys
@@ -24,6 +32,28 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm import tqdm
+
+
+#: The logger of the per-epoch progress lines (INFO), whatever runs the trainer.
+TRAIN_LOGGER = "recfeat.train"
+_train_log = logging.getLogger(TRAIN_LOGGER)
+
+
+def log_epoch(
+    model: str, epoch: int, train_loss: float, metric: str, score: float | None, seconds: float,
+    improved: bool = False, progress: bool = False,
+) -> str:
+    """Log one epoch's line on :data:`TRAIN_LOGGER` (and print it to stderr with ``progress``);
+    ``score`` is ``None`` for an epoch that was not evaluated. Returns the line."""
+    metric = metric.removeprefix("valid_")  # SASRec selects on "valid_ndcg@10": the line says "valid ndcg@10"
+    valid = "not evaluated" if score is None else f"{score:.4f}"
+    line = (f"{model} epoch {epoch}: train loss {train_loss:.4f}, valid {metric} {valid}, {seconds:.1f} s"
+            + (" (best so far)" if improved else ""))
+    _train_log.info(line, extra={"model": model, "epoch": epoch, "train_loss": train_loss, "valid_metric": metric,
+                                 "valid_score": score, "epoch_s": seconds})
+    if progress:
+        print(line, file=sys.stderr)
+    return line
 
 
 @contextlib.contextmanager
@@ -100,7 +130,8 @@ def fit(
     and a patience of 40 training stops after two evaluations without a gain. The history holds
     one row per evaluated epoch.
 
-    A non-finite loss raises ``FloatingPointError`` naming the epoch and step.
+    Each epoch logs one line (:func:`log_epoch`). A non-finite loss raises
+    ``FloatingPointError`` naming the epoch and step.
     """
     if eval_interval < 1:
         raise ValueError(f"eval_interval must be >= 1, got {eval_interval}")
@@ -130,7 +161,9 @@ def fit(
             if progress and step % 50 == 0:
                 bar.set_postfix(loss=f"{total / n_batches:.4f}")
         train_time += time.perf_counter() - t0
+        train_loss = total / max(n_batches, 1)
         if (epoch + 1) % eval_interval and epoch != epochs - 1:
+            log_epoch(desc, epoch, train_loss, select_metric, None, time.perf_counter() - t0, progress=progress)
             continue
         model.eval()
         with torch.no_grad():
@@ -139,13 +172,8 @@ def fit(
         improved = (score > best) if maximize else (score < best)
         if math.isnan(score):
             improved = False
-        history.append({"epoch": epoch, "train_loss": total / max(n_batches, 1), **metrics})
-        if progress:
-            print(
-                f"{desc} epoch {epoch}: loss {total / max(n_batches, 1):.4f}, valid {select_metric} {score:.4f}"
-                + (" *" if improved else ""),
-                file=sys.stderr,
-            )
+        history.append({"epoch": epoch, "train_loss": train_loss, **metrics})
+        log_epoch(desc, epoch, train_loss, select_metric, score, time.perf_counter() - t0, improved, progress)
         if improved:
             best, best_epoch, best_metrics, since = score, epoch, metrics, 0
             best_state = copy.deepcopy(model.state_dict())

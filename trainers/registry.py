@@ -1,69 +1,47 @@
 """The model registry: model name -> trainer entry point, its config class and the tables it reads.
 
-A model family registers itself when its module is imported (``register(ModelSpec(...))`` at
-module level); :data:`MODEL_MODULES` lists the modules to import. ``recfeat train MODEL`` and the
-Dagster model assets (``orchestration/models.py``) are generic over this registry.
+An explicit list: each model module exposes its :class:`~trainers.spec.ModelSpec` (``SPEC``, or
+one per variant) and :data:`MODELS` names them, imported here. A model module that is missing
+or broken is an ``ImportError`` when this module is imported, never a model that silently
+disappears. ``recfeat train MODEL`` and the Dagster model assets (``orchestration/models.py``)
+are generic over this registry.
+
+Importing it imports every trainer, so torch; the Dagster definitions build one asset per model
+from it, which needs each config class anyway (a bad ``training.models`` override fails at load).
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from trainers import din, fair, sasrec
+from trainers.multitask import trainer as multitask
+from trainers.spec import ModelSpec
+from trainers.watch_time import trainer as watch_time
 
-from trainers.config import TrainerConfig
+__all__ = ["MODELS", "ModelSpec", "get_model", "index", "model_names"]
 
-#: Modules that register models on import (a module that does not exist yet is skipped).
-MODEL_MODULES: tuple[str, ...] = ("trainers.watch_time.trainer", "trainers.sasrec", "trainers.din",
-                                 "trainers.multitask.trainer")
+#: Every trainable model.
+MODELS: tuple[ModelSpec, ...] = (*watch_time.SPECS, sasrec.SPEC, din.SPEC, multitask.SPEC, fair.SPEC)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One trainable model.
-
-    ``train(config) -> RunResult`` trains, evaluates and writes a run directory.
-    ``tables(config) -> list[str]`` names the warehouse tables it reads (the Dagster asset's deps).
-    ``select_metric`` is the validation metric early stopping and model selection use.
-    """
-
-    name: str
-    config_cls: type[TrainerConfig]
-    train: Callable[[Any], Any]
-    tables: Callable[[Any], list[str]]
-    description: str
-    select_metric: str = ""
+def index(models: tuple[ModelSpec, ...]) -> dict[str, ModelSpec]:
+    """Name -> spec; ``ValueError`` when two specs share a name."""
+    out: dict[str, ModelSpec] = {}
+    for spec in models:
+        if spec.name in out:
+            raise ValueError(f"two models are named {spec.name!r}")
+        out[spec.name] = spec
+    return out
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
-        existing = _REGISTRY[spec.name]
-        if (existing.config_cls, existing.train) != (spec.config_cls, spec.train):
-            raise ValueError(f"a different model named {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def _load_all() -> None:
-    for module in MODEL_MODULES:
-        parent = module.rsplit(".", 1)[0]
-        if importlib.util.find_spec(parent) is None or importlib.util.find_spec(module) is None:
-            continue
-        importlib.import_module(module)
+_BY_NAME = index(MODELS)
 
 
 def get_model(name: str) -> ModelSpec:
-    _load_all()
+    """The spec of model ``name``; ``KeyError`` naming the known models if there is none."""
     try:
-        return _REGISTRY[name]
+        return _BY_NAME[name]
     except KeyError:
-        raise KeyError(f"no model named {name!r}; known: {sorted(_REGISTRY)}") from None
+        raise KeyError(f"no model named {name!r}; known: {sorted(_BY_NAME)}") from None
 
 
 def model_names() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+    return sorted(_BY_NAME)

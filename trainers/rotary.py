@@ -42,14 +42,14 @@ class Level:
     weight: float
 
 
-#: The paper's levels, fed with the SASRec form of ``features.rote.sasrec_levels``.
+#: The paper's levels, fed with the SASRec form of ``features.sequences.rote.sasrec_levels``.
 PAPER_LEVELS: tuple[Level, ...] = (
     Level("years_f", YEAR_BASE, YEAR_WEIGHT),
     Level("months_f", MONTH_BASE, MONTH_WEIGHT),
     Level("days_f", DAY_BASE, DAY_WEIGHT),
 )
 #: Ours, beyond the paper: the paper's levels plus whole hours since the epoch
-#: (``features.rote.calendar_ids`` level ``hour``). Base 100 as the day level (fastest period
+#: (``features.sequences.rote.calendar_ids`` level ``hour``). Base 100 as the day level (fastest period
 #: 2 pi hours, slowest about 22 days) and weight 0.25, continuing the halving 1.0 -> 0.5; the
 #: paper gives no guidance for levels finer than a day.
 FINER_LEVELS: tuple[Level, ...] = PAPER_LEVELS + (Level("hour_id", 100.0, 0.25),)

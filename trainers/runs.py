@@ -289,10 +289,6 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def read_json(run_dir: str | Path, name: str) -> Any:
-    return json.loads((Path(run_dir) / name).read_text())
-
-
 def load_state(run_dir: str | Path, allow_incomplete: bool = False) -> dict[str, torch.Tensor]:
     """The run's checkpoint, loaded safely (tensors only); an incomplete run is refused
     (:class:`RunRecordError`) unless ``allow_incomplete``."""

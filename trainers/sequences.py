@@ -9,11 +9,12 @@ width integer arrays instead; this module provides:
   Index ``0`` is padding, ``1`` is the out-of-vocabulary id (an item never seen in training,
   which can only happen in ``valid`` / ``test`` rows), known items are ``2 ..`` in sorted
   ``item_id`` order.
-* :func:`read_sequences`: streams the committed table (``trainers.tables.iter_batches``) into
+* :func:`read_sequences`: streams the committed table (:mod:`trainers.tables`, schema-checked
+  against the ``user_sequences`` contract) into
   :class:`SequenceBatch` objects of at most ``batch_rows`` rows: int64 item ids, float64
   timestamps in seconds, boolean masks, left- or right-padded to ``max_len`` (longer histories
   keep their most recent ``max_len`` events), optionally with RoTE levels from
-  :mod:`features.rote`.
+  :mod:`features.sequences.rote`.
 * :class:`SequenceDataset`: the same stream as a PyTorch ``IterableDataset`` of tensor dicts.
 
 Memory is bounded by one record batch plus its padded arrays (``batch_rows * max_len``
@@ -30,9 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from features import rote
-from features.sequences import SPLITS, USER_SEQUENCES
-from trainers.tables import iter_batches, snapshot
+from features.contracts import TableContract
+from features.sequences import SPLITS, USER_SEQUENCES, rote
+from trainers.tables import open_table
 
 PAD = 0
 OOV = 1
@@ -87,14 +88,14 @@ class ItemVocab:
 
     @classmethod
     def fit(
-        cls, root: str, table: str = USER_SEQUENCES.name, version: int | None = None, split: str = "train",
+        cls, root: str, table: TableContract = USER_SEQUENCES, version: int | None = None, split: str = "train",
         batch_rows: int = 65_536,
     ) -> ItemVocab:
         """Every item id in the ``split`` rows (targets and histories) of a committed table."""
-        snap = snapshot(root, table, version)
+        snap = open_table(root, table, version)
         seen: set[str] = set()
         cols = ["target_item_id", "hist_item_ids", "split"]
-        for batch in iter_batches(root, table, cols, snap.version, batch_rows):
+        for batch in snap.batches(cols, batch_rows=batch_rows):
             keep = pc.equal(batch.column("split"), split)
             rows = batch.filter(keep)
             if rows.num_rows == 0:
@@ -102,7 +103,7 @@ class ItemVocab:
             seen.update(pc.unique(rows.column("target_item_id")).to_pylist())
             seen.update(pc.unique(pc.list_flatten(rows.column("hist_item_ids"))).to_pylist())
         seen.discard(None)
-        return cls(tuple(sorted(seen)), {"table": table, "version": snap.version, "split": split})
+        return cls(tuple(sorted(seen)), {"table": table.name, "version": snap.version, "split": split})
 
 
 @dataclass
@@ -191,7 +192,7 @@ def rote_levels(
     ts_s: np.ndarray, mask: np.ndarray, form: str, calendar_levels: Iterable[str] = rote.PAPER_LEVELS,
     relative: bool = False,
 ) -> dict[str, np.ndarray]:
-    """RoTE level arrays of padded timestamps, computed by :mod:`features.rote` (0 at pads).
+    """RoTE level arrays of padded timestamps, computed by :mod:`features.sequences.rote` (0 at pads).
 
     ``sasrec``: float64 ``days_f``, ``months_f``, ``years_f`` since the epoch;
     ``calendar``: int64 ``<level>_id`` (``relative``: minus the row's first real position).
@@ -249,7 +250,7 @@ def read_sequences(
     where: Callable[[pa.RecordBatch], np.ndarray] | None = None,
     version: int | None = None,
     batch_rows: int = 4_096,
-    table: str = USER_SEQUENCES.name,
+    table: TableContract = USER_SEQUENCES,
 ) -> Iterator[SequenceBatch]:
     """Stream a committed ``user_sequences`` version as padded batches of at most ``batch_rows``.
 
@@ -262,7 +263,7 @@ def read_sequences(
     wanted = None if splits is None else set(splits)
     if wanted is not None and not wanted <= set(SPLITS):
         raise ValueError(f"unknown split(s) {sorted(wanted - set(SPLITS))}; choose from {SPLITS}")
-    for rb in iter_batches(root, table, READ_COLUMNS, version, batch_rows):
+    for rb in open_table(root, table, version).batches(READ_COLUMNS, batch_rows=batch_rows):
         keep = np.ones(rb.num_rows, dtype=bool)
         if wanted is not None:
             keep &= np.isin(rb.column("split").to_numpy(zero_copy_only=False), list(wanted))
@@ -284,7 +285,7 @@ class SequenceDataset(torch.utils.data.IterableDataset):
     def __init__(self, root: str, vocab: ItemVocab, **read_kwargs):
         super().__init__()
         self.root, self.vocab, self.read_kwargs = root, vocab, read_kwargs
-        self.version = snapshot(root, read_kwargs.get("table", USER_SEQUENCES.name), read_kwargs.get("version")).version
+        self.version = open_table(root, read_kwargs.get("table", USER_SEQUENCES), read_kwargs.get("version")).version
         self.read_kwargs["version"] = self.version
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

@@ -4,7 +4,8 @@
 """
 from __future__ import annotations
 
-from pipelines.settings import SourceConfig
+from features.source_kinds import SOURCE_KINDS
+from pipelines.sections import SourceConfig
 from pipelines.sources.base import SourceAdapter
 from pipelines.sources.convert import ChunkConversion
 from pipelines.sources.errors import SourceError
@@ -12,7 +13,8 @@ from pipelines.sources.generic import CsvAdapter, ParquetAdapter
 from pipelines.sources.kuairand import KuaiRandAdapter
 from pipelines.sources.movielens import MovieLensAdapter
 
-#: config.kind -> adapter class. The synthetic generator writes KuaiRand files.
+#: config.kind -> adapter class, one per kind of :data:`features.source_kinds.SOURCE_KINDS`.
+#: The synthetic generator writes KuaiRand files.
 ADAPTERS: dict[str, type[SourceAdapter]] = {
     "synthetic": KuaiRandAdapter,
     "kuairand": KuaiRandAdapter,
@@ -20,6 +22,8 @@ ADAPTERS: dict[str, type[SourceAdapter]] = {
     "csv": CsvAdapter,
     "parquet": ParquetAdapter,
 }
+if tuple(ADAPTERS) != SOURCE_KINDS:  # pragma: no cover - a kind added in one place only
+    raise ImportError(f"ADAPTERS {tuple(ADAPTERS)} do not match features.source_kinds.SOURCE_KINDS {SOURCE_KINDS}")
 
 
 def adapter_for(name: str, config: SourceConfig) -> SourceAdapter:
@@ -33,6 +37,7 @@ def adapter_for(name: str, config: SourceConfig) -> SourceAdapter:
 
 __all__ = [
     "ADAPTERS",
+    "SOURCE_KINDS",
     "ChunkConversion",
     "CsvAdapter",
     "KuaiRandAdapter",

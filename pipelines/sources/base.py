@@ -34,7 +34,7 @@ from typing import ClassVar
 
 import pyarrow as pa
 
-from pipelines.settings import IngestRules, SourceConfig
+from pipelines.sections import IngestRules, SourceConfig
 from pipelines.sources.convert import ChunkConversion, EventMapping, convert_chunk, raise_on_rejected
 from features.events import STAGED_EVENT_SCHEMA
 from features.rejections import REJECTED_RECORD_SCHEMA, Reason

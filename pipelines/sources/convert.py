@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from features.events import FEEDBACK_FLAGS, ID_SEPARATOR, STAGED_EVENT_SCHEMA
 from features.rejections import REJECTED_RECORD_SCHEMA
-from pipelines.settings import IngestRules
+from pipelines.sections import IngestRules
 from pipelines.sources.columns import (
     Rejects,
     as_array,

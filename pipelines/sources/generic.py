@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipelines.settings import DimensionFile, SourceConfig
+from pipelines.sections import DimensionFile, SourceConfig
 from pipelines.sources.base import EventStream, SourceAdapter
 from pipelines.sources.convert import EventMapping
 from pipelines.sources.csvio import DEFAULT_MAX_LINE_BYTES, CsvFormat

@@ -21,12 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.rejections import Reason
-from pipelines.settings import IngestRules
+from features.timeutil import UTC, as_utc, to_micros
+from pipelines.sections import IngestRules
 from pipelines.sources.columns import Rejects, as_text, is_text
 from pipelines.sources.errors import VALUE_PREVIEW_CHARS
 
 _STR = pa.string()
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -47,20 +47,7 @@ REQUIRED_DURATION_ZERO_ALLOWED = DurationRule(required=True, allow_zero=True)
 
 def utc_now(now: dt.datetime | None = None) -> dt.datetime:
     """``now`` as an aware UTC time (a naive ``now`` is taken as UTC); the current time if ``None``."""
-    if now is None:
-        return dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
-        return now.replace(tzinfo=dt.timezone.utc)
-    return now.astimezone(dt.timezone.utc)
-
-
-def _us(instant: dt.datetime) -> int:
-    delta = instant - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _date_us(day: dt.date) -> int:
-    return _us(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc))
+    return dt.datetime.now(UTC) if now is None else as_utc(now)
 
 
 def _preview(arr: pa.Array) -> pa.Array:
@@ -151,16 +138,16 @@ def apply_rules(
 
         return make
 
-    too_early = pc.less(ts, _date_us(rules.min_event_ts))
+    too_early = pc.less(ts, to_micros(rules.min_event_ts))
     rejects.flag(too_early, Reason.TIMESTAMP_OUT_OF_RANGE, ts_message(f"is before min_event_ts {rules.min_event_ts}"))
     if rules.max_event_ts is not None:
-        too_late = pc.greater_equal(ts, _date_us(rules.max_event_ts))
+        too_late = pc.greater_equal(ts, to_micros(rules.max_event_ts))
         rejects.flag(
             too_late, Reason.TIMESTAMP_OUT_OF_RANGE, ts_message(f"is not before max_event_ts {rules.max_event_ts}")
         )
     horizon = now + dt.timedelta(seconds=rules.future_tolerance_s)
     rejects.flag(
-        pc.greater(ts, _us(horizon)),
+        pc.greater(ts, to_micros(horizon)),
         Reason.TIMESTAMP_IN_FUTURE,
         ts_message(f"is after now + {rules.future_tolerance_s} s ({horizon.strftime('%Y-%m-%dT%H:%M:%S')} UTC)"),
     )

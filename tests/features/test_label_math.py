@@ -12,13 +12,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm, percentileofscore
 
-from features import label_math as lm
+from features.labels import math as lm
 
 
 def test_module_does_not_import_pyspark():
     import subprocess
 
-    code = "import sys, features.label_math; sys.exit(1 if 'pyspark' in sys.modules else 0)"
+    code = "import sys, features.labels.math; sys.exit(1 if 'pyspark' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from features import label_math as lm
-from features.labels import DURATION_STATS, WATCH_TIME_LABELS, duration_groups, label_rows, prepare_rows
+from features.labels import math as lm
+from features.labels import DURATION_STATS, WATCH_TIME_LABELS
+from features.labels.spark import duration_groups, label_rows, prepare_rows
 
 D0 = dt.date(2022, 4, 8)
 LABELS = ["pcr", "wtg_gain", "wtg", "d2q", "d2q_dense", "d2co", "cwm_target"]
@@ -83,7 +84,7 @@ def test_prepare_rows_rounds_half_to_even_and_filters(spark):
 def test_spark_expressions_equal_label_math_hand_cases(spark):
     from pyspark.sql import functions as F
 
-    from features.labels import cwm_target_expr, d2co_expr
+    from features.labels.spark import cwm_target_expr, d2co_expr
 
     df = pd.DataFrame({"w": [0.0, 3.0, 9.0, 15.0, 20.0, 5.0], "p": [15.0] * 5 + [5.0], "q": [3.0] * 5 + [5.0]})
     sdf = spark.createDataFrame(df)
@@ -113,7 +114,7 @@ def test_spark_d2co_matches_mpmath_for_large_alpha(spark):
     α = 5, w = 150, p = 200, q = 0), not the 1 that clipping both exponents at 700 gave."""
     from pyspark.sql import functions as F
 
-    from features.labels import d2co_expr
+    from features.labels.spark import d2co_expr
 
     cases = [(150.0, 200.0, 0.0), (0.0, 200.0, 0.0), (199.0, 200.0, 0.0), (250.0, 200.0, 0.0), (-3.0, 200.0, 0.0),
              (2000.0, 3000.0, 10.0), (2999.0, 3000.0, 10.0), (9.0, 15.0, 3.0), (5.0, 5.0, 5.0), (5.5, 5.0, 5.0)]
@@ -298,8 +299,8 @@ def test_parity_with_the_spec_on_the_kuairand_slice(spark, kuairand_dir):
     assert np.isfinite(got[LABELS].to_numpy(float)).all()
 
 
-def test_contracts_are_registered_and_documented():
-    from features.contracts import get_contract
+def test_contracts_are_catalogued_and_documented():
+    from pipelines.catalog import contract as get_contract
 
     assert get_contract("duration_stats") is DURATION_STATS
     assert get_contract("watch_time_labels") is WATCH_TIME_LABELS

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.lookalike import (
+from benchmarks._vectors import synthetic_user_vectors
+from features.lookalike.kernels import (
     LshParams,
     VectorParams,
     band_keys,
@@ -18,7 +19,6 @@ from features.lookalike import (
     hash_projection,
     lookalike_topk,
     profile_columns,
-    synthetic_user_vectors,
 )
 
 T0 = dt.datetime(2022, 4, 8, tzinfo=dt.timezone.utc)
@@ -166,7 +166,7 @@ def _tie_aware_recall(got: pd.DataFrame, ids, mat, k: int, users) -> float:
 @pytest.mark.parametrize("window,projection", [(3, 8), (3, 0), (40, 8)])
 def test_recall_estimate_equals_the_recall_of_the_output(spark, window, projection):
     """The estimate is the tie-aware recall@k of the rows the job returns, over the held-out users."""
-    from features.lookalike import recall_samples
+    from features.lookalike.kernels import recall_samples
 
     n, k = 150, 6
     ids, mat = synthetic_user_vectors(n, dim=8, clusters=5, seed=4)
@@ -183,7 +183,7 @@ def test_recall_estimate_equals_the_recall_of_the_output(spark, window, projecti
 
 
 def test_selection_and_held_out_samples_are_disjoint_and_seeded():
-    from features.lookalike import recall_samples
+    from features.lookalike.kernels import recall_samples
 
     for n, size in [(10_000, 1000), (1500, 1000), (7, 1000), (2, 5)]:
         selection, held_out = recall_samples(n, size, seed=3)
@@ -199,7 +199,7 @@ def test_selection_and_held_out_samples_are_disjoint_and_seeded():
 def test_auto_bands_are_chosen_on_one_sample_and_the_recall_reported_on_the_other(spark):
     """The bands are chosen on the selection sample; the reported recall is the output's recall
     over the held-out users, which differ from the selection users."""
-    from features.lookalike import recall_samples
+    from features.lookalike.kernels import recall_samples
 
     n, k = 400, 10
     ids, mat = synthetic_user_vectors(n, dim=16, clusters=8, seed=7)

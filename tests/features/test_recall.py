@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from features.recall import RecallParams, build_item_neighbors, build_recall_items
+from features.recall.kernels import RecallParams, build_item_neighbors, build_recall_items
 
 T0 = dt.datetime(2022, 4, 8, tzinfo=dt.timezone.utc)
 CUTOFF = T0 + dt.timedelta(days=3)

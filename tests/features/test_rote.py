@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features import rote
-from features.rote import (
+from features.sequences import rote
+from features.sequences.rote import (
     CALENDAR_LEVELS,
     ROTE_COLUMNS,
     calendar_ids,

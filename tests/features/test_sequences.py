@@ -320,3 +320,48 @@ def test_plan_keeps_every_built_day_equal_to_the_full_build(steps):
             assert all(changed_at[e] < at for e in version if e <= d), f"built day {d} is stale"
         horizon = max([*built, (end - dt.timedelta(days=1)).isoformat()])
         assert all(d in built for d in version if d <= horizon and (d < max(built, default="") or start.isoformat() <= d < end.isoformat()))
+
+
+def test_temporal_bounds_are_checked_in_one_place():
+    """The build, the kernel and the settings all use features.sequences.splits.check_temporal_bounds."""
+    import numpy as np
+
+    from features.sequences.splits import check_split_args, check_temporal_bounds, split_labels
+
+    day = dt.datetime(2022, 4, 10, tzinfo=dt.timezone.utc)
+    check_temporal_bounds(day, day)  # an empty valid window is allowed
+    check_temporal_bounds(day.replace(tzinfo=None), day + dt.timedelta(hours=1))  # naive is UTC
+    for valid_from, test_from, message in [
+        (None, day, "needs valid_from and test_from"),
+        (day, None, "needs valid_from and test_from"),
+        (day, day - dt.timedelta(seconds=1), "test_from must not be before valid_from"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_temporal_bounds(valid_from, test_from)
+        with pytest.raises(ValueError, match=message):
+            check_split_args("temporal", valid_from, test_from, seeded=False)
+        with pytest.raises(ValueError, match=message):
+            split_labels(np.zeros(1, np.int64), None, np.zeros(1, np.int64), "temporal", valid_from, test_from)
+    check_split_args("leave_one_out", None, None, seeded=False)  # bounds only matter for a temporal split
+    with pytest.raises(ValueError, match="seeded"):
+        check_split_args("leave_one_out", None, None, seeded=True)
+    with pytest.raises(ValueError, match="unknown split mode"):
+        check_split_args("random", None, None, seeded=False)
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1), timezones=st.just(dt.timezone.utc)),
+    st.integers(-10**6, 10**6),
+)
+def test_temporal_split_labels_follow_the_bounds(valid_from, delta_s):
+    import numpy as np
+
+    from features.sequences.splits import split_labels
+    from features.timeutil import to_micros
+
+    test_from = valid_from + dt.timedelta(seconds=abs(delta_s))
+    lo, hi = to_micros(valid_from), to_micros(test_from)
+    targets = np.array([lo - 1, lo, hi - 1, hi, hi + 1], dtype=np.int64)
+    got = split_labels(np.arange(5), None, targets, "temporal", valid_from, test_from).to_pylist()
+    want = ["train" if t < lo else "valid" if t < hi else "test" for t in targets]
+    assert got == want

@@ -49,7 +49,7 @@ def test_every_table_has_a_blocking_quality_check(small_config):
     defs = build_definitions(load_settings(small_config), str(small_config))
     specs = {s.name: s for c in defs.asset_checks for s in c.check_specs}
     assert {f"{t}_quality" for t in TABLES} | {"events_referential_integrity", "user_sequences_invariants", "rote_features_invariants"} <= set(specs)
-    warnings = {"events_referential_integrity", "lookalike_users_recall"}  # non-blocking by design
+    warnings = {"events_referential_integrity", "ingest_runs_rejection_rate", "lookalike_users_recall"}  # non-blocking by design
     assert all(s.blocking for name, s in specs.items() if name not in warnings)
     assert all(specs[f"{t}_quality"].blocking for t in TABLES)
     assert not any(specs[name].blocking for name in warnings)
@@ -57,7 +57,7 @@ def test_every_table_has_a_blocking_quality_check(small_config):
 
 def test_failing_suite_blocks_downstream_asset_in_a_real_run(spark, small_config, tmp_path, capsys):
     from features.events import EVENTS
-    from orchestration.assets import daily_partitions
+    from orchestration.factory import daily_partitions
     from orchestration.automation import partition_range_tags
     from orchestration.cli import main
     from orchestration.definitions import build_definitions
@@ -84,11 +84,11 @@ def test_failing_suite_blocks_downstream_asset_in_a_real_run(spark, small_config
     # A clean run: every check passes and the downstream synthetic_truth is materialized.
     clean = run(*TABLES)
     assert clean.success
-    assert _materialized(clean) == set(TABLES) | {"rejected_events"}
+    assert _materialized(clean) == set(TABLES) | {"rejected_events", "ingest_runs"}
     checks = _checks(clean)
     assert {name: c.passed for name, c in checks.items()} == {
-        **{f"{t}_quality": True for t in TABLES},
-        "events_referential_integrity": True,
+        **{f"{t}_quality": True for t in TABLES + ["rejected_events", "ingest_runs"]},
+        "events_referential_integrity": True, "ingest_runs_invariants": True, "ingest_runs_rejection_rate": True,
     }
     events_meta = checks["events_quality"].metadata
     assert events_meta["rows_validated"].value == 3000
@@ -109,7 +109,7 @@ def test_failing_suite_blocks_downstream_asset_in_a_real_run(spark, small_config
     # blocks synthetic_truth, which is not materialized in this run.
     blocked = run("events", "synthetic_truth")
     assert not blocked.success
-    assert _materialized(blocked) == {"events", "rejected_events"}
+    assert _materialized(blocked) == {"events", "rejected_events", "ingest_runs"}
     assert wh.current_version("synthetic_truth") == 1
     assert pc.sum(pc.is_null(wh.read_arrow(EVENTS.name, columns=["user_id"]).column(0))).as_py() == 5
     failed = _checks(blocked)["events_quality"]
@@ -117,9 +117,11 @@ def test_failing_suite_blocks_downstream_asset_in_a_real_run(spark, small_config
     assert "expect_column_values_to_not_be_null(user_id): 5 unexpected" in failed.description
     assert "user_id" in failed.metadata["failed_expectations"].value
     steps = {st.step_key: st.status.value for st in instance.get_run_step_stats(blocked.run_id)}
-    assert steps == {"ingest": "SUCCESS", "events_quality_checks": "FAILURE"}  # synthetic_truth never started
+    assert steps == {  # synthetic_truth never started
+        "ingest": "SUCCESS", "events_checks": "FAILURE", "rejected_events_checks": "SUCCESS", "ingest_runs_checks": "SUCCESS",
+    }
     messages = [r.user_message for r in instance.all_logs(blocked.run_id)]
-    assert "Dependencies for step synthetic_truth failed: ['events_quality_checks']. Not executing." in messages
+    assert "Dependencies for step synthetic_truth failed: ['events_checks']. Not executing." in messages
 
     # The data docs page of this validation exists and shows the failure.
     page = Path(failed.metadata["data_docs"].value)
@@ -148,7 +150,7 @@ def test_report_without_reports(tmp_path, capsys):
 
 
 def test_run_partitions_from_tags():
-    from orchestration.checks import run_partitions
+    from orchestration.factory import run_partitions
 
     assert run_partitions({}) is None
     assert run_partitions({"dagster/partition": "2022-04-09"}) == ["2022-04-09"]
@@ -160,11 +162,10 @@ def test_event_window_follows_the_ingestion_rules():
     import datetime as dt
     from types import SimpleNamespace
 
-    from orchestration.checks import event_window
+    from orchestration.factory import event_window
 
     utc = dt.timezone.utc
     now = dt.datetime(2026, 1, 1, tzinfo=utc)
-    assert event_window(SimpleNamespace(), now) == (None, None)
     rules = SimpleNamespace(min_event_ts=dt.date(1995, 1, 1), max_event_ts=None, future_tolerance_s=3600)
     assert event_window(SimpleNamespace(rules=rules), now) == (
         dt.datetime(1995, 1, 1, tzinfo=utc),

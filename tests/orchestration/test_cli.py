@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from orchestration.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ["demo", "generate", "ingest", "materialize", "tables", "show", "export", "history", "migrate", "report"]
+COMMANDS = ["demo", "generate", "ingest", "materialize", "tables", "show", "export", "history", "migrate", "report",
+            "training-set"]
 
 
 def run_cli(*args, cwd=None):
@@ -103,12 +105,41 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         f"warehouse: {{root: {tmp_path}/warehouse}}\nsources: {{synthetic: {{kind: synthetic, path: {tmp_path}/src}}}}\n"
         "synthetic: {events: 20000}\nspark: {master: 'local[2]', shuffle_partitions: 2}\n"
     )
-    proc = run_cli("--config", str(cfg), "demo", cwd=tmp_path)
+    proc = run_cli("--config", str(cfg), "demo", "--train-epochs", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for table in ("events", "users", "items", "synthetic_truth"):
         assert table in proc.stdout
     assert "20,000" in proc.stdout
     assert str(tmp_path / "warehouse") in proc.stdout
+    # One Dagster run for the whole graph, checks included, and a line as each step starts and ends.
+    import dagster as dg
+
+    runs = dg.DagsterInstance.get().get_runs()  # the test's $DAGSTER_HOME, which the command used
+    assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+    assert "dagster/asset_partition_range_start" in runs[0].tags  # the daily assets over their whole range
+    started = re.findall(r"^start   (\S+)", proc.stdout, re.M)
+    finished = re.findall(r"^done    (\S+) .*in \d+\.\d s", proc.stdout, re.M)
+    assert started and sorted(started) == sorted(finished)  # no step is silent, every one ended
+    assert {"user_vectors", "watch_time_labels", "sasrec"} <= set(started)
+    assert any(step.endswith("_checks") or step.endswith("_quality") for step in started)  # the checks ran too
+    assert re.search(r"^start   \S+ \(.*\bevents\b.*\)$", proc.stdout, re.M)  # the ingestion step
+    assert re.search(r"^done    user_vectors in [\d.]+ s: user_vectors [\d,]+ rows$", proc.stdout, re.M)
+    # The report at the end lists every table of the catalog with its GX and invariant verdicts,
+    # and the data docs hold a page per table.
+    from pipelines.catalog import families
+    from pipelines.quality import load_results, reports_root
+    from pipelines.warehouse import Warehouse
+
+    tables = [t.name for f in families() for t in f.tables]
+    verdicts = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines()
+                if line.split() and line.split()[0] in tables and len(line.split()) > 2}
+    assert {t: verdicts.get(t) for t in tables} == {t: "passed" for t in tables}, proc.stdout[-4000:]
+    results = load_results(reports_root(Warehouse(str(tmp_path / "warehouse"))))
+    assert set(results) == set(tables)
+    for name, result in results.items():
+        assert Path(result.validation_page).is_file(), name
+        if result.invariants_checked:
+            assert Path(result.invariants_page).is_file(), name
 
 
 def test_show_and_export_read_a_kept_version(tmp_path, capsys):

@@ -30,12 +30,12 @@ NOT_TABLES = {"synthetic_source"}
 def project(tmp_path):
     """(config path, settings) of a generated synthetic source, with the project's Dagster instance."""
     from orchestration.instance import ensure_dagster_home
-    from pipelines.synthetic import GeneratorParams, generate
+    from pipelines.synthetic import generate
 
     path = tmp_path / "recfeat.yaml"
     path.write_text(CONFIG.format(root=tmp_path))
     settings = load_settings(path)
-    generate(settings.source.path, GeneratorParams.from_settings(settings.synthetic))
+    generate(settings.source.path, settings.synthetic)
     ensure_dagster_home()
     return path, settings
 

@@ -92,7 +92,7 @@ def test_dagster_asset_materialize_runs_a_selection(tmp_path):
     base = [str(BIN / "dagster"), "asset", "materialize", "-m", "orchestration.definitions"]
     first = subprocess.run(base + ["--select", "synthetic_source,users,items"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    second = subprocess.run(base + ["--select", "events,rejected_events", "--partition", "2022-04-09"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(base + ["--select", "events,rejected_events,ingest_runs", "--partition", "2022-04-09"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     from pipelines.warehouse import Warehouse
 

@@ -18,7 +18,8 @@ ingest: {{settle_s: 0}}
 """
 
 
-CORE = {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth", "user_sequences", "rote_features"}
+CORE = {"synthetic_source", "events", "rejected_events", "ingest_runs", "users", "items", "synthetic_truth",
+        "user_sequences", "rote_features"}
 
 
 @pytest.fixture
@@ -37,18 +38,24 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
     from trainers.registry import model_names
 
     assert {"watch_time_fm", "watch_time_deepfm", "sasrec", "multitask"} <= set(model_names())
-    assert keys == CORE | {
-        "duration_stats", "watch_time_labels",
-        "user_vectors", "lookalike_users", "item_neighbors", "recall_items",
-    } | set(model_names())  # one asset per registered model
+    from pipelines.catalog import families
+
+    catalogued = {t.name for f in families() for t in f.tables}
+    assert CORE - {"synthetic_source"} | {"duration_stats", "watch_time_labels", "user_vectors", "lookalike_users", "item_neighbors",
+                   "recall_items"} <= catalogued
+    assert keys == catalogued | {"synthetic_source"} | set(model_names())  # every table; one asset per model
     assert graph.get(dg.AssetKey("events")).partitions_def.get_partition_keys() == ["2022-04-08", "2022-04-09", "2022-04-10"]
     checks = {c.name for c in graph.asset_check_keys}
-    assert checks == {
-        "events_quality", "users_quality", "items_quality", "synthetic_truth_quality", "events_referential_integrity",
-        "user_sequences_invariants", "rote_features_invariants", "duration_stats_invariants", "watch_time_labels_invariants",
-        "user_vectors_invariants", "lookalike_users_invariants", "item_neighbors_invariants", "recall_items_invariants",
-        "lookalike_users_recall",
-    }
+    with_counters = {t for f in families() for t in f.invariants}
+    assert {"ingest_runs", "user_sequences", "rote_features", "duration_stats", "watch_time_labels",
+            "user_vectors", "lookalike_users", "item_neighbors", "recall_items"} <= with_counters
+    from pipelines.quality import warning_check_name
+
+    warnings = {warning_check_name(t) for t in catalogued} - {None}
+    assert {"events_referential_integrity", "ingest_runs_rejection_rate"} <= warnings
+    extras = {c.name for f in families() for c in f.extra_checks}
+    assert "lookalike_users_recall" in extras
+    assert checks == {f"{t}_quality" for t in catalogued} | {f"{t}_invariants" for t in with_counters} | warnings | extras
     assert defs.resolve_schedule_def("daily_ingest_schedule").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("new_source_files") is not None
     defs.resolve_job_def("daily_ingest")
@@ -68,7 +75,7 @@ def test_materialize_everything_then_rerun_is_identical(spark, small_config):
     # The core and sequence tables (the label, look-alike and model families have their own tests,
     # and `recfeat demo` runs the whole graph in the slow tests).
     done = materialize_assets(settings, str(small_config), ",".join(sorted(CORE)), log=lambda *_: None)
-    assert done[:3] == ["synthetic_source", "events", "rejected_events"]
+    assert done[:4] == ["synthetic_source", "events", "rejected_events", "ingest_runs"]
     assert set(done) == CORE
     wh = Warehouse(settings.warehouse.root)
     # The synthetic source is clean: rejected_events is committed, empty.
@@ -137,7 +144,7 @@ def test_materialize_everything_then_rerun_is_identical(spark, small_config):
 
 def test_sensor_requests_a_run_for_new_files_then_skips(spark, small_config, tmp_path):
     from orchestration.definitions import build_definitions
-    from pipelines.synthetic import GeneratorParams, generate
+    from pipelines.synthetic import generate
 
     settings = load_settings(small_config)
     defs = build_definitions(settings, str(small_config))
@@ -146,7 +153,7 @@ def test_sensor_requests_a_run_for_new_files_then_skips(spark, small_config, tmp
     with dg.build_sensor_context(resources=defs.resources, instance=instance) as ctx:
         skipped = sensor(ctx)
         assert isinstance(skipped, dg.SkipReason)
-    generate(settings.source.path, GeneratorParams.from_settings(settings.synthetic))
+    generate(settings.source.path, settings.synthetic)
     with dg.build_sensor_context(resources=defs.resources, instance=instance) as ctx:
         request = sensor(ctx)
         assert isinstance(request, dg.RunRequest)

@@ -46,17 +46,24 @@ def test_extension_is_in_the_code_location(config):
     assert dg.AssetKey("duration_stats") in graph.get(dg.AssetKey("watch_time_labels")).parent_keys
     checks = {c.name: c for c in graph.asset_check_keys}
     assert {"duration_stats_invariants", "watch_time_labels_invariants"} <= set(checks)
-    ext = __import__("orchestration.labels", fromlist=["build"]).build(load_settings(config))
-    assert all(c.blocking for spec_set in ext.asset_checks for c in spec_set.check_specs)
+    assets, checks_defs = _labels(load_settings(config))
+    assert all(c.blocking for spec_set in checks_defs for c in spec_set.check_specs)
+
+
+def _labels(settings):
+    """The labels family's assets and checks, from the same factory as the code location."""
+    from orchestration.factory import build_family_definitions
+    from pipelines import labels
+
+    return build_family_definitions(settings, [labels.FAMILY])
 
 
 def _materialize(settings, config, raise_on_error=True):
-    from orchestration.labels import build
     from orchestration.resources import build_resources
 
-    ext = build(settings)
+    assets, checks = _labels(settings)
     return dg.materialize(
-        ext.assets + ext.asset_checks,
+        assets + checks,
         resources=build_resources(settings, str(config)),
         instance=dg.DagsterInstance.get(),
         raise_on_error=raise_on_error,
@@ -77,7 +84,9 @@ def test_assets_materialize_with_checks_and_figures_and_a_broken_table_fails(spa
     assert done == {"duration_stats", "watch_time_labels"}
     checks = {e.event_specific_data.check_name: e.event_specific_data
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert {k: v.passed for k, v in checks.items()} == {"duration_stats_invariants": True, "watch_time_labels_invariants": True}
+    assert {k: v.passed for k, v in checks.items()} == {
+        f"{t}_{c}": True for t in ("duration_stats", "watch_time_labels") for c in ("quality", "invariants")
+    }
     meta = result.asset_materializations_for_node("duration_stats")[0].metadata
     assert meta["figure_gmm_fits"].value.startswith("![gmm_fits.png](data:image/png;base64,")
     assert Path(meta["figure_gmm_fits_path"].value).is_file()
@@ -93,13 +102,12 @@ def test_assets_materialize_with_checks_and_figures_and_a_broken_table_fails(spa
     col = stats.column(i).to_pylist()
     col[0] = float("nan")
     wh.write_arrow(DURATION_STATS, stats.set_column(i, "noise_wt_smoothed_s", pa.array(col)))
-    from orchestration.labels import build
     from orchestration.resources import build_resources
 
-    ext = build(settings)
+    assets, checks_defs = _labels(settings)
     # Run only the check of duration_stats together with watch_time_labels.
     run = dg.materialize(
-        [a for a in ext.assets] + ext.asset_checks,
+        assets + checks_defs,
         selection=dg.AssetSelection.assets("watch_time_labels") | dg.AssetSelection.checks_for_assets("duration_stats"),
         resources=build_resources(settings, str(config)),
         instance=dg.DagsterInstance.get(),

@@ -8,13 +8,15 @@ from pipelines.settings import load_settings
 SMALL = """
 warehouse: {{root: {root}/warehouse}}
 spark: {{master: "local[2]", shuffle_partitions: 2}}
-lookalike: {{cutoff_ts: "2022-04-13T00:00:00Z", k: 5, lsh_window: 4, lsh_bands: 4, als_rank: 4, als_iterations: 3, min_co_users: 1}}
+lookalike: {{cutoff_ts: "2022-04-13T00:00:00Z", k: 5, lsh: {{window: 4, bands: 4}}, als_rank: 4, als_iterations: 3}}
+recall: {{min_co_users: 1}}  # cutoff_ts and min_rating: the lookalike ones (the default)
 """
 
 
 def test_lookalike_assets_and_checks_pass(spark, tmp_path):
-    from orchestration import lookalike
+    from orchestration.factory import build_family_definitions
     from orchestration.resources import build_resources
+    from pipelines import lookalike, recall
     from pipelines.warehouse import Warehouse
     from tests.pipelines.test_lookalike import events_table
 
@@ -22,14 +24,21 @@ def test_lookalike_assets_and_checks_pass(spark, tmp_path):
     config.write_text(SMALL.format(root=tmp_path))
     settings = load_settings(config)
     Warehouse(settings.warehouse.root).write_arrow(__import__("features.events", fromlist=["EVENTS"]).EVENTS, events_table(500, 3, 0, 200))
-    ext = lookalike.build(settings)
-    result = dg.materialize(ext.assets + ext.asset_checks, resources=build_resources(settings, str(config)))
+    assets, checks_defs = build_family_definitions(settings, [lookalike.FAMILY, recall.FAMILY])
+    result = dg.materialize(assets + checks_defs, resources=build_resources(settings, str(config)))
     assert result.success
     done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert done == {"user_vectors", "lookalike_users", "item_neighbors", "recall_items"}
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     recall = checks.pop("lookalike_users_recall")  # non-blocking: warns, never stops the run
-    assert set(checks) == {f"{t}_invariants" for t in done} and all(c.passed for c in checks.values())
+    assert set(checks) == {f"{t}_{c}" for t in done for c in ("quality", "invariants")}
+    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items() if not c.passed}
+    import datetime as dt
+
+    wh = Warehouse(settings.warehouse.root)
+    cutoff = dt.datetime(2022, 4, 13, tzinfo=dt.timezone.utc)
+    for table in ("item_neighbors", "recall_items"):  # the recall cutoff defaults to the look-alike one
+        assert set(wh.read_arrow(table, columns=["cutoff_ts"]).column(0).to_pylist()) == {cutoff}, table
     estimate = recall.metadata["recall_estimate"].value
     assert 0 < estimate <= 1 and recall.passed == (estimate >= 0.95)
     assert recall.severity == dg.AssetCheckSeverity.WARN
@@ -41,7 +50,7 @@ def test_lookalike_assets_and_checks_pass(spark, tmp_path):
     from pipelines.lookalike import lsh_recall_summary
 
     line = lsh_recall_summary(Warehouse(settings.warehouse.root), settings.lookalike)  # the demo's last screen
-    assert line.startswith(f"look-alike users: held-out recall@5 {estimate:.3f} on ") and "lsh_auto_bands" in line
+    assert line.startswith(f"look-alike users: held-out recall@5 {estimate:.3f} on ") and "lsh.auto_bands" in line
 
 
 def test_cli_reports_a_failed_recall_warning_and_goes_on(spark, tmp_path):
@@ -52,7 +61,7 @@ def test_cli_reports_a_failed_recall_warning_and_goes_on(spark, tmp_path):
 
     config = tmp_path / "recfeat.yaml"
     # One band and the narrowest window allowed for k: the candidates miss most true neighbours.
-    config.write_text(SMALL.format(root=tmp_path).replace("lsh_window: 4, lsh_bands: 4", "lsh_window: 3, lsh_bands: 1, lsh_auto_bands: false"))
+    config.write_text(SMALL.format(root=tmp_path).replace("lsh: {window: 4, bands: 4}", "lsh: {window: 3, bands: 1, auto_bands: false}"))
     settings = load_settings(config)
     Warehouse(settings.warehouse.root).write_arrow(__import__("features.events", fromlist=["EVENTS"]).EVENTS, events_table(500, 3, 0, 200))
     lines: list[str] = []

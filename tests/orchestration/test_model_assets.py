@@ -59,23 +59,100 @@ def test_bad_model_override_fails_at_load_naming_the_field(warehouse, tmp_path):
         load_settings(p)
 
 
-def test_sensor_requests_retraining_when_an_input_table_changes(warehouse, tmp_path):
+def _report(instance, table: str, version: int) -> None:
+    """A materialization of ``table`` with data version ``v<version>``, as a table asset records it."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=table, tags={"dagster/data_version": f"v{version}"})
+    )
+
+
+def test_models_retrain_on_a_new_input_table_version_by_automation_condition(warehouse, tmp_path):
+    """Real declarative-automation evaluations (``dg.evaluate_automation_conditions``) against a
+    real instance: a model is requested once its tables exist, not again while their data
+    versions stay the same (a run that committed nothing), and again after a new version."""
+    from orchestration.models import AUTOMATION_SENSOR, MODELS_OWNER, RETRAIN_CONDITION
+
     write_tables(warehouse)
-    settings = load_settings(_config(tmp_path, warehouse))
-    ext = build(settings)
-    sensor = ext.sensors[0]
-    res = {"settings": SettingsResource(config_file=str(tmp_path / "recfeat.yaml"))}
-    with dg.build_sensor_context(resources=res) as ctx:
-        first = sensor(ctx)
-        assert isinstance(first, dg.RunRequest)
-        cursor = ctx.cursor
-    with dg.build_sensor_context(cursor=cursor, resources=res) as ctx:
-        assert isinstance(sensor(ctx), dg.SkipReason)
-    write_tables(warehouse, seed=1)  # new versions of every input table
-    with dg.build_sensor_context(cursor=cursor, resources=res) as ctx:
-        again = sensor(ctx)
-        assert isinstance(again, dg.RunRequest)
-        assert {k.to_user_string() for k in again.asset_selection} == {"watch_time_fm", "watch_time_deepfm"}
+    ext = build(load_settings(_config(tmp_path, warehouse)))
+    fm = next(a for a in ext.assets if a.key.to_user_string() == "watch_time_fm")
+    assert fm.automation_conditions_by_key[fm.key] == RETRAIN_CONDITION
+    assert fm.owners_by_key[fm.key] == [MODELS_OWNER] and fm.code_versions_by_key[fm.key]
+    assert "pytorch" in fm.specs_by_key[fm.key].kinds
+    sensors = {s.name: s for s in ext.sensors}
+    assert isinstance(sensors[AUTOMATION_SENSOR], dg.AutomationConditionSensorDefinition)
+    assert "retrain_after_feature_refresh" not in sensors  # the hand-polled sensor is gone
+    defs = dg.Definitions(assets=[fm], resources={"settings": SettingsResource(config_file=str(tmp_path / "recfeat.yaml"))})
+    tables = sorted(k.to_user_string() for k in fm.asset_deps[fm.key])
+    with dg.instance_for_test() as instance:
+        def tick(cursor):
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+            return result.get_num_requested(fm.key), result.cursor
+
+        requested, cursor = tick(None)
+        assert requested == 0  # its tables were never materialized
+        for t in tables:
+            _report(instance, t, 1)
+        requested, cursor = tick(cursor)
+        assert requested == 1  # never trained, every table present
+        requested, cursor = tick(cursor)
+        assert requested == 0  # requested already: nothing new since
+        for t in tables:
+            _report(instance, t, 1)  # materialized again, nothing committed: same data version
+        requested, cursor = tick(cursor)
+        assert requested == 0
+        _report(instance, tables[0], 2)  # a new committed version of one table
+        requested, cursor = tick(cursor)
+        assert requested == 1
+        requested, _ = tick(cursor)
+        assert requested == 0
+
+
+def test_code_version_follows_the_model_config(warehouse, tmp_path):
+    a = build(load_settings(_config(tmp_path, warehouse)))
+    b = build(load_settings(_config(tmp_path, warehouse, "    watch_time_deepfm: {dropout: 0.3}\n")))
+
+    def versions(ext):
+        return {k.to_user_string(): v for asset in ext.assets for k, v in asset.code_versions_by_key.items()}
+
+    va, vb = versions(a), versions(b)
+    assert va["watch_time_fm"] == vb["watch_time_fm"]
+    assert va["watch_time_deepfm"] != vb["watch_time_deepfm"]
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    assert versions(build(load_settings(_config(moved, warehouse)))) == va  # where runs go is not code
+
+
+def test_training_log_lines_reach_the_dagster_run_log(warehouse, tmp_path, monkeypatch):
+    """The trainer's ``recfeat.train`` lines (one per epoch) are forwarded to ``context.log``."""
+    import dataclasses
+    import logging
+
+    import trainers.registry as registry
+
+    write_tables(warehouse)
+    cfg_file = _config(tmp_path, warehouse)
+    real = registry.get_model
+
+    def logging_spec(name):
+        spec = real(name)
+
+        def train(cfg):
+            logging.getLogger("recfeat.train").info(f"{name}: epoch 1/1: train loss 0.5")
+            logging.getLogger("recfeat.train").debug("not forwarded: below INFO")
+            return spec.train(cfg)
+
+        return dataclasses.replace(spec, train=train)
+
+    ext = build(load_settings(cfg_file))
+    fm = next(a for a in ext.assets if a.key.to_user_string() == "watch_time_fm")
+    monkeypatch.setattr(registry, "get_model", logging_spec)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([fm], instance=instance, resources={"settings": SettingsResource(config_file=str(cfg_file))})
+        assert result.success
+        messages = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert "watch_time_fm: epoch 1/1: train loss 0.5" in messages
+    assert "not forwarded: below INFO" not in messages
+    assert not logging.getLogger("recfeat.train").handlers  # removed after training
 
 
 def test_model_config_layers(warehouse, tmp_path):

@@ -36,12 +36,12 @@ class Clock:
 def project(tmp_path, monkeypatch):
     """(settings, definitions, instance, clock) of a synthetic source (settle_s: the default, 30)."""
     from orchestration.definitions import build_definitions
-    from pipelines.synthetic import GeneratorParams, generate
+    from pipelines.synthetic import generate
 
     path = tmp_path / "recfeat.yaml"
     path.write_text(CONFIG.format(root=tmp_path))
     settings = load_settings(path)
-    generate(settings.source.path, GeneratorParams.from_settings(settings.synthetic))
+    generate(settings.source.path, settings.synthetic)
     clock = Clock()
     monkeypatch.setattr(automation, "clock", clock, raising=False)
     with dg.instance_for_test(temp_dir=os.environ["DAGSTER_HOME"]) as instance:

@@ -316,13 +316,13 @@ def test_retention_never_takes_a_concurrent_writers_new_files(tmp_path):
 def test_retention_keeps_a_version_whose_log_entry_cannot_be_read(tmp_path, monkeypatch):
     """Regression: an unreadable log entry counted as old, so retention deleted versions that
     were still inside the retention period."""
-    import pipelines.warehouse as warehouse_module
+    import pipelines.warehouse.reading as warehouse_reading
 
     root = str(tmp_path / "wh")
     wh = Warehouse(root)
     for i in range(3):
         wh.write_arrow(FLAT, rows(1, offset=i))
-    monkeypatch.setattr(warehouse_module, "commit_info", lambda *args, **kwargs: {})
+    monkeypatch.setattr(warehouse_reading, "commit_info", lambda *args, **kwargs: {})
     fresh = Warehouse(root)
     assert fresh.retain("flat") == []
     assert keys(fresh, "flat", version=1) == ["k0"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from features.events import EVENTS
-from pipelines import ingest as ingest_module
+from pipelines.ingest import events as ingest_events_module
 from pipelines.beam_ingest import IngestBalanceError
 from pipelines.ingest import ingest_dimension, ingest_events
 from pipelines.settings import ColumnMapping, ConfigError, DimensionFile, SourceConfig, load_settings
@@ -56,13 +56,13 @@ def test_rows_lost_between_staging_and_commit_fail_the_run_and_commit_nothing(sp
     src = tmp_path / "src"
     src.mkdir()
     (src / "log_a.csv").write_text("\n".join([HEADER, line(1), line(2, day=1), line(3, day=2), "1,2,x"]) + "\n")
-    original = ingest_module._read_stage
+    original = ingest_events_module._read_stage
 
     def lossy(spark_, path, schema):
         df = original(spark_, path, schema)
         return df.limit(max(df.count() - 1, 0)) if path.endswith("accepted") else df
 
-    monkeypatch.setattr(ingest_module, "_read_stage", lossy)
+    monkeypatch.setattr(ingest_events_module, "_read_stage", lossy)
     with pytest.raises(IngestBalanceError, match=r"accepted 3 records but the commit accounts for 2 .*nothing was committed"):
         ingest_events(spark, warehouse, kuairand(src))
     assert versions(warehouse) == {EVENTS.name: None, "rejected_events": None, "ingest_runs": None}

@@ -12,7 +12,7 @@ import pytest
 
 from features.events import EVENTS
 from features.labels import DURATION_STATS, WATCH_TIME_LABELS
-from pipelines.settings import LabelSettings
+from pipelines.labels import LabelSettings
 
 D0 = dt.date(2022, 4, 8)
 SETTINGS = LabelSettings(fit_start=D0, fit_end=D0 + dt.timedelta(days=3), duration_max_s=120, d2q_bins=5)
@@ -103,12 +103,12 @@ def test_jobs_commit_both_tables_with_every_fallback_counted(spark, warehouse, t
     assert stats.loc[100, "fit_status"] == "no_rows" and stats.loc[100, "rows"] == 0
     assert bool(stats.loc[8, "is_interpolated"]) and not bool(stats.loc[10, "is_interpolated"])
     assert np.isfinite(stats[["noise_wt_smoothed_s", "interest_wt_smoothed_s"]].to_numpy()).all()
-    assert st.counts["durations_too_few_rows"] == 1 and st.counts["durations_single_value"] == 1
-    assert os.path.getsize(st.figures["gmm_fits"]) > 10_000
-    assert json.loads(st.manifest.producer["counts"]) == st.counts
+    assert st.stats["duration_stats"]["durations_too_few_rows"] == 1 and st.stats["duration_stats"]["durations_single_value"] == 1
+    assert os.path.getsize(st.figures["duration_stats"]["gmm_fits"]) > 10_000
+    assert json.loads(st.manifest("duration_stats").producer["counts"]) == st.stats["duration_stats"]
 
     lab = build_watch_time_labels(spark, warehouse, SETTINGS, reports=reports)
-    c = lab.counts
+    c = lab.stats["watch_time_labels"]
     assert (c["events_without_duration"], c["events_with_zero_duration"], c["events_without_play_time"]) == (1, 1, 1)
     assert c["events_out_of_duration_range"] == 1  # x4 (3 s)
     assert c["rows_dropped_min_rows_policy"] == 0
@@ -117,7 +117,7 @@ def test_jobs_commit_both_tables_with_every_fallback_counted(spark, warehouse, t
     assert c["rows_play_beyond_duration_truncated"] > 0 and c["rows_cwm_target_clamped"] > 0
     labels = warehouse.read_arrow(WATCH_TIME_LABELS.name).to_pandas()
     assert set(labels["event_id"]) >= {"x5", "x6", "x7", "y1"} and "x4" not in set(labels["event_id"])
-    assert set(lab.figures) == {"watch_time_by_duration", "label_distributions"}
+    assert set(lab.figures["watch_time_labels"]) == {"watch_time_by_duration", "label_distributions"}
     assert check_duration_stats(spark, warehouse, SETTINGS) == {
         "rows": 116, "rows_outside_fit_window": 0, "fit_window_differs_from_settings": 0, "missing_or_extra_durations": 0,
         "smoothed_not_finite": 0, "noise_above_interest": 0, "negative_d2q_bin": 0,
@@ -127,7 +127,7 @@ def test_jobs_commit_both_tables_with_every_fallback_counted(spark, warehouse, t
 
     # The drop policy: durations that could not be fitted get no label rows, counted.
     drop = SETTINGS.model_copy(update={"min_rows_policy": "drop"})
-    dropped = build_watch_time_labels(spark, warehouse, drop).counts
+    dropped = build_watch_time_labels(spark, warehouse, drop).stats["watch_time_labels"]
     assert dropped["rows_dropped_min_rows_policy"] == 2 + 3 + 1
 
 
@@ -230,7 +230,7 @@ def test_cwm_long_view_follows_the_official_seconds_by_default(spark, warehouse)
     for completion in ("rounded_s", "raw_ms"):
         settings = SETTINGS.model_copy(update={"long_view_cwm_completion": completion})
         res = build_watch_time_labels(spark, warehouse, settings)
-        assert json.loads(res.manifest.producer["settings"])["long_view_cwm_completion"] == completion
+        assert json.loads(res.manifest("watch_time_labels").producer["settings"])["long_view_cwm_completion"] == completion
         lab = warehouse.read_arrow(WATCH_TIME_LABELS.name).to_pandas().set_index("event_id")
         got[completion] = lab.loc["z1", ["duration_s", "watch_time_s", "is_complete", "is_censored", "is_long_view_cwm"]].tolist()
     assert got == {"rounded_s": [10, 10, False, True, True], "raw_ms": [10, 10, False, True, False]}

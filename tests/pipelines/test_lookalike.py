@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from features.events import EVENTS
-from pipelines.settings import LookalikeSettings
+from pipelines.lookalike import LookalikeSettings
+from pipelines.recall import RecallSettings
 
 T0 = dt.datetime(2022, 4, 8, tzinfo=dt.timezone.utc)
 CUTOFF = T0 + dt.timedelta(days=5)
@@ -35,10 +36,11 @@ def build_all(spark, wh, s):
     from pipelines.lookalike import build_lookalike_table, build_user_vectors_table
     from pipelines.recall import build_item_neighbors_table, build_recall_table
 
-    build_user_vectors_table(spark, wh, s)
-    build_lookalike_table(spark, wh, s)
-    build_item_neighbors_table(spark, wh, s)
-    build_recall_table(spark, wh, s)
+    la, rc = s
+    build_user_vectors_table(spark, wh, la)
+    build_lookalike_table(spark, wh, la)
+    build_item_neighbors_table(spark, wh, rc)
+    build_recall_table(spark, wh, rc)
     return {t: wh.read_arrow(t) for t in ("user_vectors", "lookalike_users", "item_neighbors", "recall_items")}
 
 
@@ -47,12 +49,14 @@ def test_tables_ignore_events_after_the_cutoff(spark, warehouse):
     from pipelines.lookalike import check_lookalike, check_user_vectors
     from pipelines.recall import check_item_neighbors, check_recall
 
-    s = LookalikeSettings(cutoff_ts=CUTOFF, k=5, lsh_window=4, lsh_bands=4, als_rank=4, als_iterations=4, min_co_users=1, recall_size=10)
+    s = (LookalikeSettings(cutoff_ts=CUTOFF, k=5, lsh={"window": 4, "bands": 4}, als_rank=4, als_iterations=4),
+         RecallSettings(cutoff_ts=CUTOFF, min_rating=4.0, min_co_users=1, size=10))
     past = events_table(600, 1, 0, 120)
     warehouse.write_arrow(EVENTS, past)
     first = build_all(spark, warehouse, s)
-    for check in (check_user_vectors, check_lookalike, check_item_neighbors, check_recall):
-        counts = check(spark, warehouse, s)
+    for check, settings in ((check_user_vectors, s[0]), (check_lookalike, s[0]), (check_item_neighbors, s[1]),
+                            (check_recall, s[1])):
+        counts = check(spark, warehouse, settings)
         assert counts["rows"] > 0 and all(v == 0 for k, v in counts.items() if k != "rows"), counts
     assert warehouse.manifest("lookalike_users").producer["cutoff_ts"] == CUTOFF.isoformat()
     assert set(first["lookalike_users"].column("cutoff_ts").to_pylist()) == {CUTOFF}
@@ -90,8 +94,11 @@ def vectors_table(n: int, cutoff: dt.datetime, seed: int = 0) -> pa.Table:
 
 
 def small_settings(cutoff: dt.datetime) -> LookalikeSettings:
-    return LookalikeSettings(cutoff_ts=cutoff, k=5, lsh_window=4, lsh_bands=2, lsh_auto_bands=False,
-                             lsh_recall_sample=10, min_co_users=1, recall_size=10)
+    return LookalikeSettings(cutoff_ts=cutoff, k=5, lsh={"window": 4, "bands": 2, "auto_bands": False, "recall_sample": 10})
+
+
+def small_recall(cutoff: dt.datetime, **update) -> RecallSettings:
+    return RecallSettings(cutoff_ts=cutoff, min_rating=4.0, min_co_users=1, size=10, **update)
 
 
 def _violations(counts: dict[str, int]) -> dict[str, int]:
@@ -104,14 +111,15 @@ def test_stale_inputs_are_refused_with_one_line_naming_table_and_cutoffs(spark, 
     from pipelines.recall import build_item_neighbors_table, build_recall_table, evaluate_recall
 
     old, new = small_settings(OTHER), small_settings(CUTOFF)
+    old_r, new_r = small_recall(OTHER), small_recall(CUTOFF)
     warehouse.write_arrow(USER_VECTORS, vectors_table(20, OTHER), producer={"cutoff_ts": OTHER.isoformat()})
     warehouse.write_arrow(EVENTS, events_table(600, 1, 0, 200))
-    build_item_neighbors_table(spark, warehouse, old)
-    build_recall_table(spark, warehouse, old)
+    build_item_neighbors_table(spark, warehouse, old_r)
+    build_recall_table(spark, warehouse, old_r)
     refused = [
         ("user_vectors", lambda: build_lookalike_table(spark, warehouse, new)),
-        ("item_neighbors", lambda: build_recall_table(spark, warehouse, new)),
-        ("recall_items", lambda: evaluate_recall(spark, warehouse, new)),
+        ("item_neighbors", lambda: build_recall_table(spark, warehouse, new_r)),
+        ("recall_items", lambda: evaluate_recall(spark, warehouse, new_r)),
     ]
     for table, job in refused:
         with pytest.raises(ValueError) as err:
@@ -122,30 +130,31 @@ def test_stale_inputs_are_refused_with_one_line_naming_table_and_cutoffs(spark, 
     assert not warehouse.exists("lookalike_users")
     assert warehouse.manifest("recall_items").producer["cutoff_ts"] == OTHER.isoformat()  # not rebuilt
     # The same inputs at the configured cutoff are accepted, and their provenance is recorded.
-    manifest, _ = build_lookalike_table(spark, warehouse, old)
+    manifest = build_lookalike_table(spark, warehouse, old).manifest("lookalike_users")
     assert manifest.producer["user_vectors_cutoff_ts"] == OTHER.isoformat()
     assert manifest.producer["user_vectors_version"] == str(warehouse.current_version("user_vectors"))
-    assert evaluate_recall(spark, warehouse, old)["pool_size"] == 10
+    assert evaluate_recall(spark, warehouse, old_r)["pool_size"] == 10
 
 
 def test_checks_fail_on_tables_built_from_inputs_of_another_cutoff(spark, warehouse, monkeypatch):
     """A table stamped with the configured cutoff but built from a stale input fails its
     blocking check: the check compares the recorded inputs' cutoff with the settings."""
     from features.lookalike import USER_VECTORS
+    from pipelines import cutoffs
     from pipelines import lookalike as jobs
     from pipelines.recall import build_item_neighbors_table, build_recall_table, check_recall
 
-    old, new = small_settings(OTHER), small_settings(CUTOFF)
+    new = small_settings(CUTOFF)
     warehouse.write_arrow(USER_VECTORS, vectors_table(20, OTHER), producer={"cutoff_ts": OTHER.isoformat()})
     warehouse.write_arrow(EVENTS, events_table(600, 1, 0, 200))
-    build_item_neighbors_table(spark, warehouse, old)
+    build_item_neighbors_table(spark, warehouse, small_recall(OTHER))
     # Bypass the refusal (as a build by an older version would), so the stale mix gets committed.
-    monkeypatch.setattr(jobs, "require_cutoff", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(cutoffs, "require_cutoff", lambda *a, **k: None)
     jobs.build_lookalike_table(spark, warehouse, new)
-    build_recall_table(spark, warehouse, new)
+    build_recall_table(spark, warehouse, small_recall(CUTOFF))
     assert set(warehouse.read_arrow("lookalike_users").column("cutoff_ts").to_pylist()) == {CUTOFF}  # stamped new
     assert _violations(jobs.check_lookalike(spark, warehouse, new)) == {"inputs_with_other_cutoff": 1}
-    assert _violations(check_recall(spark, warehouse, new)) == {"inputs_with_other_cutoff": 1}
+    assert _violations(check_recall(spark, warehouse, small_recall(CUTOFF))) == {"inputs_with_other_cutoff": 1}
 
 
 def test_checks_fail_on_an_empty_table_built_with_another_cutoff(spark, warehouse):
@@ -154,10 +163,10 @@ def test_checks_fail_on_an_empty_table_built_with_another_cutoff(spark, warehous
 
     warehouse.write_arrow(EVENTS, events_table(200, 1, 0, 200))
     strict = {"min_co_users": 10_000}  # no pair co-occurs that often: an empty table
-    build_item_neighbors_table(spark, warehouse, small_settings(OTHER).model_copy(update=strict))
+    build_item_neighbors_table(spark, warehouse, small_recall(OTHER).model_copy(update=strict))
     assert warehouse.manifest("item_neighbors").row_count == 0
-    assert _violations(check_item_neighbors(spark, warehouse, small_settings(OTHER).model_copy(update=strict))) == {}
-    assert _violations(check_item_neighbors(spark, warehouse, small_settings(CUTOFF).model_copy(update=strict))) == {
+    assert _violations(check_item_neighbors(spark, warehouse, small_recall(OTHER).model_copy(update=strict))) == {}
+    assert _violations(check_item_neighbors(spark, warehouse, small_recall(CUTOFF).model_copy(update=strict))) == {
         "built_with_other_cutoff": 1
     }
 
@@ -167,17 +176,16 @@ def test_checks_fail_on_an_empty_table_built_with_another_cutoff(spark, warehous
 
 
 def test_default_lsh_settings_reach_the_target_where_32_fixed_bands_fall_short(spark):
-    """With the defaults (automatic bands from 32) the held-out recall reaches lsh_target_recall on
+    """With the defaults (automatic bands from 32) the held-out recall reaches lsh.target_recall on
     vectors where 32 fixed bands fall short (the demo's case at its scale; a narrow window and a
     small k make 2,000 users as hard as the demo's 3,811 with the default window and k)."""
     from dataclasses import replace
 
     import pandas as pd
 
-    from features.lookalike import lookalike_topk, synthetic_user_vectors
-    from pipelines.lookalike import lsh_params
-
-    defaults = lsh_params(LookalikeSettings())
+    from benchmarks._vectors import synthetic_user_vectors
+    from features.lookalike.kernels import lookalike_topk
+    defaults = LookalikeSettings().lsh_params()
     assert defaults.bands == 32 and defaults.auto_bands
     ids, mat = synthetic_user_vectors(2000, dim=32, latent_dim=16, spread=1.0, noise=0.2, seed=1)
     df = spark.createDataFrame(pd.DataFrame({"user_id": ids, "vector": [list(map(float, r)) for r in mat]}))

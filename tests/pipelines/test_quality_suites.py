@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from features.dimensions import ITEMS, USERS
 from features.events import EVENTS, FEEDBACK_FLAGS
 from features.synthetic_truth import SYNTHETIC_TRUTH
-from pipelines.quality_suites import (
+from pipelines.quality import (
     ERROR,
     WARNING,
     QualityResult,
@@ -321,3 +321,6 @@ def test_quality_settings_validate():
         QualitySettings(row_count_min_ratio=3, row_count_max_ratio=2)
     with pytest.raises(ValidationError):
         QualitySettings(band=1)
+    assert QualitySettings().max_rejection_rate == 0.05
+    with pytest.raises(ValidationError):
+        QualitySettings(max_rejection_rate=1.5)

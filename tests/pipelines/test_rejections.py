@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.contracts import get_contract
+from pipelines.catalog import contract as get_contract
 from features.events import STAGED_EVENT_SCHEMA, record_key
 from features.rejections import (
     FILE_REASONS,

@@ -8,10 +8,11 @@ import pyarrow as pa
 import pytest
 
 from features.events import EVENTS, FEEDBACK_FLAGS
-from features.rote import ROTE_FEATURES, rote_features, to_epoch_seconds
+from features.sequences import ROTE_FEATURES
+from features.sequences.rote import rote_features, to_epoch_seconds
 from features.sequences import USER_SEQUENCES
 from pipelines.sequences import build_sequences_table, check_rote, check_sequences
-from pipelines.settings import SequenceSettings
+from pipelines.sequences import SequenceSettings
 from pipelines.warehouse import Warehouse
 
 UTC = dt.timezone.utc
@@ -70,7 +71,7 @@ def test_incremental_days_equal_the_full_build_and_leave_earlier_partitions_unto
     entries = {}
     for d in range(3):
         day = DAY0 + dt.timedelta(days=d)
-        manifest = build_sequences_table(spark, wh, settings, day, day + dt.timedelta(days=1))[USER_SEQUENCES.name]
+        manifest = build_sequences_table(spark, wh, settings, day, day + dt.timedelta(days=1)).manifest(USER_SEQUENCES.name)
         assert manifest.written_partitions == (day.isoformat(),)
         for earlier, entry in entries.items():
             assert manifest.partitions[earlier] == entry, f"partition {earlier} was rewritten by the build of {day}"
@@ -80,7 +81,7 @@ def test_incremental_days_equal_the_full_build_and_leave_earlier_partitions_unto
 
     # Re-running a day gives the same rows; the other partitions keep their files.
     before = rows_by_id(wh, USER_SEQUENCES.name)
-    again = build_sequences_table(spark, wh, settings, DAY0 + dt.timedelta(days=2), DAY0 + dt.timedelta(days=3))[USER_SEQUENCES.name]
+    again = build_sequences_table(spark, wh, settings, DAY0 + dt.timedelta(days=2), DAY0 + dt.timedelta(days=3)).manifest(USER_SEQUENCES.name)
     assert again.partitions["2022-04-08"] == entries["2022-04-08"]
     assert rows_by_id(wh, USER_SEQUENCES.name) == before
 
@@ -97,7 +98,7 @@ def test_full_build_with_k_core_and_rote_features(spark, tmp_path):
     events = events_table()
     wh.write_arrow(EVENTS, events)
     settings = SequenceSettings(max_len=4, k_core={"min_user_events": 20, "min_item_events": 10})
-    manifest = build_sequences_table(spark, wh, settings)[USER_SEQUENCES.name]
+    manifest = build_sequences_table(spark, wh, settings).manifest(USER_SEQUENCES.name)
     assert manifest.producer["k_core_passes"] != "0"
     seqs = wh.read_arrow(USER_SEQUENCES.name)
     # Every remaining user and item meets its bound within the kept rows.
@@ -111,7 +112,7 @@ def test_full_build_with_k_core_and_rote_features(spark, tmp_path):
     rote = rows_by_id(wh, ROTE_FEATURES.name)
     assert set(rote) == {r["event_id"] for r in seqs.to_pylist()}
     assert all(v == 0 for k, v in check_rote(spark, wh, settings).items() if k != "rows")
-    # The stored lists equal features/rote.py applied to the row's own history.
+    # The stored lists equal features/sequences/rote.py applied to the row's own history.
     for row in [r for r in seqs.to_pylist() if r["hist_len"]][:40]:
         hist = to_epoch_seconds(pa.array(row["hist_ts"], pa.timestamp("us", tz="UTC")))
         target = to_epoch_seconds(pa.array([row["target_ts"]], pa.timestamp("us", tz="UTC")))
@@ -131,7 +132,7 @@ def test_incremental_rote_features_cover_only_the_window(spark, tmp_path):
     settings = temporal(build="incremental", rote_levels=["day", "hour"])
     for d in range(2):
         day = DAY0 + dt.timedelta(days=d)
-        manifest = build_sequences_table(spark, wh, settings, day, day + dt.timedelta(days=1))[ROTE_FEATURES.name]
+        manifest = build_sequences_table(spark, wh, settings, day, day + dt.timedelta(days=1)).manifest(ROTE_FEATURES.name)
         assert manifest.written_partitions == (day.isoformat(),)
     names = wh.read_arrow(ROTE_FEATURES.name).schema.names
     assert "hist_hour_id" in names and "hist_year_id" not in names
@@ -182,7 +183,7 @@ def test_late_event_for_a_built_day_is_carried_into_every_later_day(spark, tmp_p
     wh, events = _three_built_days(spark, tmp_path)
     late = _late_event(events, 0)
     wh.write_arrow(EVENTS, late)  # a later ingestion commit adds the event to 2022-04-08
-    manifest = _build_day(spark, wh, 2)[USER_SEQUENCES.name]  # the daily job re-runs the last day
+    manifest = _build_day(spark, wh, 2).manifest(USER_SEQUENCES.name)  # the daily job re-runs the last day
     assert manifest.producer["stale_days"] == "2022-04-08"
     assert manifest.written_partitions == ("2022-04-08", "2022-04-09", "2022-04-10")
     assert rows_by_id(wh, USER_SEQUENCES.name) == _full_rows(spark, tmp_path, late, "full")
@@ -196,7 +197,7 @@ def test_rerunning_an_earlier_day_alone_rebuilds_the_later_days(spark, tmp_path)
     wh, events = _three_built_days(spark, tmp_path)
     late = _late_event(_late_event(events, 1, "u2"), 1, "u3", 7)
     wh.write_arrow(EVENTS, late)
-    manifest = _build_day(spark, wh, 1)[USER_SEQUENCES.name]
+    manifest = _build_day(spark, wh, 1).manifest(USER_SEQUENCES.name)
     assert manifest.written_partitions == ("2022-04-09", "2022-04-10")
     assert rows_by_id(wh, USER_SEQUENCES.name) == _full_rows(spark, tmp_path, late, "full")
     _assert_clean(spark, wh, settings)
@@ -212,7 +213,7 @@ def test_a_missing_earlier_partition_is_built_before_the_requested_day(spark, tm
     events = events_table()
     wh.write_arrow(EVENTS, events)
     _build_day(spark, wh, 0)
-    manifest = _build_day(spark, wh, 2)[USER_SEQUENCES.name]  # day 1 was never built
+    manifest = _build_day(spark, wh, 2).manifest(USER_SEQUENCES.name)  # day 1 was never built
     assert manifest.producer["missing_days"] == "2022-04-09"
     assert manifest.written_partitions == ("2022-04-09", "2022-04-10")
     assert rows_by_id(wh, USER_SEQUENCES.name) == _full_rows(spark, tmp_path, events, "full")
@@ -222,7 +223,7 @@ def test_a_missing_earlier_partition_is_built_before_the_requested_day(spark, tm
 def test_a_settings_change_rebuilds_every_day(spark, tmp_path):
     wh, _ = _three_built_days(spark, tmp_path)
     wider = temporal(build="incremental", max_len=5)
-    manifest = _build_day(spark, wh, 2, wider)[USER_SEQUENCES.name]
+    manifest = _build_day(spark, wh, 2, wider).manifest(USER_SEQUENCES.name)
     assert manifest.written_partitions == ("2022-04-08", "2022-04-09", "2022-04-10")
     assert max(r["hist_len"] for r in rows_by_id(wh, USER_SEQUENCES.name).values()) > 3
 
@@ -270,4 +271,4 @@ def test_an_incremental_build_before_any_event_commits_empty_tables(spark, tmp_p
     wh.write_arrow(EVENTS, events_table(n_days=1))
     early = DAY0 - dt.timedelta(days=3)
     out = build_sequences_table(spark, wh, temporal(build="incremental"), early, early + dt.timedelta(days=1))
-    assert out[USER_SEQUENCES.name].row_count == 0 and out[ROTE_FEATURES.name].row_count == 0
+    assert out.manifest(USER_SEQUENCES.name).row_count == 0 and out.manifest(ROTE_FEATURES.name).row_count == 0

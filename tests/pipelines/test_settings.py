@@ -29,7 +29,17 @@ def test_committed_default_file_matches_code_defaults(monkeypatch):
     assert from_file.ingest_chunk_rows == from_code.ingest_chunk_rows
     assert from_file.ingest == from_code.ingest
     assert from_file.active_source == from_code.active_source
+    assert from_file.quality.model_dump(exclude={"reports_dir"}) == from_code.quality.model_dump(exclude={"reports_dir"})
     assert Path(from_file.warehouse.root) == REPO / "var" / "warehouse"
+    # Every catalogued family's section is in the file, with the code's defaults.
+    from pipelines.catalog import families
+
+    text = (REPO / "recfeat.yaml").read_text()
+    for family in families():
+        if family.params is None:
+            continue
+        assert f"\n{family.settings_key}:" in text, f"recfeat.yaml has no {family.settings_key}: section"
+        assert getattr(from_file, family.settings_key) == getattr(from_code, family.settings_key), family.name
 
 
 def test_relative_paths_resolve_against_the_file(tmp_path):
@@ -79,10 +89,12 @@ def test_cli_overrides_win(tmp_path):
         ("rules: {colour: blue}\n", "rules.colour", "unknown key"),
         ("sources: {x: {kind: movielens, path: a, require_duration: true}}\nactive_source: x\n", "sources.x", "no durations"),
         ("sources: {x: {kind: csv, path: a, require_duration: true, mapping: {user_id: u, item_id: i, timestamp: t}}}\nactive_source: x\n", "sources.x", "needs mapping.duration_ms"),
-        ("lookalike: {lsh_auto_bands: true, lsh_recall_sample: 0}\n", "lookalike", "lsh_auto_bands needs lsh_recall_sample > 0"),
-        ("lookalike: {lsh_auto_bands: true, lsh_bands: 64, lsh_max_bands: 32}\n", "lookalike", "lsh_max_bands must be at least lsh_bands"),
-        ("lookalike: {item_similarity: jaccard}\n", "lookalike.item_similarity", "Input should be"),
-        ("lookalike: {recall_fill: random}\n", "lookalike.recall_fill", "Input should be"),
+        ("lookalike: {lsh: {auto_bands: true, recall_sample: 0}}\n", "lookalike.lsh", "auto_bands needs recall_sample > 0"),
+        ("lookalike: {lsh: {auto_bands: true, bands: 64, max_bands: 32}}\n", "lookalike.lsh", "max_bands must be at least bands"),
+        ("recall: {similarity: jaccard}\n", "recall.similarity", "Input should be"),
+        ("recall: {fill: random}\n", "recall.fill", "Input should be"),
+        ("lookalike: {recall_size: 10}\n", "lookalike", "lookalike.recall_size is now recall.size"),
+        ("lookalike: {lsh_bands: 64}\n", "lookalike", "lookalike.lsh_bands is now lookalike.lsh.bands"),
         ("ingest: {repeated_lines: keep}\n", "ingest.repeated_lines", "Input should be 'duplicate' or 'distinct'"),
     ],
 )

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from features.dimensions import ITEMS, USERS
 from features.events import ID_SEPARATOR, STAGED_EVENT_SCHEMA, record_key
+from features.source_kinds import SOURCE_KINDS
 from pipelines.settings import ColumnMapping, DimensionFile, SourceConfig
 from pipelines.sources import SourceAdapter, SourceError, adapter_for
 from pipelines.sources.kuairand import KuaiRandAdapter
@@ -625,12 +626,23 @@ def test_unreadable_files(tmp_path):
 
 def test_adapter_kinds():
     kinds = {k: adapter_for("s", SourceConfig(kind=k, path="/x", mapping=ColumnMapping(user_id="u", item_id="i", timestamp="t")))
-             for k in ("synthetic", "kuairand", "movielens", "csv", "parquet")}  # fmt: skip
+             for k in SOURCE_KINDS}  # fmt: skip
     assert {k: a.kind for k, a in kinds.items()} == {
         "synthetic": "kuairand", "kuairand": "kuairand", "movielens": "movielens", "csv": "csv", "parquet": "parquet",
     }  # fmt: skip
     assert kinds["kuairand"].source_zone == "Asia/Shanghai" and kinds["movielens"].source_zone == "UTC"
     assert issubclass(SourceError, ValueError)
+
+
+def test_source_kinds_are_defined_once():
+    import typing
+
+    from features.source_kinds import FILE_FORMAT_KINDS, GENERIC_KINDS
+    from pipelines.sources import ADAPTERS
+
+    assert tuple(ADAPTERS) == SOURCE_KINDS == ("synthetic", *FILE_FORMAT_KINDS)
+    assert set(GENERIC_KINDS) <= set(FILE_FORMAT_KINDS)
+    assert typing.get_args(SourceConfig.model_fields["kind"].annotation) == SOURCE_KINDS
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests of the synthetic generator (pipelines/synthetic.py, docs/synthetic.md)."""
+"""Tests of the synthetic generator (pipelines/synthetic/, docs/synthetic.md)."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,13 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.synthetic_truth import RAW_TRUTH_SCHEMA
+from pipelines.settings import SyntheticSettings
 from pipelines.synthetic import (
     LOG_COLUMNS,
     USER_COLUMNS,
     VIDEO_COLUMNS,
     GeneratedSource,
-    GeneratorParams,
+    SimulationModel,
     generate,
+    n_items,
+    n_users,
 )
 
 SLICE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kuairand-pure-slice"
@@ -67,7 +70,7 @@ def _load(src: GeneratedSource) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> GeneratedSource:
-    return generate(tmp_path_factory.mktemp("synthetic"), GeneratorParams(events=60_000))
+    return generate(tmp_path_factory.mktemp("synthetic"), SyntheticSettings(events=60_000))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def joined(source) -> pd.DataFrame:
 
 
 def test_same_seed_gives_byte_identical_files_whatever_the_chunking(tmp_path):
-    params = GeneratorParams(events=20_000, seed=11)
+    params = SyntheticSettings(events=20_000, seed=11)
     a = _hashes(generate(tmp_path / "a", params).root)
     b = _hashes(generate(tmp_path / "b", params, users_per_chunk=1).root)
     c = _hashes(generate(tmp_path / "c", params, users_per_chunk=123_456).root)
@@ -91,27 +94,27 @@ def test_same_seed_gives_byte_identical_files_whatever_the_chunking(tmp_path):
 def test_same_files_whatever_simd_code_path_numpy_takes(tmp_path):
     """Stand-in for "another machine": numpy with its AVX2/AVX-512 kernels disabled (SSE baseline)."""
     script = (
-        "import sys; from pipelines.synthetic import GeneratorParams, generate; "
-        "generate(sys.argv[1], GeneratorParams(events=20_000, seed=5))"
+        "import sys; from pipelines.settings import SyntheticSettings; from pipelines.synthetic import generate; "
+        "generate(sys.argv[1], SyntheticSettings(events=20_000, seed=5))"
     )
     disable = "X86_V3 X86_V4 AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
     env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": disable}
     repo = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "baseline")], env=env, cwd=repo, check=True)
-    native = generate(tmp_path / "native", GeneratorParams(events=20_000, seed=5))
+    native = generate(tmp_path / "native", SyntheticSettings(events=20_000, seed=5))
     assert _hashes(tmp_path / "baseline") == _hashes(native.root)
 
 
 def test_different_seed_gives_different_files(tmp_path):
-    a = _hashes(generate(tmp_path / "a", GeneratorParams(events=20_000, seed=11)).root)
-    b = _hashes(generate(tmp_path / "b", GeneratorParams(events=20_000, seed=12)).root)
+    a = _hashes(generate(tmp_path / "a", SyntheticSettings(events=20_000, seed=11)).root)
+    b = _hashes(generate(tmp_path / "b", SyntheticSettings(events=20_000, seed=12)).root)
     assert a.keys() == b.keys()
     assert all(a[k] != b[k] for k in a)
 
 
 def test_rerun_replaces_files_and_removes_stale_days(tmp_path):
-    generate(tmp_path, GeneratorParams(events=5_000, days=5))
-    src = generate(tmp_path, GeneratorParams(events=5_000, days=2, start_date=dt.date(2022, 4, 9)))
+    generate(tmp_path, SyntheticSettings(events=5_000, days=5))
+    src = generate(tmp_path, SyntheticSettings(events=5_000, days=2, start_date=dt.date(2022, 4, 9)))
     logs = sorted(p.name for p in tmp_path.glob("log_standard_*"))
     assert logs == ["log_standard_20220409_synthetic.csv", "log_standard_20220410_synthetic.csv"]
     assert [p.name for p in src.log_files] == logs
@@ -190,7 +193,7 @@ def test_rows_sorted_by_time_within_generation_batches(source):
 )
 def test_invariants_hold_for_any_small_source(tmp_path_factory, events, days, seed, users):
     out = tmp_path_factory.mktemp("prop")
-    src = generate(out, GeneratorParams(events=events, days=days, seed=seed, users=users))
+    src = generate(out, SyntheticSettings(events=events, days=days, seed=seed, users=users))
     df = _load(src)
     start = int(pd.Timestamp("2022-04-08", tz="UTC").value // 1_000_000)
     assert len(df) == events == src.events
@@ -203,7 +206,7 @@ def test_invariants_hold_for_any_small_source(tmp_path_factory, events, days, se
 
 
 def test_days_without_events_get_header_only_files(tmp_path):
-    src = generate(tmp_path, GeneratorParams(events=1_000, days=366))
+    src = generate(tmp_path, SyntheticSettings(events=1_000, days=366))
     assert len(src.log_files) == 366
     sizes = [len(pd.read_csv(f)) for f in src.log_files]
     assert sum(sizes) == 1_000
@@ -248,7 +251,7 @@ def test_duration_bias_watch_time_rises_with_duration_at_fixed_interest(joined):
 
 def test_noisy_plays_are_short_and_unrelated_to_interest(joined):
     share = joined["is_noisy_play"].mean()
-    assert abs(share - GeneratorParams().noisy_play_share) < 0.01
+    assert abs(share - SimulationModel().noisy_play_share) < 0.01
     noisy = joined[joined["is_noisy_play"]]
     assert noisy["play_time_ms"].median() < 3_000
     assert abs(noisy["play_time_ms"].corr(noisy["interest"])) < 0.05
@@ -293,7 +296,7 @@ def test_sessions_bursts_within_and_gaps_of_hours_between(joined):
 
 
 def test_zero_duration_videos_are_pictures(tmp_path):
-    src = generate(tmp_path, GeneratorParams(events=10_000, zero_duration_share=0.05))
+    src = generate(tmp_path, SyntheticSettings(events=10_000), model=SimulationModel(zero_duration_share=0.05))
     videos = pd.read_csv(src.item_file)
     pictures = set(videos.loc[videos["video_duration"].isna(), "video_id"])
     assert pictures
@@ -309,16 +312,6 @@ def test_zero_duration_videos_are_pictures(tmp_path):
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("events", 999),
-        ("events", 100_000_001),
-        ("events", 1_000.0),
-        ("days", 0),
-        ("days", 367),
-        ("users", 5),
-        ("users", 2_000_000),
-        ("items", 9),
-        ("seed", -1),
-        ("start_date", "2022-04-08"),
         ("noisy_play_share", 1.5),
         ("duration_min_s", 0.0),
         ("duration_max_s", 2.0),
@@ -327,31 +320,60 @@ def test_zero_duration_videos_are_pictures(tmp_path):
         ("hourly_activity", (1.0,) * 23),
         ("tab_shares", (0.0, 0.0)),
         ("taste_dim", 0),
+        ("activity_sigma", float("nan")),
     ],
 )
-def test_bad_params_raise_value_error_naming_the_field(field, value):
+def test_bad_model_params_raise_value_error_naming_the_field(field, value):
     with pytest.raises(ValueError, match=rf"^{field}:"):
-        GeneratorParams(**{field: value})
+        SimulationModel(**{field: value})
 
 
-def test_too_few_users_for_the_events_is_rejected():
-    with pytest.raises(ValueError, match=r"^users:"):
-        GeneratorParams(events=1_000_000, users=10)
+@pytest.mark.parametrize(
+    "field, value",
+    [("events", 999), ("events", 100_000_001), ("days", 0), ("days", 367), ("users", 5), ("items", 9)],
+)
+def test_bad_size_settings_are_refused_by_the_settings_model(field, value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        SyntheticSettings(**{field: value})
+    assert info.value.errors()[0]["loc"] == (field,)
 
 
-def test_defaults_and_from_settings():
-    from pipelines.settings import SyntheticSettings
+@pytest.mark.parametrize(
+    "field, settings",
+    [
+        ("users", SyntheticSettings(events=1_000, users=2_000)),
+        ("items", SyntheticSettings(events=1_000, items=2_000)),
+        ("users", SyntheticSettings(events=1_000_000, users=10)),  # too few users for the events
+        ("seed", SyntheticSettings(events=1_000, seed=-1)),
+    ],
+)
+def test_size_checks_across_fields_raise_value_error_naming_the_field(tmp_path, field, settings):
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        generate(tmp_path / "never-written", settings)
+    assert not (tmp_path / "never-written").exists()
 
-    p = GeneratorParams.from_settings(SyntheticSettings(events=5_000, seed=3, days=2))
-    assert (p.events, p.seed, p.days, p.users, p.n_users, p.n_items) == (5_000, 3, 2, None, 100, 50)
-    assert p.start_date == dt.date(2022, 4, 8)
-    assert GeneratorParams(events=1_000).n_users == 20 and GeneratorParams(events=1_000).n_items == 10
-    assert dataclasses.replace(p, events=50_000).n_users == 1_000  # defaults follow events
-    assert GeneratorParams(**p.__dict__) == p
+
+def test_generate_takes_the_settings_model_only(tmp_path):
+    with pytest.raises(TypeError):
+        generate(tmp_path, {"events": 1_000})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^model:"):
+        generate(tmp_path, SyntheticSettings(events=1_000), model={"taste_dim": 4})  # type: ignore[arg-type]
+
+
+def test_defaults_follow_the_settings():
+    s = SyntheticSettings(events=5_000, seed=3, days=2)
+    assert (n_users(s), n_items(s)) == (100, 50)
+    assert s.start_date == dt.date(2022, 4, 8)
+    assert n_users(SyntheticSettings(events=1_000)) == 20 and n_items(SyntheticSettings(events=1_000)) == 10
+    assert n_users(s.model_copy(update={"events": 50_000})) == 1_000  # defaults follow events
+    m = SimulationModel()
+    assert SimulationModel(**m.__dict__) == m
     with pytest.raises(dataclasses.FrozenInstanceError):
-        p.events = 2  # type: ignore[misc]
+        m.taste_dim = 2  # type: ignore[misc]
 
 
 def test_bad_users_per_chunk():
     with pytest.raises(ValueError, match="^users_per_chunk:"):
-        generate("/nonexistent-never-created", GeneratorParams(events=1_000), users_per_chunk=0)
+        generate("/nonexistent-never-created", SyntheticSettings(events=1_000), users_per_chunk=0)

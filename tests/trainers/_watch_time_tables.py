@@ -1,5 +1,5 @@
 """Small, consistent ``watch_time_labels`` / ``duration_stats`` / ``items`` / ``users`` tables for
-trainer tests, computed with ``features.label_math`` from a planted interest."""
+trainer tests, computed with ``features.labels.math`` from a planted interest."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features import label_math as lm
+from features.labels import math as lm
 from features.dimensions import ITEMS, USERS
 from features.labels import DURATION_STATS, WATCH_TIME_LABELS
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.trainers._run_files import read_json
 from trainers.loop import deterministic, fit
-from trainers.runs import COMPLETE_MARKER, RunDir, RunRecordError, load_state, read_json
+from trainers.runs import COMPLETE_MARKER, RunDir, RunRecordError, load_state
 
 
 def _problem(seed=0, n=256):
@@ -190,8 +191,8 @@ def test_betas_reach_adam(monkeypatch):
 def test_sasrec_passes_its_betas():
     import inspect
 
-    from trainers.sasrec import SASRecConfig, _fit_kwargs
+    from trainers.sasrec import SASRecConfig, fit_kwargs
 
-    kwargs = _fit_kwargs(SASRecConfig(beta2=0.97))
+    kwargs = fit_kwargs(SASRecConfig(beta2=0.97))
     assert kwargs["betas"] == (0.9, 0.97)
     assert set(kwargs) <= set(inspect.signature(fit).parameters)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from features.dimensions import ITEMS
 from features.events import EVENTS
+from trainers.loop import TRAIN_LOGGER
 from trainers.multitask.data import exposure_labels, load_multitask_data
 from trainers.multitask.losses import exposure_probs, task_losses
 from trainers.multitask.models import EKTM, MMoE, PLE, FieldEmbedding, build_model
@@ -188,8 +190,11 @@ def test_data_split_by_day_labels_on_exposures_and_missing_dimensions(mt_warehou
 
 
 @pytest.mark.parametrize("kw", [dict(backbone="mmoe"), dict(backbone="ple", ektm=True, optimizer="pub")])
-def test_training_learns_the_planted_tasks(mt_warehouse, tmp_path, kw):
-    result = train(small(mt_warehouse.uri, tmp_path, **kw))
+def test_training_learns_the_planted_tasks(mt_warehouse, tmp_path, kw, caplog):
+    with caplog.at_level(logging.INFO, logger=TRAIN_LOGGER):
+        result = train(small(mt_warehouse.uri, tmp_path, **kw))
+    epochs = [r.epoch for r in caplog.records if r.name == TRAIN_LOGGER]  # one progress line per epoch
+    assert epochs == [h["epoch"] for h in result.metrics["history"]] and epochs
     test = result.metrics["test"]
     assert test["auc_click"] > 0.8, test
     assert test["auc_long_view"] > 0.8, test

@@ -11,8 +11,9 @@ import pytest
 from features.sequences import USER_SEQUENCES
 from orchestration.cli import main
 from pipelines.warehouse import Warehouse
+from tests.trainers._run_files import read_json
 from tests.trainers.test_sasrec import LOGS, loo_table
-from trainers.runs import code_version, read_json
+from trainers.runs import code_version
 
 SASREC = "{epochs: 2, max_len: 4, hidden: 8, batch_size: 2}"
 

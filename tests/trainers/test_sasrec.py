@@ -195,7 +195,7 @@ def test_padding_positions_have_no_effect_on_real_positions(rote_on, levels):
 def test_trimmed_and_untrimmed_batches_give_the_same_outputs(rote_on):
     """A history's outputs do not depend on how many all-padding columns its batch kept.
 
-    Training and evaluation drop a batch's leading all-padding columns (``_trim``); the learned
+    Training and evaluation drop a batch's leading all-padding columns (``first_used_column``); the learned
     positions must still be counted from ``max_len`` (regression: they were counted from the
     trimmed width, moving the last position's output by up to 0.69).
     """

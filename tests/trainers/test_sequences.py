@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features import rote
+from features.sequences import rote
 from features.sequences import USER_SEQUENCES
 from trainers.sequences import OOV, PAD, ItemVocab, SequenceDataset, pad_lists, read_sequences
 
@@ -171,7 +171,8 @@ def test_ml100k_reader_matches_the_table(warehouse, ml100k_dir, spark):
     """Parity on real data: every padded row equals the table's lists, encoded by a plain dict."""
     from pipelines.ingest import ingest_events
     from pipelines.sequences import build_sequences_table
-    from pipelines.settings import SequenceSettings, SourceConfig
+    from pipelines.sequences import SequenceSettings
+    from pipelines.settings import SourceConfig
     from pipelines.sources import adapter_for
 
     ingest_events(spark, warehouse, adapter_for("ml-100k", SourceConfig(kind="movielens", path=str(ml100k_dir))))

@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
 
-from features import label_math as lm
+from features.labels import math as lm
+from tests.trainers._run_files import read_json
 from trainers.config import ConfigError, build_config
 from trainers.registry import get_model, model_names
-from trainers.runs import load_state, read_json
+from trainers.runs import load_state
 from trainers.watch_time.losses import cwm_loss, soft_bce
 from trainers.watch_time.models import FM, DeepFM
 

@@ -25,21 +25,18 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from features.events import EVENTS
 from trainers.data import (
     EncodedSplit,
     FieldEncoder,
     FieldSpec,
     KUAIRAND_DIMENSIONS,
-    check_columns,
     kuairand_side_fields,
     load_dimension,
-    partitions_between,
-    stream_table,
-    table_record,
 )
-from trainers.tables import snapshot
+from trainers.tables import open_table
 
-EVENTS_TABLE = "events"
+EVENTS_TABLE = EVENTS.name
 
 #: Task name -> the ``events`` column of its flag. ``click`` is the exposure-level task every
 #: other one is conditioned on (the exposure → click → conversion structure).
@@ -54,8 +51,8 @@ CLICK = "click"
 
 FIELDS: tuple[FieldSpec, ...] = kuairand_side_fields(EVENTS_TABLE)
 DIMENSIONS = KUAIRAND_DIMENSIONS
-#: Columns read from ``events`` (besides the task flags), with their arrow types.
-BASE_COLUMNS: dict[str, str] = {"event_id": "string", "user_id": "string", "item_id": "string", "event_date": "date32[day]"}
+#: Columns read from ``events`` besides the task flags (their types are the contract's).
+BASE_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "item_id", "event_date")
 
 
 @dataclass
@@ -86,14 +83,13 @@ def load_multitask_data(
     if tasks[0] != CLICK:
         raise ValueError(f"the first task must be {CLICK!r} (every other task is conditioned on it), got {tasks}")
     versions = versions or {}
-    snap = snapshot(root, EVENTS_TABLE, versions.get(EVENTS_TABLE))
-    columns = {**BASE_COLUMNS, **{TASK_COLUMNS[t]: "bool" for t in tasks}}
-    check_columns(snap, columns)
-    days = sorted(dt.date.fromisoformat(k) for k in snap.manifest.partitions)
+    snap = open_table(root, EVENTS, versions.get(EVENTS_TABLE))
+    columns = [*BASE_COLUMNS, *(TASK_COLUMNS[t] for t in tasks)]
+    days = snap.days()
     if not days:
         raise ValueError(f"{EVENTS_TABLE} v{snap.version} has no rows")
     windows = split.windows(days[-1])
-    parts = {name: partitions_between(snap, a, b) for name, (a, b) in windows.items()}
+    parts = {name: snap.partitions_between(a, b) for name, (a, b) in windows.items()}
     for name, keys in parts.items():
         if not keys:
             a, b = windows[name]
@@ -107,12 +103,12 @@ def load_multitask_data(
         except FileNotFoundError:
             continue  # a source without this dimension: its fields are left out
         dims[name] = (dim, frame)
-        tables[name] = table_record(dsnap)
+        tables[name] = dsnap.record()
     present = [f for f in FIELDS if f.table == EVENTS_TABLE or (f.table in dims and dims[f.table][1][f.column].notna().any())]
     encoder = FieldEncoder(present, EVENTS_TABLE, dims)
 
     def frames(name):
-        for rb in stream_table(snap, list(columns), parts[name], batch_rows):
+        for rb in snap.batches(columns, parts[name], batch_rows):
             df = rb.select(list(BASE_COLUMNS)).to_pandas()
             for t in tasks:
                 df[t] = pc.fill_null(rb.column(TASK_COLUMNS[t]), False).to_numpy(zero_copy_only=False)
@@ -128,7 +124,7 @@ def load_multitask_data(
         x = np.concatenate(xs) if xs else np.zeros((0, len(present)), np.int64)
         y = np.concatenate(ys) if ys else np.zeros((0, len(tasks)), np.float32)
         splits[name] = EncodedSplit(x, {"y": y})
-    tables[EVENTS_TABLE] = table_record(snap, sorted(k for ks in parts.values() for k in ks))
+    tables[EVENTS_TABLE] = snap.record(sorted(k for ks in parts.values() for k in ks))
     return MultiTaskData(tuple(tasks), splits, encoder, windows, tables, time.perf_counter() - t0)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from typing import Annotated, Literal
 
@@ -23,13 +22,13 @@ from pydantic import Field, model_validator
 from trainers import metrics as M
 from trainers.config import TrainerConfig
 from trainers.data import encoders_record, tensor_batches
-from trainers.loop import deterministic
+from trainers.loop import deterministic, log_epoch
 from trainers.multitask.data import CLICK, EVENTS_TABLE, MultiTaskData, load_multitask_data
 from trainers.multitask.losses import exposure_probs, task_losses
 from trainers.multitask.models import build_model
 from trainers.multitask.pub import PUB
-from trainers.registry import ModelSpec, register
 from trainers.runs import RunResult, pinned_while_training, save_run
+from trainers.spec import ModelSpec
 
 MODEL_NAME = "multitask"
 Task = Literal["click", "long_view", "like", "follow", "comment"]
@@ -147,8 +146,8 @@ def train_on_data(cfg: MultiTaskConfig, data: MultiTaskData, write_run: bool = T
             score = metrics["auc_mean"]
             improved = score > best
             history.append({"epoch": epoch, "train_loss": dict(zip(cfg.tasks, (total / max(n, 1)).tolist())), **metrics})
-            if cfg.progress:
-                print(f"{MODEL_NAME} epoch {epoch}: valid auc_mean {score:.4f}" + (" *" if improved else ""), file=sys.stderr)
+            log_epoch(MODEL_NAME, epoch, float((total / max(n, 1)).sum()), "auc_mean", score, time.perf_counter() - t0,
+                      improved, cfg.progress)
             if improved:
                 best, best_epoch, best_metrics = score, epoch, metrics
                 best_state = copy.deepcopy(model.state_dict())
@@ -199,14 +198,13 @@ def tables(cfg: MultiTaskConfig | None = None) -> list[str]:
     return [EVENTS_TABLE, "items", "users"]
 
 
-MULTITASK = register(
-    ModelSpec(
-        name=MODEL_NAME,
-        config_cls=MultiTaskConfig,
-        train=train,
-        tables=tables,
-        description="Multi-task ranking on events (click, long view, like, follow, comment; ESMM): "
-                    "single-task, shared-bottom, MMoE, PLE, optional EKTM; Adam or PUB (docs/training.md)",
-        select_metric="auc_mean",
-    )
+SPEC = ModelSpec(
+    name=MODEL_NAME,
+    config_cls=MultiTaskConfig,
+    train=train,
+    tables=tables,
+    description="Multi-task ranking on events (click, long view, like, follow, comment; ESMM): "
+                "single-task, shared-bottom, MMoE, PLE, optional EKTM; Adam or PUB (docs/training.md)",
+    select_metric="auc_mean",
 )
+MULTITASK = SPEC

@@ -13,23 +13,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.labels import DURATION_STATS, WATCH_TIME_LABELS
+from features.synthetic_truth import SYNTHETIC_TRUTH
 from trainers.data import (
     EncodedSplit,
     FieldEncoder,
     FieldSpec,
     KUAIRAND_DIMENSIONS,
-    check_columns,
     kuairand_side_fields,
     load_dimension,
-    partitions_between,
-    stream_table,
-    table_record,
 )
-from trainers.tables import snapshot
+from trainers.tables import open_table
 
-LABELS_TABLE = "watch_time_labels"
-STATS_TABLE = "duration_stats"
-TRUTH_TABLE = "synthetic_truth"
+LABELS_TABLE = WATCH_TIME_LABELS.name
+STATS_TABLE = DURATION_STATS.name
+TRUTH_TABLE = SYNTHETIC_TRUTH.name
 
 #: Pre-impression fields (D²Co/CWM's KuaiRand inputs minus feedback flags and ``tab``, which the
 #: events table does not carry). A field whose column a source lacks is left out.
@@ -37,40 +35,16 @@ DEFAULT_FIELDS: tuple[FieldSpec, ...] = kuairand_side_fields(LABELS_TABLE)
 
 DIMENSIONS = KUAIRAND_DIMENSIONS
 
-#: Columns read from watch_time_labels, with their arrow types (checked before reading).
-LABEL_COLUMNS: dict[str, str] = {
-    "event_id": "string",
-    "user_id": "string",
-    "item_id": "string",
-    "event_date": "date32[day]",
-    "duration_s": "int64",
-    "watch_time_s": "int64",
-    "play_time_ms": "int64",
-    "pcr": "double",
-    "wtg_gain": "double",
-    "wtg": "double",
-    "d2q_bin": "int32",
-    "d2q": "double",
-    "d2co": "double",
-    "cwm_target": "double",
-    "is_censored": "bool",
-    "is_long_view_d2co": "bool",
-    "is_long_view_cwm": "bool",
-}
+#: Numeric and flag columns of ``watch_time_labels`` a split keeps (their types are the contract's).
 NUMERIC = ["duration_s", "watch_time_s", "pcr", "wtg_gain", "wtg", "d2q_bin", "d2q", "d2co", "cwm_target"]
 FLAGS = ["is_censored", "is_long_view_d2co", "is_long_view_cwm"]
-STATS_COLUMNS: dict[str, str] = {
-    "duration_s": "int64",
-    "rows": "int64",
-    "wt_mean_s": "double",
-    "wt_std_s": "double",
-    "noise_wt_s": "double",
-    "interest_wt_s": "double",
-    "noise_wt_smoothed_s": "double",
-    "interest_wt_smoothed_s": "double",
-    "fit_start": "date32[day]",
-    "fit_end": "date32[day]",
-}
+#: Every column read from ``watch_time_labels``.
+LABEL_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "item_id", "event_date", *NUMERIC, "play_time_ms", *FLAGS)
+#: Columns read from ``duration_stats``.
+STATS_COLUMNS: tuple[str, ...] = (
+    "duration_s", "rows", "wt_mean_s", "wt_std_s", "noise_wt_s", "interest_wt_s", "noise_wt_smoothed_s",
+    "interest_wt_smoothed_s", "fit_start", "fit_end",
+)
 
 
 class LabelWindowError(ValueError):
@@ -91,9 +65,8 @@ class WatchTimeData:
 
 
 def _read_stats(root: str, version: int | None) -> tuple[pd.DataFrame, Any]:
-    snap = snapshot(root, STATS_TABLE, version)
-    check_columns(snap, STATS_COLUMNS)
-    frames = [b.to_pandas() for b in stream_table(snap, list(STATS_COLUMNS))]
+    snap = open_table(root, DURATION_STATS, version)
+    frames = [b.to_pandas() for b in snap.batches(STATS_COLUMNS)]
     df = pd.concat(frames, ignore_index=True).sort_values("duration_s").set_index("duration_s")
     return df, snap
 
@@ -110,13 +83,12 @@ def load_watch_time_data(
     import time
 
     versions = versions or {}
-    snap = snapshot(root, LABELS_TABLE, versions.get(LABELS_TABLE))
-    check_columns(snap, LABEL_COLUMNS)
-    days = sorted(dt.date.fromisoformat(k) for k in snap.manifest.partitions)
+    snap = open_table(root, WATCH_TIME_LABELS, versions.get(LABELS_TABLE))
+    days = snap.days()
     if not days:
         raise ValueError(f"{LABELS_TABLE} v{snap.version} has no rows")
     windows = split.windows(days[-1])
-    parts = {name: partitions_between(snap, a, b) for name, (a, b) in windows.items()}
+    parts = {name: snap.partitions_between(a, b) for name, (a, b) in windows.items()}
     for name, keys in parts.items():
         if not keys:
             a, b = windows[name]
@@ -138,13 +110,12 @@ def load_watch_time_data(
         dim = DIMENSIONS[name]
         frame, dsnap = load_dimension(root, dim, [f.column for f in fields if f.table == name], versions.get(name))
         dims[name] = (dim, frame)
-        tables[name] = table_record(dsnap)
+        tables[name] = dsnap.record()
     present = [f for f in fields if f.table == LABELS_TABLE or dims[f.table][1][f.column].notna().any()]
     encoder = FieldEncoder(present, LABELS_TABLE, dims)
-    read_cols = list(LABEL_COLUMNS)
 
     def batches(name):
-        for b in stream_table(snap, read_cols, parts[name], batch_rows):
+        for b in snap.batches(LABEL_COLUMNS, parts[name], batch_rows):
             yield b.to_pandas()
 
     encoder.fit(lambda: batches("train"))
@@ -169,8 +140,8 @@ def load_watch_time_data(
         splits[name] = EncodedSplit(x, {c: np.concatenate(v) for c, v in cols.items()})
         groups[name] = np.concatenate(users)
         event_ids[name] = np.concatenate(ids)
-    tables[LABELS_TABLE] = table_record(snap, sorted(k for ks in parts.values() for k in ks))
-    tables[STATS_TABLE] = table_record(stats_snap)
+    tables[LABELS_TABLE] = snap.record(sorted(k for ks in parts.values() for k in ks))
+    tables[STATS_TABLE] = stats_snap.record()
     data = WatchTimeData(
         splits, groups, event_ids, stats, encoder, windows, tables, loader_samples_per_s=n_read / t_read if t_read else 0.0
     )
@@ -181,11 +152,11 @@ def load_watch_time_data(
 def _attach_truth(root: str, data: WatchTimeData, version: int | None) -> None:
     """Synthetic sources: the planted interest of each row (for nDCG against the truth)."""
     try:
-        snap = snapshot(root, TRUTH_TABLE, version)
+        snap = open_table(root, SYNTHETIC_TRUTH, version)
     except FileNotFoundError:
         return
-    frames = [b.to_pandas() for b in stream_table(snap, ["event_id", "interest"])]
+    frames = [b.to_pandas() for b in snap.batches(["event_id", "interest"])]
     truth = pd.concat(frames, ignore_index=True).set_index("event_id")["interest"]
     for name, ids in data.event_ids.items():
         data.interest[name] = truth.reindex(ids).to_numpy(dtype=np.float64)
-    data.tables[TRUTH_TABLE] = table_record(snap)
+    data.tables[TRUTH_TABLE] = snap.record()

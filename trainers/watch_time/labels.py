@@ -1,6 +1,6 @@
 """Training targets for each label, and the map from a model score back to seconds.
 
-All label math comes from ``features.label_math`` (the same definitions the labels table is
+All label math comes from ``features.labels.math`` (the same definitions the labels table is
 built with). The hyperparameters of a label (D²Co's α and T, D2Q's bin count, CWM's c_inv) are
 re-applied here from ``duration_stats`` and the training rows, so a grid over them needs no
 re-run of the labels job. Every statistic is taken from the training split only.
@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, ndtri
 
-from features import label_math as lm
+from features.labels import math as lm
+from features.labels.names import TRAINING_LABELS
 from trainers.watch_time.data import WatchTimeData
 
-LABELS = ("pcr", "wtg", "d2q", "d2co", "watch_time", "cwm")
+LABELS = TRAINING_LABELS
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The watch-time trainer: config, evaluation protocol, and the two registered models.
+"""The watch-time trainer: config, evaluation protocol, and the two models' specs (``SPECS``).
 
 ``watch_time_fm`` and ``watch_time_deepfm`` train a backbone on one label of
 ``watch_time_labels`` and evaluate it on the validation and test days:
@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from features.labels.names import RELEVANCE_LABELS, TRAINING_LABELS
 from trainers import metrics as M
 from trainers.config import TrainerConfig
 from trainers.data import tensor_batches
 from trainers.loop import deterministic, fit, measure_loader
-from trainers.registry import ModelSpec, register
 from trainers.runs import RunResult, pinned_while_training, save_run
+from trainers.spec import ModelSpec
 from trainers.watch_time.data import LABELS_TABLE, STATS_TABLE, WatchTimeData, load_watch_time_data
 from trainers.watch_time.labels import LabelParams, PreparedLabels, prepare_labels, score_to_seconds
 from trainers.watch_time.losses import cwm_loss, regression, soft_bce
@@ -35,11 +36,11 @@ LOWER_IS_BETTER = {"mae"}
 
 class WatchTimeConfig(TrainerConfig):
     backbone: Literal["fm", "deepfm"] = "fm"
-    label: Literal["pcr", "wtg", "d2q", "d2co", "watch_time", "cwm"] = "d2co"
+    label: Literal[TRAINING_LABELS] = "d2co"  # type: ignore[valid-type]  # features.labels.names
     embed_dim: int = Field(10, ge=1)
     mlp_dims: tuple[int, ...] = (64, 64, 64)
     dropout: float = Field(0.2, ge=0, lt=1)
-    relevance: Literal["d2co", "cwm"] = Field("d2co", description="long-view label ranked against")
+    relevance: Literal[RELEVANCE_LABELS] = Field("d2co", description="long-view label ranked against")  # type: ignore[valid-type]
     select_metric: Literal["gauc", "auc", "ndcg@1", "ndcg@3", "ndcg@5", "mae", "xauc", "xgauc"] = "gauc"
     d2co_alpha: float = Field(0.0, description="D²Co α (0: the affine form)")
     d2co_window: int = Field(3, ge=1, description="D²Co smoothing T (window 2T-1 durations)")
@@ -166,19 +167,19 @@ def tables(cfg: WatchTimeConfig | None = None) -> list[str]:
     return [LABELS_TABLE, STATS_TABLE, "items", "users"]
 
 
-def _register(name: str, backbone: str) -> ModelSpec:
+def _spec(name: str, backbone: str) -> ModelSpec:
     cls = type(f"{name.title().replace('_', '')}Config", (WatchTimeConfig,), {"__annotations__": {"backbone": Literal["fm", "deepfm"]}, "backbone": backbone})
-    return register(
-        ModelSpec(
-            name=name,
-            config_cls=cls,
-            train=lambda cfg: train(cfg, name),
-            tables=tables,
-            description=f"{backbone.upper()} on a debiased watch-time label (docs/training.md)",
-            select_metric="gauc",
-        )
+    return ModelSpec(
+        name=name,
+        config_cls=cls,
+        train=lambda cfg: train(cfg, name),
+        tables=tables,
+        description=f"{backbone.upper()} on a debiased watch-time label (docs/training.md)",
+        select_metric="gauc",
     )
 
 
-WATCH_TIME_FM = _register("watch_time_fm", "fm")
-WATCH_TIME_DEEPFM = _register("watch_time_deepfm", "deepfm")
+WATCH_TIME_FM = _spec("watch_time_fm", "fm")
+WATCH_TIME_DEEPFM = _spec("watch_time_deepfm", "deepfm")
+#: The registry's entries (``trainers.registry.MODELS``).
+SPECS = (WATCH_TIME_FM, WATCH_TIME_DEEPFM)

@@ -1,0 +1,8 @@
+"""The labels family: debiased watch-time labels (D²Co, CWM; PCR, WTG, D2Q baselines).
+
+``contracts`` holds the tables; ``math`` defines every number once in NumPy; ``spark`` computes
+the same values as Spark expressions (docs/labels.md).
+"""
+from features.labels.contracts import DURATION_STATS, WATCH_TIME_LABELS
+
+__all__ = ["DURATION_STATS", "WATCH_TIME_LABELS"]

@@ -1,0 +1,8 @@
+"""The look-alike family for RAR: user vectors as of a cutoff and their SimHash top-k neighbours.
+
+``contracts`` holds the tables; ``kernels`` the vector, hashing and ranking functions
+(docs/lookalike.md).
+"""
+from features.lookalike.contracts import LOOKALIKE_USERS, USER_VECTORS
+
+__all__ = ["LOOKALIKE_USERS", "USER_VECTORS"]

@@ -1,0 +1,144 @@
+"""``recfeat`` commands that read the warehouse: tables, show, export, history, migrate, report.
+
+None of them runs Dagster or Spark.
+"""
+from __future__ import annotations
+
+import json
+
+from orchestration.cli_common import CliError, settings_for, warehouse_for
+
+
+def print_tables(wh) -> None:
+    """Every table of the catalog (committed or not, with its family), then any other table found."""
+    from pipelines.catalog import families
+
+    catalogued = [(t.name, f.name) for f in families() for t in f.tables]
+    present = set(wh.tables())
+    rows = catalogued + [(name, "(not in the catalog)") for name in sorted(present - {n for n, _ in catalogued})]
+    print(f"{'table':<20} {'family':<12} {'version':>7} {'rows':>12} {'partitions':>10}  committed_at")
+    for name, family in rows:
+        if name not in present:
+            print(f"{name:<20} {family:<12} {'-':>7} {'-':>12} {'-':>10}  not built yet")
+            continue
+        m = wh.manifest(name)
+        print(f"{name:<20} {family:<12} {m.version:>7} {m.row_count:>12,} {len(m.partitions):>10}  {m.committed_at}")
+    print(f"warehouse: {wh.uri}")
+
+
+def cmd_tables(args) -> int:
+    print_tables(warehouse_for(settings_for(args)))
+    return 0
+
+
+def _as_of(text: str | None):
+    """``--as-of``: an ISO 8601 time (a time without a zone is UTC)."""
+    if text is None:
+        return None
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--as-of {text!r} is not an ISO 8601 time (e.g. 2026-12-01T09:30:00Z)") from None
+    from features.timeutil import as_utc
+
+    return as_utc(when)
+
+
+def _manifest(wh, table: str, version: int | None, as_of: str | None = None):
+    """The committed manifest of ``table``, or of its kept ``version``, or as of a time; one-line errors."""
+    current = wh.manifest(table)  # fails first if the table has no committed version at all
+    if as_of is not None:
+        if version is not None:
+            raise CliError("give --version or --as-of, not both")
+        m = wh.manifest(table, _as_of(as_of))
+        if m.version != current.version and m.version not in wh.versions(table):
+            raise CliError(f"table {table!r} at {as_of} was version {m.version}, which is past retention "
+                           f"(versions available: {', '.join(map(str, wh.versions(table)))})")
+        return m
+    if version is None or version == current.version:
+        return current
+    kept = wh.versions(table)
+    if version not in kept:
+        raise CliError(f"table {table!r} has no version {version}; versions available: {', '.join(map(str, kept))}")
+    return wh.manifest(table, version)
+
+
+def cmd_show(args) -> int:
+    wh = warehouse_for(settings_for(args))
+    m = _manifest(wh, args.table, args.version, args.as_of)
+    current = wh.current_version(args.table)
+    note = "" if m.version == current else f", current: {current}"
+    print(f"table:        {m.table}")
+    print(f"version:      {m.version} (kept: {', '.join(map(str, wh.versions(args.table)))}{note})")
+    print(f"committed_at: {m.committed_at}")
+    print(f"rows:         {m.row_count:,}")
+    print(f"partitioned:  {m.partition_column or 'no'}" + (f" ({len(m.partitions)} partitions: {min(m.partitions)} .. {max(m.partitions)})" if m.partition_column and m.partitions else ""))
+    print(f"path:         {wh.table_path(m.table)}")
+    print("schema:")
+    from pipelines.catalog import contract
+
+    try:
+        describe = contract(m.table).column_description
+    except KeyError:  # a table outside the catalog: types only
+        describe = lambda name: ""  # noqa: E731
+    width = max([20, *(len(name) + 1 for name, _ in m.schema)])
+    for name, typ in m.schema:
+        print(f"  {name:<{width}} {typ:<24} {describe(name)}".rstrip())
+    files = m.file_paths(wh.root)
+    if files and args.rows > 0:
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        batch = next(pq.ParquetFile(files[0], filesystem=wh.fs).iter_batches(batch_size=args.rows), None)
+        if batch is not None:
+            with pd.option_context("display.width", 200, "display.max_columns", 30):
+                print("sample:")
+                print(batch.to_pandas().head(args.rows).to_string(index=False))
+    return 0
+
+
+def cmd_export(args) -> int:
+    wh = warehouse_for(settings_for(args))
+    m = _manifest(wh, args.table, args.version, args.as_of)
+    rows = wh.export(args.table, args.out, version=m.version)
+    print(f"exported {args.table} v{m.version}: {rows:,} rows to {args.out}")
+    return 0
+
+
+def cmd_history(args) -> int:
+    wh = warehouse_for(settings_for(args))
+    kept = set(wh.versions(args.table))
+    entries = wh.history(args.table, limit=args.limit)
+    print(f"{'version':>7}  {'committed_at (UTC)':<25} {'operation':<12} {'rows written':>12}  {'readable':<8}  producer")
+    for e in entries:
+        if e["version"] == 0:
+            continue
+        rows = sum(json.loads(e.get("recfeat.row_counts", "{}")).values())
+        producer = json.loads(e.get("recfeat.producer", "{}"))
+        job = producer.get("job", "")
+        print(f"{e['version']:>7}  {e['timestamp'].isoformat(timespec='seconds'):<25} {e['operation'] or '':<12} "
+              f"{rows:>12,}  {'yes' if e['version'] in kept else 'no':<8}  {job}")
+    print(f"table: {wh.table_path(args.table)} (Delta Lake; any Delta reader can open it)")
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    wh = warehouse_for(settings_for(args))
+    done = wh.migrate(dry_run=args.dry_run)
+    if not done:
+        print(f"nothing to migrate: every table in {wh.uri} is a Delta table")
+        return 0
+    for table, what in done.items():
+        print(f"{table:<20} {what}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """The last quality check of every catalogued table (read from the reports folder; runs nothing)."""
+    from pipelines.quality import report
+
+    settings = settings_for(args)
+    print(report(warehouse_for(settings), settings.quality))
+    return 0

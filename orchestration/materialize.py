@@ -1,0 +1,149 @@
+"""``recfeat materialize`` and ``recfeat demo``: one Dagster run for a selection, in process.
+
+The selection (default: every asset) runs as **one** run of an asset job, checks included,
+with the in-process executor and against ``$DAGSTER_HOME``'s instance, so its pools (one
+writer per table) hold against ``dagster dev``'s runs too.
+
+Partitions: the daily-partitioned assets (the ``ingest`` multi-asset, and ``sequences`` when
+it is built incrementally) share one ``DailyPartitionsDefinition`` and a single-run backfill
+policy, and the unpartitioned assets have none. Dagster 1.13 runs such a mixed selection in
+one run when the run is tagged with a partition range
+(``dagster/asset_partition_range_start``/``_end``): each partitioned step sees the whole range
+(``context.partition_key_range``) and records one materialization per day; each unpartitioned
+step runs once, unpartitioned. Only partitions definitions that differ from each other would
+force more runs (a job has one partitions definition), and the graph has none.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import dagster as dg
+
+from orchestration.cli_common import CliError
+from orchestration.progress import PROGRESS_LOGGER, RunProgress, progress_logger
+
+#: The name of the job a ``recfeat materialize`` run executes.
+MATERIALIZE_JOB = "recfeat_materialize"
+
+
+def resolve_selection(defs: dg.Definitions, select: str | None) -> list[str]:
+    """The selected asset names in dependency order, with every asset of a selected multi-asset
+    step, in the order the step declares them (``events`` brings ``rejected_events``: one
+    ingestion step writes both)."""
+    graph = defs.resolve_asset_graph()
+    keys = [k.to_user_string() for k in graph.toposorted_asset_keys]
+    wanted = set(keys)
+    if select:
+        asked = [s.strip() for s in select.split(",") if s.strip()]
+        unknown = [w for w in asked if w not in keys]
+        if unknown:
+            raise CliError(f"unknown asset(s) {unknown}; known: {keys}")
+        wanted = set(asked)
+    order: list[str] = []
+    for key in keys:
+        if key not in wanted or key in order:
+            continue
+        node = graph.get(dg.AssetKey.from_user_string(key))
+        if node.assets_def.can_subset:
+            order.append(key)
+        else:
+            order += [s.key.to_user_string() for s in node.assets_def.specs if s.key.to_user_string() not in order]
+    return order
+
+
+def step_assets(defs: dg.Definitions) -> dict[str, list[str]]:
+    """Step key -> the assets (or checks) it materializes (or evaluates)."""
+    out: dict[str, list[str]] = {}
+    for a in list(defs.assets or []) + list(defs.asset_checks or []):
+        if not isinstance(a, dg.AssetsDefinition) or a.node_def is None:
+            continue
+        names = sorted(k.to_user_string() for k in a.keys) or sorted(c.name for c in a.check_keys)
+        out[a.node_def.name] = names
+    return out
+
+
+def materialize_assets(
+    settings,
+    config_file: str | None,
+    select: str | None,
+    start: str | None = None,
+    end: str | None = None,
+    log: Callable[[str], None] = print,
+    log_level: str = "WARNING",
+    overrides: dict | None = None,
+) -> list[str]:
+    """Materialize the selected assets, and run their checks, in one in-process Dagster run.
+
+    Daily-partitioned assets cover the range ``start..end`` (inclusive partition keys;
+    default: every configured partition). ``log`` gets one line per step start and end (and
+    the lines steps log). Returns the selected asset names in dependency order; a failed step
+    or blocking check raises :class:`CliError` with one line, a failed warning check is logged
+    as ``warning: <check>: <description>`` and the run goes on.
+    """
+    from orchestration.automation import SOURCE_TAG, partition_range_tags
+    from orchestration.definitions import build_definitions
+    from orchestration.instance import cli_run_tags, pool_holders, release_dead_cli_runs
+
+    defs = build_definitions(settings, config_file, overrides)
+    order = resolve_selection(defs, select)
+    graph = defs.resolve_asset_graph()
+    instance = dg.DagsterInstance.get()
+    for run_id in release_dead_cli_runs(instance):
+        log(f"note: run {run_id} was left running by a recfeat process that is gone: marked failed, its pool slots freed")
+
+    keys = [dg.AssetKey.from_user_string(k) for k in order]
+    nodes = [graph.get(k) for k in keys]
+    partitioned = [n.partitions_def for n in nodes if n.partitions_def is not None]
+    tags = cli_run_tags()
+    label = ""
+    if partitioned:
+        ranged = partition_range_tags(partitioned[0], start, end)
+        tags.update(ranged)
+        label = f" [{ranged['dagster/asset_partition_range_start']} .. {ranged['dagster/asset_partition_range_end']}]"
+    if "events" in order:  # the ingestion run: the sensor waits for it
+        tags[SOURCE_TAG] = settings.active_source
+    for pool in dict.fromkeys(getattr(n.assets_def.node_def, "pool", None) for n in nodes):
+        holders = pool_holders(instance, pool) if pool else []
+        if holders:
+            log(f"waiting for pool {pool} (one writer per table): run {holders[0]} holds it")
+
+    progress = RunProgress(log=log, step_assets=step_assets(defs))
+    job = dg.define_asset_job(
+        MATERIALIZE_JOB,
+        selection=dg.AssetSelection.assets(*keys),
+        executor_def=dg.in_process_executor,
+        description="A `recfeat materialize` selection: one run, checks included.",
+    )
+    run_defs = dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        resources=defs.resources,
+        jobs=[job],
+        loggers={"console": dg.colored_console_logger, PROGRESS_LOGGER: progress_logger(progress)},
+    )
+    t0 = time.perf_counter()
+    log(f"run: {len(order)} asset(s){label}")
+    result = run_defs.resolve_job_def(MATERIALIZE_JOB).execute_in_process(
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}, PROGRESS_LOGGER: {}}},
+    )
+    evaluations = result.get_asset_check_evaluations() or progress.check_evaluations
+    blocking = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+    if blocking:
+        e = blocking[0]
+        raise CliError(f"{e.asset_key.to_user_string()}: blocking check failed: {e.check_name}: {e.description}")
+    if not result.success:
+        failed = progress.failed_step
+        names = progress.step_assets.get(failed or "", [failed or "the run"])
+        first = next((n for n in order if n in names), names[0])
+        ranged = label if failed and any(graph.get(dg.AssetKey.from_user_string(n)).partitions_def is not None
+                                         for n in names if n in order) else ""
+        raise CliError(f"materializing {first}{ranged} failed: {progress.failure or 'see the Dagster run log'}")
+    for e in evaluations:
+        if not e.passed and e.severity == dg.AssetCheckSeverity.WARN:
+            log(f"warning: {e.check_name}: {e.description or 'failed (non-blocking)'}")
+    log(f"materialized {len(order)} asset(s){label} in one run ({result.run_id}) in {time.perf_counter() - t0:.1f} s")
+    return order

@@ -1,0 +1,139 @@
+"""The Python API: the warehouse's tables and point-in-time training sets, in one place.
+
+```python
+from pipelines import api
+
+api.tables()                                   # committed tables
+api.describe("user_sequences")                 # columns, types, descriptions
+events = api.read("events", columns=["user_id", "item_id", "event_ts"])        # pandas
+old = api.read("lookalike_users", version=3, engine="arrow")
+ts = api.training_set(spine, ["user_sequences", "users.*", "lookalike_users"]) # see docs/python-api.md
+```
+
+Every function loads the project settings as the ``recfeat`` command does
+(:func:`pipelines.settings.load_settings`: ``config`` or ``$RECFEAT_CONFIG`` or ``./recfeat.yaml``,
+then the ``RECFEAT_*`` variables); the warehouse is ``settings.warehouse.root`` unless
+``warehouse=`` names another root (or passes a :class:`~pipelines.warehouse.Warehouse`).
+Walk-through: docs/python-api.md.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from pipelines.training_set import TrainingSet
+from pipelines.warehouse import Warehouse
+
+ENGINES = ("pandas", "arrow", "spark")
+
+__all__ = ["ENGINES", "describe", "read", "tables", "training_set"]
+
+
+def _settings(warehouse=None, config=None):
+    from pipelines.settings import load_settings
+
+    overrides = {}
+    if isinstance(warehouse, (str, os.PathLike)):
+        text = str(warehouse)
+        overrides["warehouse.root"] = text if "://" in text else os.path.abspath(text)
+    return load_settings(config, overrides=overrides)
+
+
+def _warehouse(warehouse=None, config=None, settings=None) -> Warehouse:
+    if isinstance(warehouse, Warehouse):
+        return warehouse
+    s = settings or _settings(warehouse, config)
+    return Warehouse(s.warehouse.root, retention_days=s.warehouse.retention_days,
+                     keep_versions=s.warehouse.keep_versions, pinned=s.training.pinned_versions())
+
+
+def _spark(settings):
+    from pipelines.spark import get_spark
+
+    return get_spark(settings.spark)
+
+
+def tables(warehouse=None, config: str | None = None) -> list[str]:
+    """Names of the tables with a committed version."""
+    return _warehouse(warehouse, config).tables()
+
+
+def read(table: str, version: int | None = None, as_of: dt.datetime | str | None = None,
+         partitions: list[str] | None = None, columns: list[str] | None = None, engine: str = "pandas",
+         warehouse=None, config: str | None = None):
+    """A committed table: the current version, ``version=N``, or the version current ``as_of`` a
+    time (an aware datetime, or ISO 8601 text, UTC unless it names a zone). ``partitions``: values
+    of the partition column (``["2022-04-10"]``); ``columns``: a subset. ``engine``: ``pandas``
+    (default), ``arrow`` (a pyarrow Table) or ``spark`` (a Spark DataFrame)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if version is not None and as_of is not None:
+        raise ValueError("pass version or as_of, not both")
+    settings = _settings(warehouse if not isinstance(warehouse, Warehouse) else None, config)
+    wh = _warehouse(warehouse, config, settings)
+    ref = version
+    if as_of is not None:
+        when = dt.datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+        ref = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    if engine == "spark":
+        df = wh.read_spark(_spark(settings), table, version=ref, partitions=partitions)
+        return df.select(*columns) if columns else df
+    data = wh.read_arrow(table, version=ref, columns=columns, partitions=partitions)
+    return data if engine == "arrow" else data.to_pandas()
+
+
+def describe(table: str, warehouse=None, config: str | None = None):
+    """A table's columns as pandas: ``column``, ``type``, ``description`` (from the table's
+    contract; for a committed table the types are those of its current version, so the open
+    attributes of ``users`` and ``items`` are listed too). ``attrs``: the table's description,
+    key, partition column and current version."""
+    import pandas as pd
+
+    from pipelines import catalog
+
+    try:
+        contract = catalog.contract(table)
+    except KeyError:
+        contract = None
+    wh = _warehouse(warehouse, config)
+    schema, version = None, None
+    if wh.exists(table):
+        manifest = wh.manifest(table)
+        version = manifest.version
+        schema = wh.arrow_schema(manifest)
+    if schema is None and contract is None:
+        raise ValueError(f"unknown table {table!r} (committed: {', '.join(wh.tables()) or 'none'})")
+    fields = list(schema if schema is not None else contract.schema)
+    rows = [{"column": f.name, "type": str(f.type),
+             "description": contract.column_description(f.name) if contract else ""} for f in fields]
+    out = pd.DataFrame(rows, columns=["column", "type", "description"])
+    out.attrs.update({
+        "table": table,
+        "description": contract.description if contract else "",
+        "key": list(contract.key) if contract else [],
+        "partition_column": contract.partition_column if contract else None,
+        "version": version,
+    })
+    return out
+
+
+def training_set(spine, features, *, ts_column: str = "event_ts", max_len: int | None = None, ttl: dict | None = None,
+                 versions=None, out: str | None = None, overwrite: bool = False, warehouse=None,
+                 config: str | None = None) -> TrainingSet:
+    """Point-in-time features for every row of ``spine`` (:func:`pipelines.training_set.training_set`).
+
+    ``spine``: pandas, pyarrow, a Spark DataFrame or a Parquet/CSV path with ``user_id``,
+    optionally ``item_id``, and the example time ``ts_column`` (UTC); other columns pass through.
+    ``features``: names such as ``user_sequences``, ``users.*``, ``items.duration_ms``,
+    ``lookalike_users``, ``recall_items``, ``watch_time_labels.d2co``, ``duration_stats.wt_mean_s``.
+    ``ttl``: table -> a maximum age (``"30d"``, seconds or a timedelta). ``versions``: table ->
+    version to read, or the path of an earlier output (reproduces it exactly). ``out``: a
+    directory to write (Parquet files and ``_training_set.json``). Returns a
+    :class:`~pipelines.training_set.TrainingSet` (``.to_pandas()``, ``.df``, ``.metadata``, ``.report``).
+    """
+    from pipelines.training_set import training_set as build
+
+    settings = _settings(warehouse if not isinstance(warehouse, Warehouse) else None, config)
+    wh = _warehouse(warehouse, config, settings)
+    return build(_spark(settings), wh, spine, features, ts_column=ts_column, max_len=max_len, ttl=ttl,
+                 versions=versions, settings=settings, out=out, overwrite=overwrite)

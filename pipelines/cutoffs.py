@@ -1,0 +1,87 @@
+"""Cutoffs of tables built "as of" a time (look-alike users, recall items): one place for the rule.
+
+A table built as of ``cutoff_ts`` (UTC) uses only events strictly before it and stamps it on
+every row and in its commit's producer metadata. A job reading such a table as input must find
+exactly the configured cutoff there, and records what it read (``<table>_version``,
+``<table>_cutoff_ts``) so the invariant checks can compare it with the configuration.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from features.timeutil import from_micros
+from pipelines.warehouse import Warehouse
+
+
+class CutoffMismatchError(ValueError):
+    """A committed table was built with another ``cutoff_ts`` than the configured one."""
+
+
+def committed_cutoffs(spark, warehouse: Warehouse, table: str, version: int | None = None) -> list[dt.datetime]:
+    """The distinct ``cutoff_ts`` of the committed ``table``'s rows (UTC, sorted; at most 3), or,
+    for a table without rows, the one its manifest's producer records (``[]`` if none).
+    ``version``: that committed version (default the current one)."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        warehouse.read_spark(spark, table, version=version)
+        .select(F.unix_micros("cutoff_ts").alias("us"))
+        .distinct()
+        .limit(3)
+        .collect()
+    )
+    found = sorted(from_micros(r.us) for r in rows if r.us is not None)
+    if found:
+        return found
+    recorded = warehouse.manifest(table, version).producer.get("cutoff_ts")
+    return [dt.datetime.fromisoformat(recorded)] if recorded else []
+
+
+def require_cutoff(table: str, found: list[dt.datetime], cutoff_ts: dt.datetime) -> None:
+    """Refuse an input ``table`` whose committed cutoffs ``found`` (:func:`committed_cutoffs`) are
+    not exactly ``cutoff_ts``.
+
+    A job reading an input of another cutoff would mix two cutoffs while stamping the configured
+    one on its rows. Raises :class:`CutoffMismatchError` with a one-line message naming the table,
+    its cutoff and the configured one.
+    """
+    want = cutoff_ts
+    if found != [want]:
+        held = ", ".join(c.isoformat() for c in found) or "none recorded"
+        raise CutoffMismatchError(
+            f"{table} was built with cutoff_ts {held}, but the configured cutoff_ts is {want.isoformat()}: "
+            f"materialize {table} again first"
+        )
+
+
+def read_input(spark, warehouse: Warehouse, table: str, cutoff_ts: dt.datetime):
+    """``(DataFrame, provenance)`` of a committed input built as of ``cutoff_ts``
+    (:func:`require_cutoff`); ``provenance`` (``<table>_version``, ``<table>_cutoff_ts``) goes into
+    the producer of the table built from it, for the checks."""
+    version = warehouse.current_version(table)  # one version for the check, the record and the read
+    found = committed_cutoffs(spark, warehouse, table, version)
+    require_cutoff(table, found, cutoff_ts)
+    provenance = {
+        f"{table}_version": str(version),
+        f"{table}_cutoff_ts": ", ".join(c.isoformat() for c in found),
+    }
+    return warehouse.read_spark(spark, table, version=version), provenance
+
+
+def cutoff_provenance_violations(warehouse: Warehouse, table: str, cutoff_ts: dt.datetime, inputs: tuple[str, ...] = ()) -> dict[str, int]:
+    """Check counts from ``table``'s manifest, against the configured ``cutoff_ts`` rather than the rows' stamp:
+    ``built_with_other_cutoff`` (the build's recorded cutoff is not the configured one) and, for a
+    table built from committed ``inputs``, ``inputs_with_other_cutoff`` (inputs whose recorded
+    cutoff is not the configured one; an unrecorded one counts)."""
+    producer = warehouse.manifest(table).producer
+
+    def other(recorded: str | None) -> int:
+        try:
+            return int(recorded is None or dt.datetime.fromisoformat(recorded) != cutoff_ts)
+        except (TypeError, ValueError):  # unparseable, or naive, or several cutoffs ("a, b")
+            return 1
+
+    out = {"built_with_other_cutoff": other(producer.get("cutoff_ts"))}
+    if inputs:
+        out["inputs_with_other_cutoff"] = sum(other(producer.get(f"{name}_cutoff_ts")) for name in inputs)
+    return out

@@ -1,0 +1,172 @@
+"""Running Great Expectations: an ephemeral context with file stores, validation, data docs.
+
+The GX context is ephemeral (created per check, progress bars off), but its suite and
+validation-result stores are folders under ``<reports>/gx/_stores``, so one data docs index
+lists every table and run. The newest ``keep`` results per suite are kept; older results and
+their pages are removed. Index builds are serialised with a file lock, so checks running in
+parallel processes do not delete each other's pages.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from pipelines.quality.expectations import ERROR, FROM_GX_SEVERITY, Expectation, column_of
+from pipelines.quality.frames import is_pandas
+from pipelines.quality.results import GX_DIR, ExpectationOutcome
+
+DATASOURCE = "warehouse"
+SAMPLE_VALUES = 5
+
+#: (batch name, suite name, expectations, frame): one validation.
+Batch = tuple[str, str, list[Expectation], Any]
+
+
+def gx_context(reports: str):
+    """An ephemeral GX context whose suites and results persist under ``<reports>/gx/_stores``.
+
+    The data docs index lists what the stores hold (and deletes pages whose result is not
+    there), so the stores must outlive the process for one index to cover every table and run.
+    Datasources, validation definitions and checkpoints stay in memory.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    base = os.path.join(reports, GX_DIR)
+
+    def files(sub: str) -> dict[str, str]:
+        return {"class_name": "TupleFilesystemStoreBackend", "base_directory": os.path.join(base, "_stores", sub)}
+
+    memory = {"class_name": "InMemoryStoreBackend"}
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        stores={
+            "expectations_store": {"class_name": "ExpectationsStore", "store_backend": files("expectations")},
+            "validation_results_store": {"class_name": "ValidationResultsStore", "store_backend": files("validations")},
+            "checkpoint_store": {"class_name": "CheckpointStore", "store_backend": memory},
+            "validation_definition_store": {"class_name": "ValidationDefinitionStore", "store_backend": memory},
+        },
+        expectations_store_name="expectations_store",
+        validation_results_store_name="validation_results_store",
+        checkpoint_store_name="checkpoint_store",
+        data_docs_sites={
+            "recfeat": {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": base},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        },
+        progress_bars=ProgressBarsConfig(globally=False),
+        analytics_enabled=False,
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def run_gx(
+    reports: str, batches: list[Batch], run_name: str, run_time: dt.datetime, keep: int
+) -> tuple[list[ExpectationOutcome], dict[str, str], str]:
+    """Validate each batch; build data docs; return the outcomes, the page per batch, the index."""
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    ctx = gx_context(reports)
+    run_id = RunIdentifier(run_name=run_name, run_time=run_time)
+    outcomes: list[ExpectationOutcome] = []
+    ids: dict[str, Any] = {}
+    for name, suite_name, expectations, frame in batches:
+        suite = gx.ExpectationSuite(name=suite_name, expectations=[e.to_gx() for e in expectations])
+        suite = ctx.suites.add_or_update(suite)
+        add = ctx.data_sources.add_pandas if is_pandas(frame) else ctx.data_sources.add_spark
+        batch_def = add(f"{DATASOURCE}_{name}").add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("whole")
+        vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=suite_name, data=batch_def, suite=suite))
+        cp = ctx.checkpoints.add(
+            gx.Checkpoint(name=suite_name, validation_definitions=[vd], actions=[], result_format={"result_format": "SUMMARY"})
+        )
+        result = cp.run(batch_parameters={"dataframe": frame}, run_id=run_id)
+        for key, validation in result.run_results.items():
+            ids[name] = key
+            outcomes += [_outcome(r, name) for r in validation.results]
+    # Checks of several tables may run at once (Dagster's multiprocess executor). The index
+    # build deletes pages whose result it did not list, so pruning and building are serialised
+    # with a file lock; validation itself (the slow part) runs outside it.
+    with _docs_lock(reports):
+        _prune(ctx, [suite_name for _, suite_name, _, _ in batches], keep)
+        ctx.build_data_docs(resource_identifiers=list(ids.values()))
+        pages = {name: _site_path(ctx.get_docs_sites_urls(resource_identifier=key)) for name, key in ids.items()}
+        index = _site_path(ctx.get_docs_sites_urls())
+    return outcomes, pages, index
+
+
+@contextmanager
+def _docs_lock(reports: str) -> Iterator[None]:
+    import fcntl
+
+    os.makedirs(os.path.join(reports, GX_DIR), exist_ok=True)
+    with open(os.path.join(reports, GX_DIR, ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _outcome(r, batch: str) -> ExpectationOutcome:
+    cfg = r.expectation_config
+    severity = getattr(cfg, "severity", "critical")
+    severity = FROM_GX_SEVERITY.get(getattr(severity, "value", str(severity)), ERROR)
+    res = r.result or {}
+    error = None
+    info = r.exception_info or {}
+    if info.get("raised_exception"):
+        error = str(info.get("exception_message") or "GX raised").splitlines()[0][:200]
+    count = res.get("unexpected_count")
+    sample: list[str] = []
+    for v in res.get("partial_unexpected_list") or []:
+        text = _short(v)
+        if text not in sample and len(sample) < SAMPLE_VALUES:
+            sample.append(text)
+    return ExpectationOutcome(
+        expectation=cfg.type,
+        column=column_of(cfg.kwargs),
+        severity=severity,
+        success=bool(r.success) and error is None,
+        unexpected_count=None if count is None else int(count),
+        unexpected_sample=sample,
+        batch=batch,
+        error=error,
+    )
+
+
+def _prune(ctx, suite_names: list[str], keep: int) -> None:
+    """Keep the newest ``keep`` stored results per suite; data docs drop the others' pages."""
+    store = ctx.validation_results_store
+    by_suite: dict[str, list] = {}
+    for key in store.list_keys():
+        name = key.expectation_suite_identifier.name
+        if name in suite_names:
+            by_suite.setdefault(name, []).append(key)
+    for keys in by_suite.values():
+        keys.sort(key=lambda k: str(k.run_id.run_time))
+        for old in keys[:-keep]:
+            store.remove_key(old)
+
+
+def _site_path(urls: list[dict[str, str]]) -> str:
+    if not urls:
+        return ""
+    url = urls[0]["site_url"]
+    return unquote(urlparse(url).path) if url.startswith("file://") else url
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

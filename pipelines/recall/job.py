@@ -1,0 +1,99 @@
+"""Jobs: ``events`` to ``item_neighbors`` (i2i), then ``recall_items``; recall evaluation (docs/lookalike.md)."""
+from __future__ import annotations
+
+import datetime as dt
+
+from features.events import EVENTS
+from features.lookalike.kernels import positive_column
+from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS
+from features.recall.kernels import build_item_neighbors, build_recall_items, popular_items
+from pipelines.cutoffs import committed_cutoffs, read_input, require_cutoff
+from pipelines.family import JobContext, JobResult
+from pipelines.recall.params import RecallSettings
+from pipelines.warehouse import Warehouse
+
+
+def build_item_neighbors_table(spark, warehouse: Warehouse, settings: RecallSettings) -> JobResult:
+    """Rebuild ``item_neighbors`` as of ``settings.cutoff_ts``."""
+    events = warehouse.read_spark(spark, EVENTS.name)
+    df = build_item_neighbors(events, settings.cutoff_ts, settings.params())
+    producer = {
+        "job": "build_item_neighbors_table", "cutoff_ts": settings.cutoff_ts.isoformat(),
+        "window_days": str(settings.window_days), "similarity": settings.similarity,
+    }
+    manifest = warehouse.write_spark(df.select(*ITEM_NEIGHBORS.columns), ITEM_NEIGHBORS, producer=producer)
+    return JobResult({ITEM_NEIGHBORS.name: manifest}, {ITEM_NEIGHBORS.name: {"cutoff_ts": settings.cutoff_ts.isoformat()}})
+
+
+def build_recall_table(spark, warehouse: Warehouse, settings: RecallSettings) -> JobResult:
+    """Rebuild ``recall_items`` from ``events`` and the committed ``item_neighbors`` (which must
+    have been built as of ``settings.cutoff_ts``)."""
+    neighbors, provenance = read_input(spark, warehouse, ITEM_NEIGHBORS.name, settings.cutoff_ts)
+    events = warehouse.read_spark(spark, EVENTS.name)
+    df = build_recall_items(events, neighbors, settings.cutoff_ts, settings.params())
+    producer = {
+        "job": "build_recall_table", "cutoff_ts": settings.cutoff_ts.isoformat(),
+        "size": str(settings.size), "fill": settings.fill,
+        **provenance,  # what it was built from: the invariant check compares it with the settings
+    }
+    manifest = warehouse.write_spark(df.select(*RECALL_ITEMS.columns), RECALL_ITEMS, producer=producer)
+    return JobResult({RECALL_ITEMS.name: manifest}, {RECALL_ITEMS.name: {"cutoff_ts": settings.cutoff_ts.isoformat()}})
+
+
+def evaluate_recall(spark, warehouse: Warehouse, settings: RecallSettings, horizon: dt.timedelta = dt.timedelta(days=1)) -> dict:
+    """Hit rate of the committed ``recall_items`` on the positives in ``[cutoff, cutoff + horizon)``
+    against a popularity pool of the same size (same exclusion of items seen before the cutoff).
+
+    Targets: (user, item) positives after the cutoff for items the user had not seen before it,
+    for users with a recall pool. ``item_recall`` = targets found in the pool / targets;
+    ``user_hit_rate`` = users with at least one target in the pool / users with a target.
+    The committed ``recall_items`` must have been built as of ``settings.cutoff_ts``
+    (:class:`~pipelines.cutoffs.CutoffMismatchError` otherwise).
+    """
+    from pyspark.sql import functions as F
+
+    require_cutoff(RECALL_ITEMS.name, committed_cutoffs(spark, warehouse, RECALL_ITEMS.name), settings.cutoff_ts)
+    events = warehouse.read_spark(spark, EVENTS.name)
+    cutoff = settings.cutoff_ts
+    params = settings.params()
+    pool = warehouse.read_spark(spark, RECALL_ITEMS.name).select("user_id", "item_id")
+    users = pool.select("user_id").distinct()
+    seen = events.where(F.col("event_ts") < F.lit(cutoff)).select("user_id", "item_id").distinct()
+    targets = (
+        events.where((F.col("event_ts") >= F.lit(cutoff)) & (F.col("event_ts") < F.lit(cutoff + horizon)))
+        .where(positive_column(settings.min_rating))
+        .select("user_id", "item_id")
+        .distinct()
+        .join(seen, ["user_id", "item_id"], "left_anti")
+        .join(users, "user_id", "left_semi")
+        .persist()
+    )
+    pop = popular_items(events, cutoff, params, targets.select("user_id").distinct()).select("user_id", "item_id")
+
+    def score(p):
+        hits = targets.join(p, ["user_id", "item_id"], "left_semi")
+        return hits.count(), hits.select("user_id").distinct().count()
+
+    n_targets = targets.count()
+    n_users = targets.select("user_id").distinct().count()
+    rh, ru = score(pool)
+    ph, pu = score(pop)
+    targets.unpersist()
+    return {
+        "pool_size": settings.size,
+        "users_with_pool": users.count(),
+        "target_users": n_users,
+        "targets": n_targets,
+        "recall_item_recall": rh / n_targets if n_targets else 0.0,
+        "recall_user_hit_rate": ru / n_users if n_users else 0.0,
+        "popular_item_recall": ph / n_targets if n_targets else 0.0,
+        "popular_user_hit_rate": pu / n_users if n_users else 0.0,
+    }
+
+
+def run_item_neighbors(ctx: JobContext) -> JobResult:
+    return build_item_neighbors_table(ctx.spark, ctx.warehouse, ctx.params)
+
+
+def run_recall_items(ctx: JobContext) -> JobResult:
+    return build_recall_table(ctx.spark, ctx.warehouse, ctx.params)

@@ -1,0 +1,417 @@
+"""``training_set``: point-in-time features for a spine of examples, on Spark (docs/python-api.md).
+
+A **spine** is one row per example: ``user_id``, optionally ``item_id``, the example time (column
+``ts_column``, default ``event_ts``, UTC) and any other columns (labels), passed through. Each
+row gets the features asked for (:mod:`pipelines.training_set.spec`), every one computed only
+from data strictly before the example time, or from a build (a committed version computed as of
+a cutoff or fit window, :mod:`pipelines.training_set.builds`) whose time is at or before it:
+
+* history: the user's events with ``event_ts < t`` in the total order, the last ``max_len``,
+  with RoTE columns (:mod:`pipelines.training_set.history`);
+* ``users`` / ``items``: the attributes of the version read (snapshots without time);
+* ``lookalike_users`` / ``recall_items``: the build with the latest ``cutoff_ts <= t``;
+* ``watch_time_labels`` / ``duration_stats``: the build whose fit window ends latest at or before ``t``.
+  A label is the example's own event's (by ``event_id`` when the spine has one, else by
+  ``user_id``, ``item_id`` and time); statistics are those of the example's duration (the spine's
+  ``duration_ms``, else the item's), in whole seconds rounded half to even.
+
+A TTL per table (Feast's semantics) nulls a value whose time (event time, cutoff, fit-window end)
+is before ``t - ttl``. The result records the version of every table read, the builds used,
+the spine's hash and the code version (:attr:`TrainingSet.metadata`); written out, that record
+is in each Parquet file's metadata (key ``recfeat.training_set``) and in the sidecar
+``_training_set.json`` of the output directory. Passing ``versions=`` (a mapping, or the path of
+an earlier output or sidecar) pins every table and so reproduces the rows exactly.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from features.events import EVENTS
+from pipelines.training_set import builds as builds_mod
+from pipelines.training_set.history import histories_from_sorted_batches, history_schema
+from pipelines.training_set.spec import (
+    CUTOFF_TABLES,
+    FIT_TABLES,
+    HISTORY,
+    FeatureError,
+    FeatureSpec,
+    out_name,
+    parse_features,
+)
+from pipelines.training_set.io import _read_output_arrow, load_spine, read_metadata, read_output, spine_hash, write_output
+from pipelines.warehouse import Warehouse
+
+RESERVED = ("spine_row", "_t", "_k")
+UTC = dt.timezone.utc
+
+
+def code_version() -> str:
+    """sha256 (16 hex) of the modules that compute a training set's values."""
+    here = Path(__file__).resolve().parent
+    root = here.parents[1]
+    files = sorted(here.glob("*.py")) + [root / "features/sequences/rote.py", root / "features/sequences/rote_inputs.py",
+                                         root / "features/sequences/histories.py"]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class TrainingSet:
+    """The result: ``df`` (a Spark DataFrame in spine order, column ``spine_row`` first), what it
+    read (``metadata``), how many rows got each feature (``report``) and the output ``path``."""
+
+    df: object
+    metadata: dict
+    path: str | None = None
+    report: dict = field(default_factory=dict)
+
+    def to_pandas(self):
+        """The rows as pandas, in spine order; ``attrs["recfeat.training_set"]`` holds the metadata."""
+        pdf = self.df.toPandas() if self.path is None else read_output(self.path)
+        pdf.attrs["recfeat.training_set"] = self.metadata
+        return pdf
+
+    def to_arrow(self) -> pa.Table:
+        if self.path is not None:
+            return _read_output_arrow(self.path)
+        return self.df.toArrow()
+
+
+# ---- spine ---------------------------------------------------------------------------
+def _pinned(versions) -> dict[str, int]:
+    if versions is None:
+        return {}
+    if isinstance(versions, (str, os.PathLike)):
+        versions = read_metadata(str(versions))["versions"]
+    return {str(k): int(v) for k, v in dict(versions).items()}
+
+
+# ---- the job -------------------------------------------------------------------------
+def _round_s(col):
+    """Milliseconds to whole seconds, rounded half to even (as ``features.labels.math.round_ms_to_s``)."""
+    from pyspark.sql import functions as F
+
+    q = F.floor(col / 1000)
+    r = col - q * 1000
+    up = (r > 500) | ((r == 500) & (F.pmod(q, 2) == 1))
+    return (q + F.when(up, 1).otherwise(0)).cast("long")
+
+
+def _choose_build(builds: list, ttl: dt.timedelta | None):
+    """Spark expression: index of the build used by each row (null: none at or before ``t``, or
+    outside the ttl)."""
+    from pyspark.sql import functions as F
+
+    expr = F.lit(None).cast("int")
+    for i, b in enumerate(builds):  # later builds win
+        ok = F.col("_t") >= F.lit(_us(b.valid_from))
+        expr = F.when(ok, F.lit(i)).otherwise(expr)
+    if ttl is not None:
+        valid = F.lit(None).cast("long")
+        for i, b in enumerate(builds):
+            valid = F.when(expr == i, F.lit(_us(b.valid_from))).otherwise(valid)
+        expr = F.when(valid >= F.col("_t") - F.lit(_td_us(ttl)), expr)
+    return expr
+
+
+def _us(when: dt.datetime) -> int:
+    return int((when - dt.datetime(1970, 1, 1, tzinfo=UTC)) / dt.timedelta(microseconds=1))
+
+
+def _td_us(td: dt.timedelta) -> int:
+    return int(td / dt.timedelta(microseconds=1))
+
+
+def training_set(
+    spark,
+    warehouse: Warehouse,
+    spine,
+    features,
+    *,
+    ts_column: str = "event_ts",
+    max_len: int | None = None,
+    ttl: dict | None = None,
+    versions=None,
+    settings=None,
+    out: str | None = None,
+    overwrite: bool = False,
+    partitions: int | None = None,
+) -> TrainingSet:
+    """Point-in-time features for every spine row (module docstring). ``settings``: the project
+    settings (``sequences.max_len`` and ``sequences.rote_levels`` are the defaults); ``versions``:
+    table -> version to read (or an earlier output's path); ``out``: a directory to write."""
+    from pyspark.sql import functions as F
+
+    spec: FeatureSpec = parse_features(features, ttl)
+    seq = getattr(settings, "sequences", None)
+    max_len = int(max_len if max_len is not None else (seq.max_len if seq else 50))
+    levels = tuple(seq.rote_levels) if seq else ("year", "month", "day")
+    nparts = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    pinned = _pinned(versions)
+    read: dict[str, int] = {}
+
+    def version_of(table: str) -> int:
+        if table not in read:
+            v = pinned.get(table, warehouse.current_version(table))
+            if v is None:
+                raise FeatureError(f"table {table!r} has no committed version in {warehouse.uri}")
+            read[table] = int(v)
+        return read[table]
+
+    base = load_spine(spark, spine, ts_column)
+    spine_cols = [c for c in base.columns if c not in ("spine_row", "_t")]
+    if "items" in spec.tables and "item_id" not in base.columns:
+        raise FeatureError("items features need an item_id column in the spine")
+    # Which build each row uses depends on its time only: chosen on the spine, in one pass.
+    found_builds = {t: builds_mod.builds(warehouse, t, version_of(t))
+                    for t in (*CUTOFF_TABLES, *FIT_TABLES) if spec.wants(t)}
+    for table, found in found_builds.items():
+        base = base.withColumn(f"_{table}_build", _choose_build(found, spec.ttl.get(table)))
+    base = base.persist()
+    aggs = [F.count(F.lit(1)).alias("rows"), F.sum(F.col("_t").isNull().cast("long")).alias("null_ts")]
+    for table, found in found_builds.items():
+        aggs.append(F.collect_set(f"_{table}_build").alias(f"{table}_chosen"))
+        if table in CUTOFF_TABLES:
+            first = F.lit(_us(found[0].valid_from)) if found else None
+            before = F.lit(True) if first is None else F.col("_t") < first
+            aggs.append(F.sum(before.cast("long")).alias(f"{table}_before"))
+    counts = base.agg(*aggs).collect()[0].asDict()
+    if counts["null_ts"]:
+        base.unpersist()
+        raise FeatureError(f"{counts['null_ts']} spine rows have no {ts_column!r}")
+    result = base
+    report: dict = {"rows": int(counts["rows"])}
+    used: dict[str, list] = {}
+    chosen_builds = {t: sorted(counts[f"{t}_chosen"] or []) for t in found_builds}
+    for table in CUTOFF_TABLES:
+        if table in found_builds:
+            report[f"{table}_rows_before_first_cutoff"] = int(counts[f"{table}_before"] or 0)
+
+    if spec.wants(HISTORY):
+        hist = _histories(spark, warehouse, base, version_of(EVENTS.name), max_len, spec.ttl.get(HISTORY), levels, nparts)
+        keep = spec.columns[HISTORY]
+        hist_cols = [f.name for f in history_schema(levels) if f.name != "spine_row"]
+        if keep is not None:
+            unknown = [c for c in keep if c not in hist_cols]
+            if unknown:
+                raise FeatureError(f"unknown history column(s) {unknown}: one of {', '.join(hist_cols)}")
+            hist_cols = [c for c in hist_cols if c in keep]
+        result = result.join(hist.select("spine_row", *hist_cols), "spine_row", "left")
+
+    for table in ("users", "items"):
+        if not spec.wants(table):
+            continue
+        key = "user_id" if table == "users" else "item_id"
+        dim = warehouse.read_spark(spark, table, version=version_of(table))
+        cols = [c for c in dim.columns if c != key]
+        want = spec.columns[table]
+        if want is not None:
+            missing = [c for c in want if c not in cols]
+            if missing:
+                raise FeatureError(f"{table} has no column(s) {missing} (columns: {', '.join(cols)})")
+            cols = want
+        dim = dim.select(F.col(key).cast("string").alias(key), *[F.col(c).alias(out_name(table, c)) for c in cols])
+        result = result.join(dim, key, "left")
+
+    for table, list_cols in CUTOFF_TABLES.items():
+        if not spec.wants(table):
+            continue
+        found, chosen = found_builds[table], chosen_builds[table]
+        want = spec.columns[table] if spec.columns[table] is not None else [*list_cols, "cutoff_ts"]
+        bad = [c for c in want if c not in (*list_cols, "cutoff_ts")]
+        if bad:
+            raise FeatureError(f"{table} has no feature column(s) {bad}: one of {', '.join((*list_cols, 'cutoff_ts'))}")
+        idx = f"_{table}_build"
+        used[table] = [found[i].record() for i in chosen]
+        lists = _cutoff_lists(spark, warehouse, table, found, chosen, list_cols, idx)
+        if lists is None:
+            for c in want:
+                typ = "timestamp" if c == "cutoff_ts" else ("array<double>" if c in ("similarity", "score") else "array<string>")
+                result = result.withColumn(out_name(table, c), F.lit(None).cast(typ))
+        else:
+            lists = lists.select("user_id", idx, *[out_name(table, c) for c in want])
+            result = result.join(lists, ["user_id", idx], "left")
+
+    for table in FIT_TABLES:
+        if not spec.wants(table):
+            continue
+        found, chosen = found_builds[table], chosen_builds[table]
+        idx = f"_{table}_build"
+        used[table] = [found[i].record() for i in chosen]
+        result = _join_fit_table(spark, warehouse, table, result, found, chosen, spec.columns[table], idx, version_of,
+                                 ts_column)
+
+    result = result.drop(*[f"_{t}_build" for t in found_builds])
+    feature_cols = [c for c in result.columns if c not in base.columns]
+    result = result.select("spine_row", *spine_cols, *feature_cols)
+    result = result.repartitionByRange(nparts, "spine_row").sortWithinPartitions("spine_row").persist()
+    report["non_null"] = _non_null(result, feature_cols)
+    metadata = {
+        "features": [*spec.tables],
+        "feature_columns": {t: spec.columns[t] for t in spec.tables},
+        "ts_column": ts_column,
+        "max_len": max_len,
+        "rote_levels": list(levels),
+        "ttl_s": {t: v.total_seconds() for t, v in spec.ttl.items()},
+        "versions": dict(sorted(read.items())),
+        "builds": used,
+        "spine_rows": report["rows"],
+        "spine_sha256": spine_hash(base, spine_cols, report["rows"]),
+        "code_version": code_version(),
+        "report": report,
+    }
+    base.unpersist()
+    ts = TrainingSet(result, metadata, None, report)
+    if out is not None:
+        ts.path = write_output(result, metadata, out, overwrite)
+    return ts
+
+
+def _non_null(df, cols: list[str]) -> dict[str, int]:
+    """Rows that got each feature: non-null (lists and histories: non-empty)."""
+    from pyspark.sql import functions as F
+
+    if not cols:
+        return {}
+    types = dict(df.dtypes)
+    aggs = []
+    for c in cols:
+        got = F.col(f"`{c}`").isNotNull()
+        if types[c].startswith("array"):
+            got = got & (F.size(F.col(f"`{c}`")) > 0)
+        aggs.append(F.sum(got.cast("long")).alias(c))
+    row = df.agg(*aggs).collect()[0].asDict()
+    return {c: int(row[c] or 0) for c in cols}
+
+
+def _histories(spark, warehouse, base, events_version, max_len, ttl, levels, nparts):
+    from pyspark.sql import functions as F
+
+    events = warehouse.read_spark(spark, EVENTS.name, version=events_version)
+    users = base.select("user_id").distinct()
+    ev = events.join(users, "user_id", "left_semi").select(
+        "user_id", F.unix_micros("event_ts").alias("_t"), F.lit(1).alias("_k"),
+        "source_file", F.col("source_line").cast("long").alias("source_line"), "event_id", "item_id",
+        F.col("play_time_ms").cast("long").alias("play_time_ms"), F.lit(None).cast("long").alias("spine_row"),
+    )
+    sp = base.select(
+        "user_id", "_t", F.lit(0).alias("_k"), F.lit(None).cast("string").alias("source_file"),
+        F.lit(None).cast("long").alias("source_line"), F.lit(None).cast("string").alias("event_id"),
+        F.lit(None).cast("string").alias("item_id"), F.lit(None).cast("long").alias("play_time_ms"), "spine_row",
+    )
+    both = ev.unionByName(sp).repartition(nparts, "user_id").sortWithinPartitions(
+        "user_id", "_t", "_k", "source_file", "source_line", "event_id"
+    )
+    ttl_us = _td_us(ttl) if ttl is not None else None
+    schema = history_schema(levels)
+
+    def kernel(batches):
+        yield from histories_from_sorted_batches(batches, max_len, ttl_us, levels)
+
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return both.mapInArrow(kernel, from_arrow_schema(schema))
+
+
+def _cutoff_lists(spark, warehouse, table, found, chosen, list_cols, idx):
+    """Per (user, build index): the build's rows as lists ordered by rank, and its cutoff."""
+    from pyspark.sql import functions as F
+
+    frames = []
+    for i in chosen:
+        df = warehouse.read_spark(spark, table, version=found[i].version)
+        frames.append(df.select("user_id", "rank", *list_cols, "cutoff_ts").withColumn(idx, F.lit(i)))
+    if not frames:
+        return None
+    union = frames[0]
+    for f in frames[1:]:
+        union = union.unionByName(f)
+    agg = union.groupBy("user_id", idx).agg(
+        F.sort_array(F.collect_list(F.struct("rank", *list_cols))).alias("_rows"),
+        F.max("cutoff_ts").alias(out_name(table, "cutoff_ts")),
+    )
+    return agg.select(
+        "user_id", idx, out_name(table, "cutoff_ts"),
+        *[F.col(f"_rows.{c}").alias(out_name(table, c)) for c in list_cols],
+    )
+
+
+def _join_fit_table(spark, warehouse, table, result, found, chosen, want, idx, version_of, ts_column):
+    from pyspark.sql import functions as F
+
+    fit_end = out_name(table, "fit_end")
+    ends = F.lit(None).cast("date")
+    for i, b in enumerate(found):
+        ends = F.when(F.col(idx) == i, F.lit(b.valid_from.date())).otherwise(ends)
+    frames = [warehouse.read_spark(spark, table, version=found[i].version).withColumn(idx, F.lit(i)) for i in chosen]
+    if table == "duration_stats":
+        if "duration_ms" in result.columns:
+            result = result.withColumn("_duration_s", _round_s(F.col("duration_ms").cast("long")))
+        else:
+            if "item_id" not in result.columns:
+                raise FeatureError("duration_stats features need duration_ms or item_id in the spine")
+            items = warehouse.read_spark(spark, "items", version=version_of("items"))
+            if "duration_ms" not in items.columns:
+                raise FeatureError("duration_stats features need duration_ms in the spine (items has none)")
+            items = items.select(F.col("item_id").cast("string").alias("item_id"),
+                                 _round_s(F.col("duration_ms").cast("long")).alias("_duration_s"))
+            result = result.join(items, "item_id", "left")
+        keys = ["_duration_s", idx]
+        skip = {"duration_s", "fit_start", "fit_end"}
+    else:
+        keys = ["event_id", idx] if "event_id" in result.columns else ["user_id", "item_id", "_t", idx]
+        if "item_id" not in result.columns and "event_id" not in result.columns:
+            raise FeatureError("watch_time_labels features need event_id, or item_id, in the spine")
+        skip = {"event_id", "user_id", "item_id", "event_ts", "event_date"}
+    if frames:
+        cols = [c for c in frames[0].columns if c not in skip and c != idx]
+    else:
+        from features.labels import DURATION_STATS, WATCH_TIME_LABELS
+
+        contract = DURATION_STATS if table == "duration_stats" else WATCH_TIME_LABELS
+        cols = [c for c in contract.columns if c not in skip]
+    if want is None:
+        want = cols
+    bad = [c for c in want if c not in cols]
+    if bad:
+        raise FeatureError(f"{table} has no feature column(s) {bad}: one of {', '.join(cols)}")
+    if frames:
+        union = frames[0]
+        for f in frames[1:]:
+            union = union.unionByName(f, allowMissingColumns=True)
+        if table == "duration_stats":
+            union = union.select(F.col("duration_s").alias("_duration_s"), idx,
+                                 *[F.col(c).alias(out_name(table, c)) for c in want])
+        else:
+            from pyspark.sql import Window
+
+            if keys[0] == "event_id":
+                union = union.select("event_id", idx, *[F.col(c).alias(out_name(table, c)) for c in want])
+            else:
+                first = Window.partitionBy("user_id", "item_id", "_t", idx).orderBy("event_id")
+                union = (union.withColumn("_t", F.unix_micros("event_ts"))
+                         .withColumn("_n", F.row_number().over(first)).where("_n = 1")
+                         .select("user_id", "item_id", "_t", idx, *[F.col(c).alias(out_name(table, c)) for c in want]))
+        result = result.join(union, keys, "left")
+    else:
+        from features.labels import DURATION_STATS, WATCH_TIME_LABELS
+        from pyspark.sql.pandas.types import from_arrow_type
+
+        contract = DURATION_STATS if table == "duration_stats" else WATCH_TIME_LABELS
+        for c in want:
+            typ = from_arrow_type(contract.schema.field(c).type) if c in contract.columns else None
+            result = result.withColumn(out_name(table, c), F.lit(None).cast(typ.simpleString() if typ else "double"))
+    result = result.withColumn(fit_end, ends)
+    return result.drop("_duration_s")
+
+
+# ---- output --------------------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""Point-in-time histories for arbitrary example times, in the Spark tasks (Arrow + NumPy).
+
+The spine rows and the user's events are unioned, shuffled by user and sorted by
+``(user_id, time, kind, source_file, source_line, event_id)`` with kind 0 for a spine row and 1
+for an event: a spine row at time ``t`` sorts before every event at ``t``, so the events before
+it in the sorted stream are exactly the user's events strictly before ``t``, in the project's
+total order (docs/sequences.md). Each task streams its rows; the last ``max_len`` events of the
+last user of a batch are carried into the next one, so memory is one batch plus ``max_len`` rows.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.events import TS_TYPE
+from features.sequences.histories import _group_starts
+from features.sequences.rote import rote_batch, rote_table_schema
+
+#: RoTE columns of the history group (from ``rote_batch``), apart from the ones it copies.
+_ROTE_SKIP = ("event_id", "user_id", "hist_len", "target_date")
+
+
+def rote_columns(levels: Sequence[str]) -> list[pa.Field]:
+    return [f for f in rote_table_schema(levels) if f.name not in _ROTE_SKIP]
+
+
+def history_schema(levels: Sequence[str]) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("spine_row", pa.int64()),
+            pa.field("hist_item_ids", pa.list_(pa.string())),
+            pa.field("hist_ts", pa.list_(TS_TYPE)),
+            pa.field("hist_play_time_ms", pa.list_(pa.int64())),
+            pa.field("hist_len", pa.int32()),
+            *rote_columns(levels),
+        ]
+    )
+
+
+def histories_of_sorted(table: pa.Table, max_len: int, ttl_us: int | None, levels: Sequence[str]) -> pa.Table:
+    """Histories of the spine rows (``_k == 0``) of ``table``, which holds whole users (or a
+    user's last ``max_len`` earlier events first), sorted as in the module docstring.
+
+    Columns: ``user_id``, ``_t`` (int64 µs), ``_k`` (0 spine, 1 event), ``item_id``,
+    ``play_time_ms``, ``spine_row``. ``ttl_us``: events older than ``t - ttl`` are left out.
+    """
+    n = table.num_rows
+    is_event = table.column("_k").to_numpy(zero_copy_only=False) == 1
+    t = table.column("_t").to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = _group_starts(table.column("user_id"))
+    ev_before = np.concatenate([[0], np.cumsum(is_event)])  # events before row i, whole table
+    in_user = ev_before[:-1] - ev_before[starts]  # the user's events before row i
+    spine = np.flatnonzero(~is_event)
+    n_before = in_user[spine]
+    if ttl_us is not None and len(spine):
+        # events of the user older than t - ttl: events are sorted by time within a user
+        ev_rows = np.flatnonzero(is_event)
+        group = np.cumsum(np.r_[True, starts[1:] != starts[:-1]]) - 1 if n else np.zeros(0, np.int64)
+        values = np.concatenate([t[ev_rows], t[spine] - ttl_us])
+        _, rank = np.unique(values, return_inverse=True)
+        width = int(rank.max()) + 2
+        ev_key = group[ev_rows] * width + rank[: len(ev_rows)]
+        q_key = group[spine] * width + rank[len(ev_rows):]
+        older = np.searchsorted(ev_key, q_key, side="left") - ev_before[starts[spine]]
+        n_before = n_before - np.maximum(older, 0)
+    hist_len = np.minimum(n_before, max_len).astype(np.int64)
+    offsets = np.zeros(len(spine) + 1, dtype=np.int64)
+    np.cumsum(hist_len, out=offsets[1:])
+    total = int(offsets[-1])
+    ev_pos = np.flatnonzero(is_event)
+    last = ev_before[spine]  # global rank of the first event after the row
+    first = np.repeat(last - hist_len, hist_len)
+    ranks = first + (np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], hist_len))
+    take = pa.array(ev_pos[ranks] if total else np.zeros(0, np.int64), pa.int64())
+    off = pa.array(offsets.astype(np.int32), pa.int32())
+
+    def as_list(name: str, typ: pa.DataType) -> pa.Array:
+        return pa.ListArray.from_arrays(off, table.column(name).combine_chunks().take(take).cast(typ))
+
+    ts_type = TS_TYPE
+    t_col = pa.array(t, pa.int64()).cast(pa.timestamp("us")).cast(ts_type)
+    hist_ts = pa.ListArray.from_arrays(off, t_col.take(take))
+    spine_idx = pa.array(spine, pa.int64())
+    target = t_col.take(spine_idx)
+    rb = pa.table({
+        "event_id": pa.nulls(len(spine), pa.string()),
+        "user_id": table.column("user_id").take(spine_idx),
+        "hist_ts": hist_ts,
+        "target_ts": target,
+        "target_date": pa.nulls(len(spine), pa.date32()),
+    })
+    rote = rote_batch(rb, levels)
+    cols = {
+        "spine_row": table.column("spine_row").take(spine_idx).cast(pa.int64()),
+        "hist_item_ids": as_list("item_id", pa.string()),
+        "hist_ts": hist_ts,
+        "hist_play_time_ms": as_list("play_time_ms", pa.int64()),
+        "hist_len": pa.array(hist_len.astype(np.int32), pa.int32()),
+    }
+    for f in rote_columns(levels):
+        cols[f.name] = rote.column(f.name)
+    schema = history_schema(levels)
+    return pa.table([cols[f.name] for f in schema], schema=schema)
+
+
+def histories_from_sorted_batches(batches: Iterator[pa.RecordBatch], max_len: int, ttl_us: int | None,
+                                  levels: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """Stream :func:`histories_of_sorted` over a task's sorted batches (module docstring)."""
+    carry: pa.Table | None = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        table = pa.Table.from_batches([batch])
+        if carry is not None and carry.num_rows:
+            table = pa.concat_tables([carry, table.select(carry.column_names).cast(carry.schema)])
+        out = histories_of_sorted(table, max_len, ttl_us, levels)
+        if out.num_rows:
+            yield from out.to_batches()
+        # carry the last user's last max_len events (its spine rows are done)
+        users = table.column("user_id")
+        last_user = users[table.num_rows - 1]
+        mask = pc.and_(pc.equal(users, last_user), pc.equal(table.column("_k"), 1))
+        tail = table.filter(mask)
+        # the last max_len earlier events are all a later history can need (with a ttl too:
+        # the events inside the window are a suffix of them)
+        carry = tail.slice(max(tail.num_rows - max_len, 0))

@@ -1,0 +1,316 @@
+"""check_table on every table: a suite per contract, invariants, row-count bands, the report.
+
+One small warehouse holds a good version of each of the 14 tables; each is checked once (GX on
+pandas, ~1 s each) and the assertions share the results. Defects are injected in tables of
+their own.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from features.contracts import TableContract
+from pipelines.quality import ERROR, WARNING, QualitySettings, TableCheckResult, check_table, load_results, report
+from pipelines.quality.report import render_report
+from pipelines.quality.results import reports_root
+from pipelines.quality.tables import all_contracts, contract, table_names
+from pipelines.warehouse import Warehouse
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2022, 4, 8, 1, tzinfo=UTC)
+D0, D1 = T0.date(), T0.date() + dt.timedelta(days=1)
+CUTOFF = dt.datetime(2022, 4, 10, tzinfo=UTC)
+PARAMS = {"max_len": 2, "similarity": "cosine", "min_co_users": 2}
+
+
+def s(i: int) -> int:
+    return int((T0 + dt.timedelta(minutes=i)).timestamp())
+
+
+def arrow(c: TableContract, cols: dict[str, list]) -> pa.Table:
+    """A table of ``c``'s schema from ``cols`` (columns left out are null)."""
+    n = len(next(iter(cols.values())))
+    schema = pa.schema([pa.field(f.name, f.type) for f in c.schema])
+    return pa.Table.from_pydict({f.name: cols.get(f.name, [None] * n) for f in c.schema}, schema=schema)
+
+
+def good_tables() -> dict[str, dict[str, list]]:
+    ts = [T0, T0 + dt.timedelta(minutes=1), T0 + dt.timedelta(days=1), T0 + dt.timedelta(days=1, minutes=1)]
+    ev = ["e0", "e1", "e2", "e3"]
+    return {
+        "events": {
+            "event_id": ev, "source": ["test"] * 4, "user_id": ["u0", "u1", "u0", "u1"], "item_id": ["i0", "i1", "i0", "i1"],
+            "event_ts": ts, "play_time_ms": [1000, 2000, 0, 5000], "duration_ms": [10_000] * 4, "rating": [None, 4.0, None, 1.0],
+            "event_date": [t.date() for t in ts], "source_file": ["log.csv"] * 4, "source_line": [1, 2, 3, 4],
+        },
+        "users": {"user_id": ["u0", "u1"], "source": ["test"] * 2},
+        "items": {"item_id": ["i0", "i1"], "source": ["test"] * 2},
+        "synthetic_truth": {
+            "event_id": ev, "user_id": ["u0", "u1", "u0", "u1"], "item_id": ["i0", "i1", "i0", "i1"], "event_ts": ts,
+            "interest": [0.1, 0.5, 0.9, 0.3], "is_noisy_play": [False] * 4, "is_complete": [True] * 4,
+            "is_replay": [False] * 4, "session_index": [0, 0, 1, 1],
+        },
+        "rejected_events": {
+            "rejection_id": ["r0", "r1"], "run_id": ["run1"] * 2, "source": ["test"] * 2, "source_file": ["log.csv"] * 2,
+            "source_line": [5, 0], "raw_record": ["x,y", ""], "reason_code": ["wrong_type", "unreadable_file"],
+            "reason": ["event_ts 'x' is not a number", "cannot read"], "rejected_at": [T0] * 2, "rejected_date": [D0] * 2,
+        },
+        "ingest_runs": run_rows([("run1", 100, 2)]),
+        "user_sequences": {
+            "event_id": ["e0", "e2", "e4"], "user_id": ["u0"] * 3, "target_item_id": ["i0", "i0", "i1"],
+            "target_ts": [T0, T0 + dt.timedelta(days=1), T0 + dt.timedelta(days=1, hours=1)],
+            "target_play_time_ms": [1000, 0, None], "hist_item_ids": [[], ["i0"], ["i0", "i0"]],
+            "hist_ts": [[], [T0], [T0, T0 + dt.timedelta(days=1)]], "hist_play_time_ms": [[], [1000], [1000, None]],
+            "hist_len": [0, 1, 2], "seq_pos": [0, 1, 2], "split": ["train", "valid", "test"], "target_date": [D0, D1, D1],
+        },
+        "rote_features": {
+            "event_id": ["e0", "e2"], "user_id": ["u0"] * 2, "hist_len": [0, 2], "hist_ts_s": [[], [s(0), s(1)]],
+            "hist_days_f": [[], [s(0) / 86400, s(1) / 86400]], "hist_months_f": [[], [0.1, 0.2]], "hist_years_f": [[], [0.01, 0.02]],
+            "gap_prev_s": [[], [0, 60]], "gap_to_target_s": [[], [120, 60]], "query_ts_s": [0, s(1)], "target_ts_s": [s(0), s(3)],
+            "target_days_f": [1.0, 2.0], "target_months_f": [0.1, 0.2], "target_years_f": [0.01, 0.02], "target_date": [D0, D0],
+        },
+        "duration_stats": {
+            "duration_s": [5, 6, 7], "rows": [10, 0, 3], "wt_mean_s": [2.0, None, 3.0], "wt_std_s": [1.0, None, 0.5],
+            "noise_wt_s": [1.0, None, 1.0], "interest_wt_s": [4.0, None, 5.0], "noise_wt_smoothed_s": [1.0, 1.0, 1.0],
+            "interest_wt_smoothed_s": [4.0, 4.5, 5.0], "d2q_bin": [0, 0, 1], "fit_start": [D0] * 3, "fit_end": [D1] * 3,
+            "fit_status": ["fitted", "no_rows", "fitted"], "is_interpolated": [False, True, False],
+            "long_view_cwm_threshold_s": [10.0] * 3,
+        },
+        "watch_time_labels": labels_rows([0.5, 1.0, 0.0]),
+        "user_vectors": {
+            "user_id": ["u0", "u1"], "vector": [[1.0, 0.0], [0.0, 1.0]], "profile_dim": [1, 1], "behaviour_dim": [1, 1],
+            "n_events": [3, 1], "n_positive": [1, 1], "cutoff_ts": [CUTOFF] * 2,
+        },
+        "lookalike_users": {
+            "user_id": ["u0", "u1"], "rank": [1, 1], "neighbor_user_id": ["u1", "u0"], "similarity": [0.0, -1.0],
+            "cutoff_ts": [CUTOFF] * 2,
+        },
+        "item_neighbors": {
+            "item_id": ["i0", "i1"], "rank": [1, 1], "neighbor_item_id": ["i1", "i0"], "similarity": [1.0, 0.25],
+            "co_users": [2, 3], "window_start_ts": [CUTOFF - dt.timedelta(days=7)] * 2, "cutoff_ts": [CUTOFF] * 2,
+        },
+        "recall_items": {
+            "user_id": ["u0", "u0"], "rank": [1, 2], "item_id": ["i2", "i3"], "score": [0.7, 0.1],
+            "source": ["i2i", "popular"], "cutoff_ts": [CUTOFF] * 2,
+        },
+    }
+
+
+def run_rows(runs: list[tuple[str, int, int]]) -> dict[str, list]:
+    """ingest_runs rows (run id, records read, rejected); the rest of the records are new events."""
+    n = len(runs)
+    return {
+        "run_id": [r[0] for r in runs], "source": ["test"] * n,
+        "started_at": [T0 + dt.timedelta(hours=i) for i in range(n)],
+        "finished_at": [T0 + dt.timedelta(hours=i, minutes=1) for i in range(n)],
+        "window_start": [D0] * n, "window_end": [D1] * n, "runner": ["spark"] * n, "files": [1] * n,
+        "records_in": [r[1] for r in runs], "new_events": [r[1] - r[2] for r in runs], "already_present": [0] * n,
+        "outside_window": [0] * n, "rejected": [r[2] for r in runs], "duplicates": [0] * n,
+        "counts_by_reason": ["{}"] * n, "events_version": list(range(1, n + 1)),
+    }
+
+
+def labels_rows(pcr: list[float]) -> dict[str, list]:
+    n = len(pcr)
+    return {
+        "event_id": [f"e{i}" for i in range(n)], "user_id": ["u0"] * n, "item_id": ["i0"] * n,
+        "event_ts": [T0] * n, "event_date": [D0] * n, "duration_s": [10] * n,
+        "watch_time_s": [min(10, round(10 * p)) for p in pcr], "play_time_ms": [int(10_000 * p) for p in pcr],
+        "is_complete": [p >= 1 for p in pcr], "is_in_fit_window": [True] * n, "pcr": pcr, "wtg_gain": [0.0] * n,
+        "wtg": [0.5] * n, "d2q_bin": [0] * n, "d2q": [0.5] * n, "d2q_dense": [0.5] * n, "d2co": [0.3] * n,
+        "cwm_target": [0.2] * n, "is_censored": [p >= 1 for p in pcr], "is_long_view_d2co": [False] * n,
+        "is_long_view_cwm": [False] * n,
+    }
+
+
+def write(wh: Warehouse, name: str, cols: dict[str, list]) -> None:
+    wh.write_arrow(contract(name), arrow(contract(name), cols))
+
+
+def failed(result: TableCheckResult) -> dict[tuple[str, str | None], int | None]:
+    return {(e.expectation, e.column): e.unexpected_count for e in result.expectations if not e.success}
+
+
+# ---- every table ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def good(spark, tmp_path_factory):
+    wh = Warehouse(str(tmp_path_factory.mktemp("tables") / "warehouse"))
+    for name, cols in good_tables().items():
+        write(wh, name, cols)
+    results = {name: check_table(spark, wh, name, QualitySettings(), params=PARAMS) for name in good_tables()}
+    return wh, results
+
+
+#: Tables whose suites are exercised on their family's real output by the family's own tests
+#: (a Dagster materialization with every check passing) rather than by a hand-made sample here.
+FAMILY_TESTED = {
+    "dialogue_turns", "rejected_dialogue_turns", "dialogue_ingest_runs", "turn_scores", "preference_pairs",  # test_dialogues_assets.py
+    "item_codes",  # tests/pipelines/test_item_codes.py
+}
+
+
+def test_the_good_tables_cover_the_catalog():
+    assert len(good_tables()) == 14 and set(good_tables()) <= set(table_names())
+    assert set(table_names()) - set(good_tables()) <= FAMILY_TESTED
+
+
+def test_every_table_has_a_suite_that_passes_on_good_rows(good):
+    _, results = good
+    for name, r in results.items():
+        assert r.passed, r.summary()
+        assert r.gx_passed and r.contract_passed and not r.failures and not r.warnings, r.summary()
+        assert not r.invariants_checked and r.invariants_passed
+        c = contract(name)
+        # the suite holds the contract's key and not-null checks plus its declared expectations
+        kinds = {e.expectation for e in r.expectations}
+        assert "expect_column_values_to_not_be_null" in kinds, name
+        assert any("unique" in k for k in kinds), name
+        assert len(r.expectations) > len(c.key), name
+        assert Path(r.validation_page).is_file()
+
+
+def test_declared_expectations_reach_gx(good):
+    _, results = good
+    labels = {(e.expectation, e.column): e.severity for e in results["watch_time_labels"].expectations}
+    for label in ("pcr", "wtg", "d2q", "d2q_dense", "d2co"):
+        assert labels[("expect_column_values_to_be_between", label)] == ERROR
+    assert ("expect_column_pair_values_a_to_be_greater_than_b", "duration_s,watch_time_s") in labels
+    assert ("expect_column_pair_values_to_be_equal", "event_date,event_ts_utc_date") in labels
+    rote = {(e.expectation, e.column) for e in results["rote_features"].expectations}
+    assert ("expect_column_values_to_be_between", "gap_prev_s_min_element") in rote
+    assert results["user_sequences"].params["max_len"] == "2"
+    neighbours = [e for e in results["item_neighbors"].expectations if e.column == "similarity" and "between" in e.expectation]
+    assert len(neighbours) == 2  # > 0 always, <= 1 for cosine
+    runs = {(e.column, e.severity) for e in results["ingest_runs"].expectations}
+    assert ("rejection_rate", WARNING) in runs and ("unaccounted_records", ERROR) in runs
+
+
+def test_version_band_notes_a_first_version(good):
+    _, results = good
+    assert "version 1: no previous version with rows, row-count band not applied" in results["users"].notes
+    assert {e.batch for e in results["users"].expectations} == {"users", "users_version_row_counts"}
+
+
+def test_a_missing_parameter_skips_its_expectation_with_a_note(spark, good):
+    wh, _ = good
+    r = check_table(spark, wh, "user_sequences", QualitySettings())
+    assert r.passed
+    assert any("parameter max_len not given" in n for n in r.notes)
+    assert ("expect_column_values_to_be_between", "hist_len") not in {(e.expectation, e.column) for e in r.expectations}
+
+
+def test_report_lists_every_table(good):
+    wh, results = good
+    text = report(wh)
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line and not line.startswith(" ")}
+    for name in table_names():  # every catalogued table is listed; those not checked here with "-"
+        assert rows[name][1] == ("passed" if name in results else "-"), text
+    assert text.endswith(f"data docs: {results['events'].data_docs_index}")
+    assert set(load_results(reports_root(wh))) == set(results)
+
+
+# ---- defects ----------------------------------------------------------------------------------
+def test_a_label_outside_zero_one_fails_the_error_check(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    write(wh, "watch_time_labels", labels_rows([0.5, 1.5, -0.1]))
+    r = check_table(spark, wh, "watch_time_labels", QualitySettings())
+    assert not r.passed and not r.gx_passed
+    assert failed(r)[("expect_column_values_to_be_between", "pcr")] == 2
+    assert all(e.severity == ERROR for e in r.failures)
+    assert "expect_column_values_to_be_between(pcr): 2 unexpected" in r.summary()
+
+
+def test_a_duplicated_key_fails(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    rows = good_tables()["lookalike_users"]
+    rows["user_id"] = ["u0", "u0"]  # (u0, 1) twice
+    write(wh, "lookalike_users", rows)
+    r = check_table(spark, wh, "lookalike_users", QualitySettings())
+    assert not r.passed and not r.contract_passed
+    assert failed(r) == {("expect_compound_columns_to_be_unique", "user_id,rank"): 2}
+
+
+def test_hist_len_above_max_len_fails(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    write(wh, "user_sequences", good_tables()["user_sequences"])
+    r = check_table(spark, wh, "user_sequences", QualitySettings(), params={"max_len": 1})
+    assert not r.passed
+    assert failed(r) == {("expect_column_values_to_be_between", "hist_len"): 1}
+    assert check_table(spark, wh, "user_sequences", QualitySettings(), params={"max_len": 2}).passed
+
+
+def test_rejection_rate_above_the_threshold_warns_and_does_not_block(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    # The first run's 50 % is history: only the latest run (10 %) is judged.
+    write(wh, "ingest_runs", run_rows([("run1", 10, 5), ("run2", 100, 10)]))
+    r = check_table(spark, wh, "ingest_runs", QualitySettings())
+    assert r.passed and not r.failures
+    assert [(e.column, e.unexpected_count, e.unexpected_sample) for e in r.warnings] == [("rejection_rate", 1, ["0.1"])]
+    assert check_table(spark, wh, "ingest_runs", QualitySettings(max_rejection_rate=0.1)).warnings == []
+    # An unbalanced run is an error.
+    bad = run_rows([("run3", 100, 1)])
+    bad["duplicates"] = [7]
+    write(wh, "ingest_runs", bad)
+    r = check_table(spark, wh, "ingest_runs", QualitySettings())
+    assert not r.passed and failed(r) == {("expect_column_values_to_be_between", "unaccounted_records"): 1}
+
+
+# ---- invariants -------------------------------------------------------------------------------
+def test_invariants_are_checked_recorded_and_reported(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    write(wh, "user_sequences", good_tables()["user_sequences"])
+    ok = check_table(spark, wh, "user_sequences", QualitySettings(), params=PARAMS,
+                     invariants=lambda: {"rows": 3, "hist_after_target": 0})
+    assert ok.passed and ok.invariants_passed and ok.invariants == {"rows": 3, "hist_after_target": 0}
+    assert Path(ok.invariants_page).is_file() and ok.invariants_page in ok.validation_pages.values()
+    bad = check_table(spark, wh, "user_sequences", QualitySettings(), params=PARAMS, run_name="run-2",
+                      invariants=lambda: {"rows": 3, "hist_after_target": 2, "misaligned_lists": 0})
+    assert not bad.passed and bad.gx_passed and not bad.invariants_passed
+    assert bad.violations == {"hist_after_target": 2}
+    assert "invariant hist_after_target: 2 violations" in bad.summary()
+    page = Path(bad.invariants_page).read_text()
+    assert "hist_after_target" in page and "Failed" in page
+    stored = load_results(reports_root(wh))["user_sequences"]
+    assert stored == bad
+    text = render_report({"user_sequences": stored}, reports_root(wh), tables=["events", "user_sequences"])
+    assert "invariant: hist_after_target: 2 violations" in text
+    assert "1/2 failed" in text and text.splitlines()[1].split()[:2] == ["events", "-"]
+
+
+def test_a_counter_that_raises_fails_the_check(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    write(wh, "users", good_tables()["users"])
+
+    def broken() -> dict[str, int]:
+        raise RuntimeError("no table")
+
+    r = check_table(spark, wh, "users", QualitySettings(), invariants=broken)
+    assert not r.passed and r.invariants == {"counter_failed": 1}
+    assert any("RuntimeError: no table" in n for n in r.notes)
+
+
+def test_version_band_fails_on_a_tenfold_jump(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    write(wh, "users", {"user_id": ["u0"], "source": ["test"]})
+    write(wh, "users", {"user_id": [f"u{i}" for i in range(10)], "source": ["test"] * 10})
+    r = check_table(spark, wh, "users", QualitySettings())
+    assert r.passed  # the band of users is a warning
+    assert [(e.batch, e.unexpected_sample) for e in r.warnings] == [("users_version_row_counts", ["10.0"])]
+
+
+def test_catalog_contracts_are_the_lookup():
+    assert [c.name for c in all_contracts()] == table_names()
+    with pytest.raises(KeyError):
+        contract("no_such_table")
+
+
+def test_spark_engine_agrees_on_the_declared_kinds(spark, good):
+    wh, results = good
+    for name in ("rote_features", "duration_stats", "ingest_runs"):
+        r = check_table(spark, wh, name, QualitySettings(engine="spark"), params=PARAMS)
+        assert r.engine == "spark" and r.passed, r.summary()
+        outcome = {(e.expectation, e.column, e.success, e.unexpected_count) for e in r.expectations}
+        assert outcome == {(e.expectation, e.column, e.success, e.unexpected_count) for e in results[name].expectations}
