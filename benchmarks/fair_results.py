@@ -12,6 +12,7 @@ against full FAIR, measured in the same run.
     .venv/bin/python benchmarks/fair_results.py --out var/fair-logs/all.json      # the docs/results.md table
     .venv/bin/python benchmarks/fair_results.py --datasets ml-100k --seeds 1 --epochs 2
     .venv/bin/python benchmarks/fair_results.py --merge var/fair-logs/ml100k.json var/fair-logs/kuairand.json
+    .venv/bin/python benchmarks/fair_results.py --datasets ml-100k --variants fair --levels 3 --codebook-size 16 --root var/fair-3x16
 """
 from __future__ import annotations
 
@@ -44,14 +45,17 @@ VARIANTS = {
 CODES_CUTOFF = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def prepare_codes(uri: str) -> dict:
-    """Build ``item_codes`` in ``uri`` once (from the training rows of ``user_sequences``)."""
+def prepare_codes(uri: str, levels: int = 4, codebook_size: int = 256) -> dict:
+    """Build ``item_codes`` in ``uri`` (from the training rows of ``user_sequences``) unless the
+    committed one has these ``levels`` and ``codebook_size``."""
     from pipelines.item_codes import ItemCodeSettings, build_item_codes_table, check_item_codes
     from pipelines.warehouse import Warehouse
 
     wh = Warehouse(uri)
-    settings = ItemCodeSettings(cutoff_ts=CODES_CUTOFF, fit_on="user_sequences_train")
-    if not wh.exists("item_codes"):
+    settings = ItemCodeSettings(cutoff_ts=CODES_CUTOFF, fit_on="user_sequences_train", levels=levels,
+                                codebook_size=codebook_size)
+    built = wh.manifest("item_codes").producer if wh.exists("item_codes") else {}
+    if (built.get("levels"), built.get("codebook_size")) != (str(levels), str(codebook_size)):
         from pipelines.settings import SparkSettings
         from pipelines.spark import get_spark
 
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=10, help="epoch budget of every run (the same for every model)")
     p.add_argument("--eval-interval", type=int, default=5, help="validate every this many epochs (and after the last)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch of every model (SASRec's default: 512)")
+    p.add_argument("--levels", type=int, default=4, help="item_codes.levels of the semantic IDs")
+    p.add_argument("--codebook-size", type=int, default=256, help="item_codes.codebook_size")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the data set warehouses live")
     p.add_argument("--out", type=Path, default=None, help="also write every run's metrics as JSON here (after each run)")
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     for dataset in args.datasets:
         uri = prepare(dataset, args.root)
-        prepare_codes(uri)
+        prepare_codes(uri, args.levels, args.codebook_size)
         for variant in args.variants:
             model, overrides = VARIANTS[variant]
             for seed in range(1, args.seeds + 1):
