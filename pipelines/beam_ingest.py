@@ -195,7 +195,13 @@ def _reason_counts(table: pa.Table):
         yield code, n
 
 
-def _check_and_write_counts(_, stage_dir, counts, accepted, rejected_by_reason):
+def check_and_write_counts(_, stage_dir, counts, accepted, rejected_by_reason):
+    """The run's balance from its side outputs, written to ``<stage_dir>/counts.json``.
+
+    ``counts``: ``(file, records)`` pairs; ``accepted``: ones; ``rejected_by_reason``: ``(code,
+    n)`` pairs (``duplicate`` among them). Raises :class:`IngestBalanceError` unless records in =
+    accepted + rejected + duplicates. Used by every Beam ingestion (events, dialogues).
+    """
     by_file = dict(counts)
     by_reason = dict(rejected_by_reason)
     records_in = sum(by_file.values())
@@ -259,7 +265,7 @@ def build_pipeline(
         | "Once" >> beam.Create([None])
         | "CheckBalance"
         >> beam.FlatMap(
-            _check_and_write_counts,
+            check_and_write_counts,
             stage_dir=stage_dir,
             counts=beam.pvalue.AsList(read.counts),
             accepted=beam.pvalue.AsList(accepted_rows),

@@ -35,13 +35,12 @@ import pyarrow.parquet as pq
 
 from features.dialogues.contracts import DIALOGUE_INGEST_RUNS, DIALOGUE_TURNS, REJECTED_DIALOGUE_TURNS
 from features.dialogues.records import Rejected, Turn, resolve_dialogue
-from features.rejections import REJECTED_RECORD_SCHEMA, Reason, to_rejected_events
-from pipelines.beam_ingest import IngestBalanceError, pipeline_options, resolve_runner
+from features.rejections import REJECTED_RECORD_SCHEMA, to_rejected_events
+from pipelines.beam_ingest import COUNTS_FILE, IngestBalanceError, check_and_write_counts, pipeline_options, resolve_runner
 from pipelines.dialogues.source import Limits, dialogue_files, read_file
 from pipelines.ingest.stage import clean_stale_stage_dirs, new_stage_dir, stage_base
 
 STAGED_TURN_SCHEMA = pa.schema([f for f in DIALOGUE_TURNS.schema if f.name not in ("source", "run_id")])
-COUNTS_FILE = "counts.json"
 
 
 def turn_row(t: Turn) -> dict:
@@ -98,22 +97,6 @@ def _reason(row):
     return row["reason_code"], 1
 
 
-def _check_and_write(_, stage_dir, counts, accepted, by_reason):
-    by_file = dict(counts)
-    reasons = dict(by_reason)
-    records_in = sum(by_file.values())
-    duplicates = reasons.get(Reason.DUPLICATE.value, 0)
-    rejected = sum(reasons.values()) - duplicates
-    n_accepted = sum(accepted)
-    result = {"records_in": records_in, "accepted": n_accepted, "rejected": rejected, "duplicates": duplicates,
-              "by_reason": reasons, "by_file": by_file}
-    with open(os.path.join(stage_dir, COUNTS_FILE), "w") as fh:
-        json.dump(result, fh, sort_keys=True)
-    if records_in != n_accepted + rejected + duplicates:
-        raise IngestBalanceError(f"records in {records_in:,} != accepted {n_accepted:,} + rejected {rejected:,} + duplicates {duplicates:,}")
-    yield result
-
-
 def build_pipeline(p, files: list[str], stage_dir: str, limits: Limits, source: str, committed: dict, follow_symlinks: bool = False):
     """Add the dialogue ingestion transforms to ``p`` (module docstring)."""
     read = (
@@ -138,9 +121,9 @@ def build_pipeline(p, files: list[str], stage_dir: str, limits: Limits, source: 
         p
         | "Once" >> beam.Create([None])
         | "CheckBalance" >> beam.FlatMap(
-            _check_and_write, stage_dir=stage_dir, counts=beam.pvalue.AsList(read.counts),
+            check_and_write_counts, stage_dir=stage_dir, counts=beam.pvalue.AsList(read.counts),
             accepted=beam.pvalue.AsList(resolved.accepted | "AcceptedOnes" >> beam.Map(_one)),
-            by_reason=beam.pvalue.AsList(rejected | "Reasons" >> beam.Map(_reason) | "SumReasons" >> beam.CombinePerKey(sum)),
+            rejected_by_reason=beam.pvalue.AsList(rejected | "Reasons" >> beam.Map(_reason) | "SumReasons" >> beam.CombinePerKey(sum)),
         )
     )
 
