@@ -10,7 +10,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export DAGSTER_HOME ?= $(abspath var/dagster)
 
-.PHONY: help setup demo test test-slow test-all dev defs clean
+.PHONY: help setup demo test test-slow test-cluster test-all dev defs clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -35,6 +35,9 @@ test: $(STAMP) ## run the default (fast) test suite
 
 test-slow: $(STAMP) ## run the slow tests (large data, end-to-end CLI, dg, the UI in chromium)
 	$(BIN)/python -m pytest -m slow
+
+test-cluster: $(STAMP) ## the whole pipeline on a Spark standalone cluster started here, against local[2] (long; docs/cluster.md)
+	$(BIN)/python -m pytest -m cluster
 
 dev: $(STAMP) ## Dagster UI on http://127.0.0.1:3000 (stop with Ctrl-C)
 	@$(BIN)/python -m orchestration.instance > /dev/null  # $(DAGSTER_HOME)/dagster.yaml: telemetry off, one writer per table

@@ -66,7 +66,7 @@ def bench(n: int, spark, settings: LabelSettings) -> dict:
         t1 = time.perf_counter()
         res = build_watch_time_labels(spark, wh, settings)
         t2 = time.perf_counter()
-        labelled = res.counts["label_rows"]
+        labelled = res.manifests["watch_time_labels"].row_count
     ev = table.select(["event_id", "event_ts", "event_date", "play_time_ms", "duration_ms"]).to_pandas()
     params = settings.params()
     t3 = time.perf_counter()

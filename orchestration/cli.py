@@ -12,13 +12,14 @@ Stable forms (scripts and schedulers call them)::
     recfeat report [--warehouse DIR]
     recfeat training-set SPINE --features NAME,... --out DIR [--ts-column COL] [--ttl TABLE=AGE] [--versions TABLE=N,...|DIR] [--warehouse DIR]
     recfeat train MODEL [--model-config FILE] [--set KEY=VALUE ...] [--from-run DIR] [--warehouse DIR]
+    recfeat runs [MODEL] [--limit N] [--track-untracked]
 
 Exit code 0 on success; on failure one line ``recfeat: error: <reason>`` and exit code 1
 (2 for usage errors).
 
 The commands live in modules of one concern each: ``cli_run`` (generate, materialize, demo;
 the run itself is ``orchestration.materialize``), ``cli_tables`` (the warehouse readers),
-``cli_train`` (train); ``cli_common`` holds what they share. A new subcommand is a
+``cli_train`` (train), ``cli_runs`` (runs); ``cli_common`` holds what they share. A new subcommand is a
 ``cmd_<name>(args) -> int`` in one of them (or a new module) plus its parser below.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from features.source_kinds import FILE_FORMAT_KINDS, GENERIC_KINDS
 from orchestration.cli_common import CliError, settings_for, warehouse_for
 from orchestration.cli_run import cmd_demo, cmd_generate, cmd_materialize
+from orchestration.cli_runs import add_parser as add_runs_parser
 from orchestration.cli_tables import cmd_export, cmd_history, cmd_migrate, cmd_report, cmd_show, cmd_tables
 from orchestration.cli_train import cmd_train
 from orchestration.cli_training_set import add_parser as add_training_set_parser
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--from-run", metavar="DIR", help="start from the config of an earlier run directory (reproduce it)")
     warehouse_opt(sp)
     sp.set_defaults(func=cmd_train)
+    add_runs_parser(sub)
     add_training_set_parser(sub, warehouse_opt)
     return p
 

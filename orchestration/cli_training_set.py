@@ -34,7 +34,8 @@ def cmd_training_set(args) -> int:
     try:
         result = training_set(get_spark(settings.spark), wh, args.spine, features, ts_column=args.ts_column,
                               max_len=args.max_len, ttl=_pairs(args.ttl, "ttl") or None, versions=versions,
-                              settings=settings, out=args.out, overwrite=args.overwrite)
+                              settings=settings, out=args.out, overwrite=args.overwrite,
+                              history_ties=args.history_ties)
     except FeatureError as exc:
         raise CliError(str(exc)) from None
     meta = result.metadata
@@ -64,6 +65,9 @@ def add_parser(sub, warehouse_opt) -> None:
     sp.add_argument("--ttl", action="append", metavar="TABLE=AGE", help="maximum age of a table's values, e.g. lookalike_users=7d (repeatable)")
     sp.add_argument("--versions", metavar="TABLE=N,...|PATH",
                     help="pin table versions, or reproduce an earlier output (its directory or _training_set.json)")
+    sp.add_argument("--history-ties", choices=("exclude", "log_order"), default="exclude",
+                    help="exclude (default): histories hold the events strictly before the example time; "
+                    "log_order: a row naming an event (event_id) gets that event's user_sequences history")
     sp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     warehouse_opt(sp)
     sp.set_defaults(func=cmd_training_set)

@@ -4,7 +4,8 @@ declarative retraining.
 Every model of ``trainers.registry`` becomes an asset (group ``models``, owner
 :data:`MODELS_OWNER`, kind ``pytorch``) that depends on the tables the model reads;
 materializing it trains the model with the project settings (``training:``) and records the
-validation and test metrics, the run directory and the table versions read in its metadata.
+validation and test metrics, the run directory, the table versions read, the training curves
+(``figure_curves``) and the MLflow run id (``mlflow_run_id``, trainers/tracking.py) in its metadata.
 Its code version (:func:`model_code_version`) is a digest of the trainer's source and of the
 model's configured fields, so the UI shows a model whose code or configuration changed since
 its last training as stale. While it trains, the trainer's per-epoch lines (the Python logger
@@ -24,6 +25,7 @@ import hashlib
 import inspect
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -73,12 +75,16 @@ def model_config(settings: Settings, name: str, *layers: dict[str, Any] | None):
         "runs_root": t.runs_root,
         "seed": t.seed,
         "split": t.split.model_dump(),
+        "tracking": t.tracking.model_dump(),
     }
     return build_config(spec.config_cls, base, t.models.get(name), *layers, origin=f"training.models.{name}")
 
 
 def run_metadata(result) -> dict[str, Any]:
-    """Materialization metadata of a training run."""
+    """Materialization metadata of a training run: the metrics, the run directory, the table
+    versions, the training curves (``figure_curves``, the run directory's ``curves.png``) and,
+    when the run was tracked, its ``mlflow_run_id`` (``result.mlflow_run_id``, the id the
+    trainer's ``save_run`` got from MLflow: MLflow is not asked again)."""
     meta: dict[str, Any] = {}
     for split in ("valid", "test"):
         for k, v in result.metrics.get(split, {}).items():
@@ -87,6 +93,16 @@ def run_metadata(result) -> dict[str, Any]:
     meta["select_metric"] = str(result.metrics.get("select_metric", ""))
     if result.run_dir is not None:
         meta["run_dir"] = dg.MetadataValue.path(str(result.run_dir))
+        from trainers.curves import CURVES_FILE
+
+        curves = (Path(result.run_dir) / CURVES_FILE).resolve()
+        if curves.is_file():
+            from orchestration.metadata import figure_metadata
+
+            meta.update(figure_metadata({"curves": str(curves)}))
+    mlflow_id = getattr(result, "mlflow_run_id", None)
+    if mlflow_id:
+        meta["mlflow_run_id"] = str(mlflow_id)
     meta["table_versions"] = dg.MetadataValue.json({t: r["version"] for t, r in result.tables.items()})
     tp = result.metrics.get("throughput", {})
     for k in ("loader_samples_per_s", "train_samples_per_s"):
@@ -98,7 +114,7 @@ def run_metadata(result) -> dict[str, Any]:
 def model_code_version(spec, cfg) -> str:
     """A digest of the trainer's source (the modules of its entry point and of its config class)
     and of the model's validated configuration, without the fields that only say where to read
-    and write (the warehouse and the runs folder)."""
+    and write (the warehouse, the runs folder, the MLflow tracking) or how to show progress."""
     h = hashlib.sha256()
     for obj in (spec.train, spec.config_cls):
         try:
@@ -106,7 +122,7 @@ def model_code_version(spec, cfg) -> str:
         except (OSError, TypeError):  # no source (a frozen or generated module): the name only
             h.update(f"{obj.__module__}.{obj.__qualname__}".encode())
     fields = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else dict(vars(cfg))
-    for where in ("warehouse", "runs_root", "progress"):
+    for where in ("warehouse", "runs_root", "progress", "tracking"):
         fields.pop(where, None)
     h.update(json.dumps(fields, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]

@@ -119,7 +119,7 @@ def describe(table: str, warehouse=None, config: str | None = None):
 
 def training_set(spine, features, *, ts_column: str = "event_ts", max_len: int | None = None, ttl: dict | None = None,
                  versions=None, out: str | None = None, overwrite: bool = False, warehouse=None,
-                 config: str | None = None) -> TrainingSet:
+                 config: str | None = None, history_ties: str = "exclude") -> TrainingSet:
     """Point-in-time features for every row of ``spine`` (:func:`pipelines.training_set.training_set`).
 
     ``spine``: pandas, pyarrow, a Spark DataFrame or a Parquet/CSV path with ``user_id``,
@@ -128,7 +128,10 @@ def training_set(spine, features, *, ts_column: str = "event_ts", max_len: int |
     ``lookalike_users``, ``recall_items``, ``watch_time_labels.d2co``, ``duration_stats.wt_mean_s``.
     ``ttl``: table -> a maximum age (``"30d"``, seconds or a timedelta). ``versions``: table ->
     version to read, or the path of an earlier output (reproduces it exactly). ``out``: a
-    directory to write (Parquet files and ``_training_set.json``). Returns a
+    directory to write (Parquet files and ``_training_set.json``). ``history_ties``:
+    ``"exclude"`` (events strictly before the example time) or ``"log_order"`` (a row naming an
+    event by ``event_id`` gets that event's ``user_sequences`` history: same-time events before
+    it in the total order too; docs/python-api.md, "Same inputs as the built-in trainers"). Returns a
     :class:`~pipelines.training_set.TrainingSet` (``.to_pandas()``, ``.df``, ``.metadata``, ``.report``).
     """
     from pipelines.training_set import training_set as build
@@ -136,4 +139,4 @@ def training_set(spine, features, *, ts_column: str = "event_ts", max_len: int |
     settings = _settings(warehouse if not isinstance(warehouse, Warehouse) else None, config)
     wh = _warehouse(warehouse, config, settings)
     return build(_spark(settings), wh, spine, features, ts_column=ts_column, max_len=max_len, ttl=ttl,
-                 versions=versions, settings=settings, out=out, overwrite=overwrite)
+                 versions=versions, settings=settings, out=out, overwrite=overwrite, history_ties=history_ties)

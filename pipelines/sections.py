@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from features.source_kinds import GENERIC_KINDS, SOURCE_KINDS
+from features.uris import check_not_blank, check_tracking_uri
 from pipelines.config import StrictModel, is_uri as _is_uri
 
 class WarehouseSettings(StrictModel):
@@ -300,12 +301,43 @@ class TrainingSplitSettings(StrictModel):
     last_date: dt.date | None = Field(None, description="last test day (inclusive); null: the last day in the data")
 
 
+class TrackingSettings(StrictModel):
+    """MLflow index of the run directories (docs/training.md, "Tracked runs").
+
+    ``uri`` null: the local store ``sqlite:///<dir>/mlflow.db`` with artifacts under
+    ``<dir>/artifacts`` (MLflow 3's default local backend; ``dir`` null: ``mlflow`` beside
+    ``runs_root``, so ``var/runs`` -> ``var/mlflow``; relative paths are relative to the
+    working directory, as ``runs_root``). Otherwise any MLflow tracking URI, typically a
+    server ``http://host:5000``; credentials go in ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` (or ``MLFLOW_TRACKING_TOKEN``), never in the URI, which is
+    stored in every run's ``config.json`` and in Dagster's run records.
+    """
+
+    enabled: bool = Field(True, description="log every complete run to MLflow (false: run directories only)")
+    uri: str | None = Field(None, description="MLflow tracking URI; null: the local store under dir")
+    dir: str | None = Field(None, description="the local store's folder (mlflow.db, artifacts/) when uri is null; "
+                            "null: mlflow beside runs_root (var/runs -> var/mlflow)")
+    experiment: str = Field("recfeat", description="MLflow experiment the runs are logged to")
+
+    # features/uris.py: the checks trainers.config.TrackingConfig makes too (pipelines may not import trainers).
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        return check_tracking_uri(v)
+
+    @field_validator("dir", "experiment")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        return check_not_blank(v)
+
+
 class TrainingSettings(StrictModel):
     """PyTorch trainers (docs/training.md): where runs go, the split, per-model overrides."""
 
     runs_root: str = Field("var/runs", description="root of the run directories (config, metrics, checkpoint, table versions)")
     seed: int = Field(61, description="default seed of every trainer")
     split: TrainingSplitSettings = Field(default_factory=TrainingSplitSettings, description="date split")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="MLflow index of the runs")
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="model name -> overrides of its config fields (validated against the model's config class "

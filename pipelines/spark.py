@@ -3,7 +3,7 @@
 Local by default (``local[*]``), bound to 127.0.0.1, UTC session time zone, quiet logs; the
 master URL and any Spark conf come from :class:`pipelines.settings.SparkSettings`, so the same
 jobs run on a cluster by changing ``spark.master`` (and, for an object-store warehouse, the
-``spark.hadoop.*`` conf of its filesystem).
+``spark.hadoop.*`` conf of its filesystem; docs/cluster.md).
 """
 from __future__ import annotations
 
@@ -39,7 +39,14 @@ _PROBED: set[str] = set()
 
 
 def _worker_python(conf: dict[str, str]) -> str:
-    """The interpreter Spark starts its Python workers with (conf wins over the environment)."""
+    """The interpreter Spark starts its Python workers with (conf wins over the environment).
+
+    A session built from Python (not through ``spark-submit``) takes its workers' interpreter
+    from ``PYSPARK_PYTHON`` in the driver's environment only and ignores the conf
+    ``spark.pyspark.python``; :func:`get_spark` therefore copies that conf into
+    ``PYSPARK_PYTHON`` before the session starts, so the conf wins as it does under
+    ``spark-submit``. On a cluster this path is what every executor runs: it must exist there.
+    """
     return conf.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON") or sys.executable
 
 
@@ -122,6 +129,8 @@ def get_spark(settings: SparkSettings | None = None):
     if settings.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     conf = spark_conf(settings)
+    if conf.get("spark.pyspark.python"):
+        os.environ["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]  # else ignored (see _worker_python)
     if settings.master.startswith("local"):
         # On a cluster the workers' interpreter lives on other machines; here it is probed.
         check_worker_python(_worker_python(conf))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from features.uris import check_not_blank, check_tracking_uri
 
 
 class StrictConfig(BaseModel):
@@ -40,6 +42,37 @@ class DateSplit(StrictConfig):
         return {"train": (train0, valid0), "valid": (valid0, test0), "test": (test0, end)}
 
 
+class TrackingConfig(StrictConfig):
+    """Where a run is indexed in MLflow (``trainers/tracking.py``; project setting
+    ``training.tracking``). ``uri`` null: the local store ``sqlite:///<dir>/mlflow.db``, artifacts
+    under ``<dir>/artifacts``; ``dir`` null: ``mlflow`` beside ``runs_root``. Tracking is best
+    effort: a store that fails never fails the run. ``uri`` must not hold a password and no
+    field may be blank (``features/uris.py``; the same rule as the project setting).
+
+    ``enabled`` defaults to false here and to true in the project settings: ``recfeat train``
+    and the model assets (which build the config from ``training:``) track every run, while a
+    config built directly (``build_config`` in a script or a test) tracks only when asked.
+    """
+
+    enabled: bool = Field(False, description="log the complete run to MLflow")
+    uri: str | None = Field(None, description="MLflow tracking URI; null: the local store under dir")
+    dir: str | None = Field(None, description="the local store's folder when uri is null; null: mlflow beside runs_root")
+    experiment: str = Field("recfeat", description="MLflow experiment")
+
+    # The same checks as the project setting training.tracking (pipelines/sections.py), here
+    # too because a config is also built from training.models.<m>.tracking, --set,
+    # --model-config and --from-run: a password never reaches config.json, MLflow or a log.
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        return check_tracking_uri(v)
+
+    @field_validator("dir", "experiment")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        return check_not_blank(v)
+
+
 class TrainerConfig(StrictConfig):
     """Fields every trainer has. Subclasses add the model's own."""
 
@@ -56,6 +89,9 @@ class TrainerConfig(StrictConfig):
     split: DateSplit = DateSplit()
     table_versions: dict[str, int] = Field(
         default_factory=dict, description="pin tables to committed versions (table -> version); default: current"
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="MLflow index of the run (where only: no effect on the model)"
     )
 
     @model_validator(mode="after")

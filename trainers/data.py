@@ -6,7 +6,8 @@ table's contract, columns projected, partitions pruned, the version recorded); i
 
 Reading is streamed: a fact table (for example ``watch_time_labels``) is read in record batches
 of the selected daily partitions and only the needed columns; each batch is joined to the small
-dimension tables (``items``, ``users``) in memory and encoded straight away, so what a split
+dimension tables (``items``, ``users``) in memory, by :mod:`features.attributes` (the kernel a
+training set's Spark tasks attach the same attributes with), and encoded straight away, so what a split
 holds is its encoded int64 field matrix and a few numeric label columns, never the raw table.
 
 Encoders (:class:`CategoricalEncoder`) are fitted on the training split only; index 0 is
@@ -15,6 +16,7 @@ user or video map to 0 instead of failing. They are saved with the model (``enco
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +26,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from features.attributes import DimensionIndex, take_series
 from features.contracts import TableContract
 from features.dimensions import ITEMS, USERS
 from trainers.tables import TableSnapshot, open_table, partitions_between, stream_table, table_record
+
+_log = logging.getLogger("recfeat.train")
 
 __all__ = [  # the reader's helpers are re-exported: trainers.tables is the one reader
     "UNKNOWN", "FieldSpec", "Dimension", "CategoricalEncoder", "EncodedSplit", "FieldEncoder", "TableSnapshot",
@@ -115,9 +120,15 @@ def load_dimension(root: str, dim: Dimension, columns: list[str], version: int |
     for c in cols:
         if c not in df:
             df[c] = None
-    df = df.drop_duplicates(dim.key, keep="last")
+    keys = _as_text(df[dim.key])
+    index = DimensionIndex(keys.values)
+    keep = index.rows  # a repeated key: its last row (features.attributes)
+    if index.repeated:
+        _log.warning("%s v%s holds %d repeated %s value(s); each uses its last row (features.attributes)",
+                     dim.contract.name, snap.version, index.repeated, dim.key)
+    df = df.iloc[keep]
     out = pd.DataFrame({c: _as_text(df[c]) for c in cols if c != dim.key})
-    out.index = _as_text(df[dim.key]).values
+    out.index = keys.values[keep]
     return out, snap
 
 
@@ -144,20 +155,51 @@ class FieldEncoder:
         self.dims = dims
         self.encoders: dict[str, CategoricalEncoder] = {}
         self.tag_rank: dict[str, int] = {}
+        self._indexes: dict[str, DimensionIndex] = {}  # per dimension table, built on first use
 
     def raw_fields(self, batch: pd.DataFrame) -> dict[str, pd.Series]:
+        """Each field's value (text, before encoding) for the fact rows of ``batch``: a fact
+        field from its column, a dimension field attached by :mod:`features.attributes` (the
+        kernel a training set's Spark tasks use as well)."""
         out = {}
+        rows: dict[str, np.ndarray] = {}
         for f in self.fields:
             if f.table == self.fact_table:
                 values = _as_text(batch[f.column])
             else:
                 dim, frame = self.dims[f.table]
-                keys = _as_text(batch[dim.fact_key])
-                values = pd.Series(frame[f.column].reindex(keys.values).values, index=batch.index, dtype="object")
-            if f.transform == "most_frequent_tag":
-                values = values.map(self._pick_tag)
-            out[f.name] = values
+                if f.table not in rows:
+                    rows[f.table] = self._index(f.table).positions(_as_text(batch[dim.fact_key]).values)
+                values = take_series(frame[f.column], rows[f.table], index=batch.index)
+            out[f.name] = self._transform(f, values)
         return out
+
+    def raw_fields_attached(self, frame: pd.DataFrame, columns: dict[str, str]) -> dict[str, pd.Series]:
+        """Each field's value (text, before encoding) for rows whose dimension attributes are
+        already attached (a training set's ``users__<column>`` / ``items__<column>``):
+        ``columns`` maps a field name to its column of ``frame``. Same text and transform as
+        :meth:`raw_fields`, so the same rows give the same values and codes."""
+        out = {}
+        for f in self.fields:
+            values = _as_text(frame[columns.get(f.name, f.column)])
+            values.index = frame.index
+            out[f.name] = self._transform(f, values)
+        return out
+
+    def encode_attached(self, frame: pd.DataFrame, columns: dict[str, str]) -> np.ndarray:
+        """:meth:`encode` for rows with their attributes attached (:meth:`raw_fields_attached`)."""
+        raw = self.raw_fields_attached(frame, columns)
+        return np.stack([self.encoders[f.name].transform(raw[f.name]) for f in self.fields], axis=1).astype(np.int64)
+
+    def _index(self, table: str) -> DimensionIndex:
+        if table not in self._indexes:
+            self._indexes[table] = DimensionIndex(self.dims[table][1].index)
+        return self._indexes[table]
+
+    def _transform(self, f: FieldSpec, values: pd.Series) -> pd.Series:
+        if f.transform == "most_frequent_tag":
+            return values.map(self._pick_tag)
+        return values
 
     def _pick_tag(self, v):
         if v is None or (isinstance(v, float) and np.isnan(v)):

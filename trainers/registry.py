@@ -12,6 +12,7 @@ from it, which needs each config class anyway (a bad ``training.models`` overrid
 from __future__ import annotations
 
 from trainers import din, fair, sasrec
+from trainers.rar import trainer as rar
 from trainers.multitask import trainer as multitask
 from trainers.spec import ModelSpec
 from trainers.watch_time import trainer as watch_time
@@ -19,7 +20,7 @@ from trainers.watch_time import trainer as watch_time
 __all__ = ["MODELS", "ModelSpec", "get_model", "index", "model_names"]
 
 #: Every trainable model.
-MODELS: tuple[ModelSpec, ...] = (*watch_time.SPECS, sasrec.SPEC, din.SPEC, multitask.SPEC, fair.SPEC)
+MODELS: tuple[ModelSpec, ...] = (*watch_time.SPECS, sasrec.SPEC, din.SPEC, multitask.SPEC, fair.SPEC, rar.SPEC)
 
 
 def index(models: tuple[ModelSpec, ...]) -> dict[str, ModelSpec]:

@@ -6,6 +6,7 @@ Layout (``<runs_root>/<model>/<run_id>/``)::
     tables.json     every table read: its committed version, commit time, rows and partitions read
     encoders.json   the categorical encoders fitted on the training split
     metrics.json    validation and test metrics, the training history, throughput
+    curves.png      training loss and the validation metric per epoch (trainers/curves.py)
     model.pt        the best checkpoint's ``state_dict`` (load with ``torch.load(..., weights_only=True)``)
     environment.json  python, torch, numpy versions, the thread and determinism settings in force
                     while the model trained, and the code version (git commit and a dirty flag)
@@ -22,6 +23,10 @@ without it crashed or is still training. Readers (:func:`require_complete`,
 every :class:`RunResult`) refuse or skip incomplete runs. Temporary files left by a crashed
 run are removed by the next run of the same model once they are :data:`STALE_TMP_S` old
 (:func:`clean_stale_tmp`).
+
+Tracking: once complete, :func:`save_run` indexes the run in MLflow (``trainers/tracking.py``,
+``training.tracking``); best effort, so an unreachable store never fails or loses a run. The
+run directory stays the record; MLflow holds a copy of its files and its numbers for browsing.
 
 Reproducing a run: ``recfeat train MODEL --from-run DIR`` reloads ``config.json`` and pins every
 table to the version in ``tables.json`` (:func:`recorded_versions`). The versions a run read are
@@ -48,7 +53,7 @@ import fsspec
 import numpy as np
 import torch
 
-from features.layout import TRAINING_PIN_S, delta_log_dir, pin_path, pin_record
+from features.layout import TRAINING_PIN_S, delta_log_dir, pin_path, pin_record, pins_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _log = logging.getLogger("recfeat.trainers")
@@ -79,10 +84,15 @@ class RunResult:
     metrics: dict[str, Any]
     tables: dict[str, dict[str, Any]]
     config: dict[str, Any] = field(default_factory=dict)
+    #: The MLflow run that indexes ``run_dir``; default the id :func:`save_run` (or
+    #: :func:`track_run`) got for it in this process, ``None`` when not tracked.
+    mlflow_run_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.run_dir is not None:
             require_complete(self.run_dir)
+            if self.mlflow_run_id is None:
+                self.mlflow_run_id = tracked_id(self.run_dir)
 
 
 def code_version(repo: Path = REPO_ROOT) -> dict[str, Any]:
@@ -172,6 +182,20 @@ class RunDir:
         text = json.dumps(data, indent=1, sort_keys=True, default=_json_default)
         return _atomic_write(self.path / name, lambda f: f.write(text.encode()))
 
+    def save_curves(self, history: list[dict[str, Any]], select_metric: str | None = None,
+                    best_epoch: int | None = None) -> Path | None:
+        """Write ``curves.png`` (trainers/curves.py: training loss and the validation metric per
+        epoch). Best effort: a figure that cannot be drawn is a warning, never a failed run."""
+        from trainers.curves import CURVES_FILE, plot_curves
+
+        self._check_open(CURVES_FILE)
+        try:
+            return _atomic_write(self.path / CURVES_FILE, lambda f: plot_curves(
+                history, f, title=f"{self.model} {self.path.name}", select_metric=select_metric, best_epoch=best_epoch))
+        except Exception as exc:  # noqa: BLE001 - a plot must never fail a training run
+            _log.warning("cannot draw the training curves of %s: %s: %s", self.path, type(exc).__name__, exc)
+            return None
+
     def save_state(self, state_dict: dict[str, torch.Tensor]) -> Path:
         self._check_open("model.pt")
         return _atomic_write(self.path / "model.pt", lambda f: torch.save(state_dict, f))
@@ -191,8 +215,38 @@ def save_run(runs_root: str | Path, model: str, config: dict[str, Any], environm
     run.write_json("encoders.json", encoders)
     run.save_state(state_dict)
     run.write_json("metrics.json", metrics)
+    run.save_curves(metrics.get("history") or [], metrics.get("select_metric") or config.get("select_metric"),
+                    metrics.get("best_epoch"))
     run.write_tables(warehouse, tables)  # last: pins the versions while the run exists
+    track_run(run.path, config.get("tracking"), runs_root)
     return run.path
+
+
+#: resolved run directory -> the MLflow run id :func:`track_run` got for it in this process.
+_TRACKED_IDS: dict[Path, str] = {}
+
+
+def track_run(run_dir: str | Path, tracking: dict[str, Any] | None, runs_root: str | Path | None = None) -> str | None:
+    """Index the complete ``run_dir`` in MLflow (``trainers/tracking.py``) when ``tracking``
+    (the config's ``tracking`` dict) is enabled; ``runs_root`` is the configured runs root
+    (it places the default local store; default the folder two levels above ``run_dir``).
+    Best effort: a failure is a warning and the run stands. Returns the MLflow run id, or
+    ``None``; the id is also kept for :func:`tracked_id` (so the :class:`RunResult` of the run
+    carries it without asking MLflow again)."""
+    if not (tracking or {}).get("enabled", False):
+        return None
+    from trainers.tracking import log_run  # mlflow is imported only here, once a run is complete
+
+    mlflow_id = log_run(run_dir, tracking, runs_root)
+    if mlflow_id is not None:
+        _TRACKED_IDS[Path(run_dir).resolve()] = mlflow_id
+    return mlflow_id
+
+
+def tracked_id(run_dir: str | Path) -> str | None:
+    """The MLflow run id :func:`track_run` got for ``run_dir`` in this process, or ``None``
+    (not tracked, tracking failed, or tracked by another process)."""
+    return _TRACKED_IDS.get(Path(run_dir).resolve())
 
 
 def _is_tmp(name: str) -> bool:
@@ -307,7 +361,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 def pin_tables(warehouse: str, tables: dict[str, dict[str, Any]], name: str, run_dir: str | None = None,
                expires_in_s: float | None = None) -> list[str]:
-    """Pin each ``tables[t]["version"]`` of ``warehouse`` under ``name`` (features/layout.py).
+    """Pin each ``tables[t]["version"]`` of ``warehouse`` under ``name`` (features/layout.py),
+    and each other version in ``tables[t]["versions_used"]`` (a run that read several builds of
+    one table, such as RAR's look-alike builds) under ``<name>.v<version>``.
 
     Best effort: a warehouse the trainer may not write to (read-only credentials or mount) gets
     a logged warning instead of an error, and the run goes on; the tables that could not be
@@ -321,31 +377,43 @@ def pin_tables(warehouse: str, tables: dict[str, dict[str, Any]], name: str, run
         return sorted(tables)
     root = root.rstrip("/")
     for table, record in sorted(tables.items()):
-        if "version" not in record:
-            continue
-        path = pin_path(root, table, name)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            if not fs.exists(delta_log_dir(root, table)):
-                continue
-            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            fs.pipe_file(tmp, pin_record(int(record["version"]), run_dir, expires_in_s).encode())
-            fs.mv(tmp, path)
-        except OSError as exc:
-            _log.warning("cannot pin %s version %s in %s (retention may remove it): %s",
-                         table, record["version"], warehouse, exc)
-            failed.append(table)
+        for pin_name, version in _pins_of(name, record):
+            path = pin_path(root, table, pin_name)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            try:
+                if not fs.exists(delta_log_dir(root, table)):
+                    break
+                fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                fs.pipe_file(tmp, pin_record(version, run_dir, expires_in_s).encode())
+                fs.mv(tmp, path)
+            except OSError as exc:
+                _log.warning("cannot pin %s version %s in %s (retention may remove it): %s",
+                             table, version, warehouse, exc)
+                if table not in failed:
+                    failed.append(table)
     return failed
 
 
+def _pins_of(name: str, record: dict[str, Any]) -> list[tuple[str, int]]:
+    """(pin name, version) of a table record: its ``version`` under ``name``, every other
+    version of ``versions_used`` under ``<name>.v<version>``."""
+    if "version" not in record:
+        return []
+    main = int(record["version"])
+    extra = sorted({int(v) for v in record.get("versions_used") or []} - {main})
+    return [(name, main), *((f"{name}.v{v}", v) for v in extra)]
+
+
 def unpin_tables(warehouse: str, tables: list[str], name: str) -> None:
-    """Remove the pins ``name`` of ``tables`` (best effort)."""
+    """Remove the pins ``name`` (and ``<name>.v<version>``, :func:`pin_tables`) of ``tables`` (best effort)."""
     try:
         fs, root = fsspec.core.url_to_fs(warehouse)
         for table in tables:
             path = pin_path(root.rstrip("/"), table, name)
-            if fs.exists(path):
-                fs.rm(path)
+            extra = fs.glob(f"{pins_dir(root.rstrip('/'), table)}/{name}.v*.json")
+            for p in [path, *extra]:
+                if fs.exists(p):
+                    fs.rm(p)
     except Exception as exc:  # noqa: BLE001 - an expired training pin is released anyway
         _log.warning("cannot remove pins %s in %s: %s", name, warehouse, exc)
 

@@ -7,8 +7,9 @@ public. The details chosen here are documented in ``docs/lookalike.md``:
 
 * **user vector** (as of a cutoff): an L2-normalised profile block (numeric attributes
   ``sign(x)·log1p(|x|)`` then z-scored; categorical attributes one-hot over their most frequent
-  values) times ``profile_weight``, concatenated with an L2-normalised behaviour block (Spark ML
-  ALS on implicit feedback from the positive events *strictly before* the cutoff) times
+  values) times ``profile_weight``, concatenated with an L2-normalised behaviour block (implicit
+  ALS, NumPy in the driver or Spark ML by ``als_engine``, :mod:`features.lookalike.als`, on the
+  positive events *strictly before* the cutoff) times
   ``behaviour_weight``; the concatenation is L2-normalised, so cosine = dot product and
   ``cos = (wp²·cos_profile + wb²·cos_behaviour) / (wp² + wb²)`` for users with both blocks.
 * **hashing space**: the vectors are centred on their mean and projected on their

@@ -52,6 +52,64 @@ def _group_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.maximum.accumulate(np.where(change, np.arange(n), 0))
 
 
+def history_gather(
+    users: pa.ChunkedArray | pa.Array,
+    max_len: int,
+    is_event: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
+    t_us: np.ndarray | None = None,
+    ttl_us: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one point-in-time history kernel: which rows make up each query row's history.
+
+    The rows are sorted by user, then in the order a history is taken in (the project's total
+    order for ``user_sequences``; time with examples before events of their time for a training
+    set). ``is_event`` (bool per row, default all): the rows that can be in a history;
+    ``queries`` (row indices, default all): the rows that get one. A query's history is the
+    event rows of its user *before* it in the table, the last ``max_len``; with ``ttl_us`` (and
+    ``t_us``, int64 µs per row, sorted within a user) only those at or after ``t - ttl_us``.
+
+    Returns ``(hist_len, take)``: per query its history length (int64), and the row index of
+    every history position (int64, query after query, oldest first), ready for an Arrow
+    ``take`` and ``ListArray.from_arrays`` with the offsets ``cumsum(hist_len)``. Every history
+    builder (the ``user_sequences`` job, a training set's history) calls this one function.
+    """
+    n = len(users)
+    starts = _group_starts(users)
+    if is_event is None:  # every row is an event: its rank among events is its row
+        ev_before = np.arange(n + 1, dtype=np.int64)
+        ev_pos = np.arange(n, dtype=np.int64)
+    else:
+        ev_before = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(is_event, out=ev_before[1:])  # events before row i, whole table
+        ev_pos = np.flatnonzero(is_event)
+    q = np.arange(n, dtype=np.int64) if queries is None else np.asarray(queries, dtype=np.int64)
+    n_before = ev_before[q] - ev_before[starts[q]]  # the user's events before the query
+    if ttl_us is not None and len(q):
+        if t_us is None:
+            raise ValueError("a ttl needs the row times t_us")
+        t = np.asarray(t_us, dtype=np.int64)
+        group = np.cumsum(np.r_[True, starts[1:] != starts[:-1]]) - 1
+        values = np.concatenate([t[ev_pos], t[q] - ttl_us])
+        _, rank = np.unique(values, return_inverse=True)
+        width = int(rank.max()) + 2
+        ev_key = group[ev_pos] * width + rank[: len(ev_pos)]
+        q_key = group[q] * width + rank[len(ev_pos):]
+        # the user's events older than t - ttl (events are sorted by time within a user)
+        older = np.searchsorted(ev_key, q_key, side="left") - ev_before[starts[q]]
+        n_before = n_before - np.maximum(older, 0)
+    hist_len = np.minimum(n_before, max_len).astype(np.int64)
+    offsets = np.zeros(len(q) + 1, dtype=np.int64)
+    np.cumsum(hist_len, out=offsets[1:])
+    total = int(offsets[-1])
+    if total >= 2**31:
+        raise ValueError(f"{total} history values in one call exceed Arrow list offsets; lower max_len or the batch size")
+    # query j's history: the events of ranks ev_before[q_j] - hist_len_j .. ev_before[q_j] - 1
+    first = np.repeat(ev_before[q] - hist_len, hist_len)
+    ranks = first + (np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], hist_len))
+    return hist_len, ev_pos[ranks] if total else np.zeros(0, np.int64)
+
+
 def histories_of_complete_users(
     table: pa.Table,
     max_len: int,
@@ -66,19 +124,15 @@ def histories_of_complete_users(
     optionally ``_seed`` (bool: a row that only seeds later histories and is not output) and
     ``_base`` (int64: added to each row's position in its group, so a user's seeds plus base give
     the true ``seq_pos``). Returns the sequence columns (no ``target_date``), seeds dropped.
+    Every row is an event and a query of :func:`history_gather`.
     """
     n = table.num_rows
     starts = _group_starts(table.column("user_id"))
     pos_in_group = np.arange(n, dtype=np.int64) - starts
-    hist_len = np.minimum(pos_in_group, max_len)
+    # Row i's history is rows i - hist_len[i] .. i - 1 (same user, earlier in the order).
+    hist_len, idx = history_gather(table.column("user_id"), max_len)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(hist_len, out=offsets[1:])
-    total = int(offsets[-1])
-    # Row i's history is rows i - hist_len[i] .. i - 1 (same user, earlier in the order).
-    first = np.repeat(np.arange(n, dtype=np.int64) - hist_len, hist_len)
-    idx = first + (np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], hist_len))
-    if total >= 2**31:
-        raise ValueError(f"{total} history values in one call exceed Arrow list offsets; lower max_len or the batch size")
     off = pa.array(offsets, pa.int32())
     idx_arr = pa.array(idx, pa.int64())
 
@@ -335,7 +389,7 @@ def kcore_filter(events, min_user_events: int = 0, min_item_events: int = 0, max
 
 __all__ = [
     "LOO_MIN_EVENTS", "ORDER_COLUMNS", "SPLIT_MODES", "SPLITS", "IncrementalPlan", "build_user_sequences",
-    "check_split_args", "check_temporal_bounds", "histories_from_sorted", "histories_of_complete_users",
+    "check_split_args", "check_temporal_bounds", "histories_from_sorted", "histories_of_complete_users", "history_gather",
     "kcore_filter", "plan_incremental", "seed_events", "seeds_from_sequences", "sequence_schema",
     "sorted_for_histories", "split_labels",
 ]  # fmt: skip

@@ -19,10 +19,15 @@ def build_user_vectors_table(spark, warehouse: Warehouse, settings: LookalikeSet
     """Rebuild ``user_vectors`` as of ``settings.cutoff_ts`` from ``events`` (and ``users`` if committed)."""
     events = warehouse.read_spark(spark, EVENTS.name)
     users = warehouse.read_spark(spark, USERS.name) if warehouse.exists(USERS.name) else None
-    df = build_user_vectors(events, users, settings.cutoff_ts, settings.vector_params())
-    producer = {**_producer(settings, "build_user_vectors_table"), "als_rank": str(settings.als_rank)}
+    als: dict = {}
+    df = build_user_vectors(events, users, settings.cutoff_ts, settings.vector_params(), report=als)
+    producer = {
+        **_producer(settings, "build_user_vectors_table"),
+        "als_rank": str(settings.als_rank),
+        **{k: str(v) for k, v in als.items()},  # als_entries (pairs) and als_engine (the engine used)
+    }
     manifest = warehouse.write_spark(df.select(*USER_VECTORS.columns), USER_VECTORS, producer=producer)
-    return JobResult({USER_VECTORS.name: manifest}, {USER_VECTORS.name: {"cutoff_ts": settings.cutoff_ts.isoformat()}})
+    return JobResult({USER_VECTORS.name: manifest}, {USER_VECTORS.name: {"cutoff_ts": settings.cutoff_ts.isoformat(), **als}})
 
 
 def build_lookalike_table(spark, warehouse: Warehouse, settings: LookalikeSettings) -> JobResult:

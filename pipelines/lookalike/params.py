@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -85,6 +85,16 @@ class LookalikeSettings(StrictModel):
     als_iterations: Annotated[int, Field(ge=1, le=100)] = Field(10, description="ALS iterations")
     als_reg: Annotated[float, Field(ge=0)] = Field(0.05, description="ALS regularisation")
     als_alpha: Annotated[float, Field(gt=0)] = Field(10.0, description="ALS implicit confidence: 1 + alpha * positives")
+    als_engine: Literal["auto", "local", "spark"] = Field(
+        "auto",
+        description="who factorises the behaviour matrix: local (NumPy in the driver), spark (Spark ML ALS), or auto "
+        "(local up to als_local_max_entries (user, item) pairs, spark above); same objective and hyperparameters",
+    )
+    als_local_max_entries: Annotated[int, Field(ge=0, le=100_000_000)] = Field(
+        1_000_000,
+        description="als_engine auto: the most positive (user, item) pairs factorised locally (the driver holds "
+        "them: a few hundred bytes each)",
+    )
     k: Annotated[int, Field(ge=1, le=1000)] = Field(50, description="look-alike users kept per user")
     lsh: LshSettings = Field(default_factory=LshSettings, description="SimHash candidate generation")
     seed: int = Field(20220408, description="seed of the hyperplanes, the PCA sample, the recall sample and ALS")

@@ -8,7 +8,8 @@ a cutoff or fit window, :mod:`pipelines.training_set.builds`) whose time is at o
 
 * history: the user's events with ``event_ts < t`` in the total order, the last ``max_len``,
   with RoTE columns (:mod:`pipelines.training_set.history`);
-* ``users`` / ``items``: the attributes of the version read (snapshots without time);
+* ``users`` / ``items``: the attributes of the version read (snapshots without time), attached
+  in the tasks by :mod:`features.attributes`, the kernel the trainers' loaders use;
 * ``lookalike_users`` / ``recall_items``: the build with the latest ``cutoff_ts <= t``;
 * ``watch_time_labels`` / ``duration_stats``: the build whose fit window ends latest at or before ``t``.
   A label is the example's own event's (by ``event_id`` when the spine has one, else by
@@ -49,6 +50,8 @@ from pipelines.training_set.io import _read_output_arrow, load_spine, read_metad
 from pipelines.warehouse import Warehouse
 
 RESERVED = ("spine_row", "_t", "_k")
+#: How a history treats events at the example time (``training_set(history_ties=...)``).
+HISTORY_TIES = ("exclude", "log_order")
 UTC = dt.timezone.utc
 
 
@@ -57,7 +60,7 @@ def code_version() -> str:
     here = Path(__file__).resolve().parent
     root = here.parents[1]
     files = sorted(here.glob("*.py")) + [root / "features/sequences/rote.py", root / "features/sequences/rote_inputs.py",
-                                         root / "features/sequences/histories.py"]
+                                         root / "features/sequences/histories.py", root / "features/attributes.py"]
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode())
@@ -136,10 +139,15 @@ def training_set(
     out: str | None = None,
     overwrite: bool = False,
     partitions: int | None = None,
+    history_ties: str = "exclude",
 ) -> TrainingSet:
     """Point-in-time features for every spine row (module docstring). ``settings``: the project
     settings (``sequences.max_len`` and ``sequences.rote_levels`` are the defaults); ``versions``:
-    table -> version to read (or an earlier output's path); ``out``: a directory to write."""
+    table -> version to read (or an earlier output's path); ``out``: a directory to write.
+    ``history_ties``: ``"exclude"`` (default: a history holds the events strictly before the
+    example time) or ``"log_order"`` (a spine row with the ``event_id`` of an event of its user
+    at its time also sees that user's events at the same time that come before the event in the
+    total order, exactly the ``user_sequences`` history of the event; other rows as ``exclude``)."""
     from pyspark.sql import functions as F
 
     spec: FeatureSpec = parse_features(features, ttl)
@@ -158,7 +166,11 @@ def training_set(
             read[table] = int(v)
         return read[table]
 
+    if history_ties not in HISTORY_TIES:
+        raise FeatureError(f"history_ties must be one of {', '.join(HISTORY_TIES)}, got {history_ties!r}")
     base = load_spine(spark, spine, ts_column)
+    if history_ties == "log_order" and spec.wants(HISTORY) and "event_id" not in base.columns:
+        raise FeatureError("history_ties='log_order' needs an event_id column in the spine (the events it names)")
     spine_cols = [c for c in base.columns if c not in ("spine_row", "_t")]
     if "items" in spec.tables and "item_id" not in base.columns:
         raise FeatureError("items features need an item_id column in the spine")
@@ -188,7 +200,8 @@ def training_set(
             report[f"{table}_rows_before_first_cutoff"] = int(counts[f"{table}_before"] or 0)
 
     if spec.wants(HISTORY):
-        hist = _histories(spark, warehouse, base, version_of(EVENTS.name), max_len, spec.ttl.get(HISTORY), levels, nparts)
+        hist = _histories(spark, warehouse, base, version_of(EVENTS.name), max_len, spec.ttl.get(HISTORY), levels, nparts,
+                          history_ties)
         keep = spec.columns[HISTORY]
         hist_cols = [f.name for f in history_schema(levels) if f.name != "spine_row"]
         if keep is not None:
@@ -199,19 +212,10 @@ def training_set(
         result = result.join(hist.select("spine_row", *hist_cols), "spine_row", "left")
 
     for table in ("users", "items"):
-        if not spec.wants(table):
-            continue
-        key = "user_id" if table == "users" else "item_id"
-        dim = warehouse.read_spark(spark, table, version=version_of(table))
-        cols = [c for c in dim.columns if c != key]
-        want = spec.columns[table]
-        if want is not None:
-            missing = [c for c in want if c not in cols]
-            if missing:
-                raise FeatureError(f"{table} has no column(s) {missing} (columns: {', '.join(cols)})")
-            cols = want
-        dim = dim.select(F.col(key).cast("string").alias(key), *[F.col(c).alias(out_name(table, c)) for c in cols])
-        result = result.join(dim, key, "left")
+        if spec.wants(table):
+            result, repeated = _attach_dimension(spark, warehouse, result, table, version_of(table), spec.columns[table])
+            if repeated:  # the last row of each is used (features.attributes); say so
+                report[f"{table}_repeated_keys"] = repeated
 
     for table, list_cols in CUTOFF_TABLES.items():
         if not spec.wants(table):
@@ -251,6 +255,7 @@ def training_set(
         "feature_columns": {t: spec.columns[t] for t in spec.tables},
         "ts_column": ts_column,
         "max_len": max_len,
+        "history_ties": history_ties,
         "rote_levels": list(levels),
         "ttl_s": {t: v.total_seconds() for t, v in spec.ttl.items()},
         "versions": dict(sorted(read.items())),
@@ -284,7 +289,7 @@ def _non_null(df, cols: list[str]) -> dict[str, int]:
     return {c: int(row[c] or 0) for c in cols}
 
 
-def _histories(spark, warehouse, base, events_version, max_len, ttl, levels, nparts):
+def _histories(spark, warehouse, base, events_version, max_len, ttl, levels, nparts, ties="exclude"):
     from pyspark.sql import functions as F
 
     events = warehouse.read_spark(spark, EVENTS.name, version=events_version)
@@ -294,14 +299,27 @@ def _histories(spark, warehouse, base, events_version, max_len, ttl, levels, npa
         "source_file", F.col("source_line").cast("long").alias("source_line"), "event_id", "item_id",
         F.col("play_time_ms").cast("long").alias("play_time_ms"), F.lit(None).cast("long").alias("spine_row"),
     )
-    sp = base.select(
-        "user_id", "_t", F.lit(0).alias("_k"), F.lit(None).cast("string").alias("source_file"),
-        F.lit(None).cast("long").alias("source_line"), F.lit(None).cast("string").alias("event_id"),
-        F.lit(None).cast("string").alias("item_id"), F.lit(None).cast("long").alias("play_time_ms"), "spine_row",
-    )
-    both = ev.unionByName(sp).repartition(nparts, "user_id").sortWithinPartitions(
-        "user_id", "_t", "_k", "source_file", "source_line", "event_id"
-    )
+    if ties == "log_order":
+        # a spine row naming an event of its user at its time takes the event's source order and
+        # sorts just before it (module docstring of .history); the others keep null keys, which
+        # sort first: before every event of their time
+        named = ev.select("user_id", "_t", "event_id", "source_file", "source_line")
+        sp = base.select("user_id", "_t", "event_id", "spine_row").join(named, ["user_id", "_t", "event_id"], "left")
+        sp = sp.select(
+            "user_id", "_t", F.lit(0).alias("_k"), "source_file", "source_line",
+            F.when(F.col("source_file").isNotNull() | F.col("source_line").isNotNull(), F.col("event_id"))
+            .cast("string").alias("event_id"),
+            F.lit(None).cast("string").alias("item_id"), F.lit(None).cast("long").alias("play_time_ms"), "spine_row",
+        )
+        order = ("user_id", "_t", "source_file", "source_line", "event_id", "_k")
+    else:
+        sp = base.select(
+            "user_id", "_t", F.lit(0).alias("_k"), F.lit(None).cast("string").alias("source_file"),
+            F.lit(None).cast("long").alias("source_line"), F.lit(None).cast("string").alias("event_id"),
+            F.lit(None).cast("string").alias("item_id"), F.lit(None).cast("long").alias("play_time_ms"), "spine_row",
+        )
+        order = ("user_id", "_t", "_k", "source_file", "source_line", "event_id")
+    both = ev.unionByName(sp).repartition(nparts, "user_id").sortWithinPartitions(*order)
     ttl_us = _td_us(ttl) if ttl is not None else None
     schema = history_schema(levels)
 
@@ -311,6 +329,40 @@ def _histories(spark, warehouse, base, events_version, max_len, ttl, levels, npa
     from pyspark.sql.pandas.types import from_arrow_schema
 
     return both.mapInArrow(kernel, from_arrow_schema(schema))
+
+
+def _attach_dimension(spark, warehouse, result, table: str, version: int, want):
+    """``users`` / ``items`` attributes attached in the Spark tasks by :mod:`features.attributes`
+    (the kernel the trainers' loaders call): the dimension (small) travels to every task.
+    Returns the result and the number of the dimension's repeated keys."""
+    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from features.attributes import DimensionIndex, attach_attributes
+
+    key = "user_id" if table == "users" else "item_id"
+    dim_types = warehouse.read_spark(spark, table, version=version).schema  # the Spark types of a Spark read
+    cols = [f.name for f in dim_types if f.name != key]
+    if want is not None:
+        missing = [c for c in want if c not in cols]
+        if missing:
+            raise FeatureError(f"{table} has no column(s) {missing} (columns: {', '.join(cols)})")
+        cols = list(want)
+    names = [out_name(table, c) for c in cols]
+    fields = [T.StructField(n, dim_types[c].dataType, True) for c, n in zip(cols, names)]
+    arrow_types = to_arrow_schema(T.StructType(fields))
+    dim = warehouse.read_arrow(table, version, columns=[key, *cols])
+    dim = pa.table({key: dim.column(key).cast(pa.string()),
+                    **{c: dim.column(c).cast(arrow_types.field(n).type) for c, n in zip(cols, names)}})
+    out_schema = T.StructType([*result.schema.fields, *fields])
+    repeated = DimensionIndex(dim.column(key)).repeated
+
+    def kernel(batches):
+        index = DimensionIndex(dim.column(key))
+        for b in batches:
+            yield attach_attributes(b, dim, key, cols, names, index)
+
+    return result.mapInArrow(kernel, out_schema), repeated
 
 
 def _cutoff_lists(spark, warehouse, table, found, chosen, list_cols, idx):

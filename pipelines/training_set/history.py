@@ -4,8 +4,13 @@ The spine rows and the user's events are unioned, shuffled by user and sorted by
 ``(user_id, time, kind, source_file, source_line, event_id)`` with kind 0 for a spine row and 1
 for an event: a spine row at time ``t`` sorts before every event at ``t``, so the events before
 it in the sorted stream are exactly the user's events strictly before ``t``, in the project's
-total order (docs/sequences.md). Each task streams its rows; the last ``max_len`` events of the
-last user of a batch are carried into the next one, so memory is one batch plus ``max_len`` rows.
+total order (docs/sequences.md). With ``history_ties="log_order"`` a spine row that names an
+event of its user at its time (``event_id``) takes that event's source order and sorts by
+``(user_id, time, source_file, source_line, event_id, kind)``: just before its own event, so
+its history is the events before that event in the total order, the ``user_sequences`` rule.
+Each task streams its rows; the last ``max_len`` events of the last user of a batch are carried
+into the next one, so memory is one batch plus ``max_len`` rows. The gathers are
+:func:`features.sequences.histories.history_gather`, the kernel the ``user_sequences`` job uses.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.events import TS_TYPE
-from features.sequences.histories import _group_starts
+from features.sequences.histories import history_gather
 from features.sequences.rote import rote_batch, rote_table_schema
 
 #: RoTE columns of the history group (from ``rote_batch``), apart from the ones it copies.
@@ -47,34 +52,14 @@ def histories_of_sorted(table: pa.Table, max_len: int, ttl_us: int | None, level
     Columns: ``user_id``, ``_t`` (int64 µs), ``_k`` (0 spine, 1 event), ``item_id``,
     ``play_time_ms``, ``spine_row``. ``ttl_us``: events older than ``t - ttl`` are left out.
     """
-    n = table.num_rows
     is_event = table.column("_k").to_numpy(zero_copy_only=False) == 1
     t = table.column("_t").to_numpy(zero_copy_only=False).astype(np.int64)
-    starts = _group_starts(table.column("user_id"))
-    ev_before = np.concatenate([[0], np.cumsum(is_event)])  # events before row i, whole table
-    in_user = ev_before[:-1] - ev_before[starts]  # the user's events before row i
     spine = np.flatnonzero(~is_event)
-    n_before = in_user[spine]
-    if ttl_us is not None and len(spine):
-        # events of the user older than t - ttl: events are sorted by time within a user
-        ev_rows = np.flatnonzero(is_event)
-        group = np.cumsum(np.r_[True, starts[1:] != starts[:-1]]) - 1 if n else np.zeros(0, np.int64)
-        values = np.concatenate([t[ev_rows], t[spine] - ttl_us])
-        _, rank = np.unique(values, return_inverse=True)
-        width = int(rank.max()) + 2
-        ev_key = group[ev_rows] * width + rank[: len(ev_rows)]
-        q_key = group[spine] * width + rank[len(ev_rows):]
-        older = np.searchsorted(ev_key, q_key, side="left") - ev_before[starts[spine]]
-        n_before = n_before - np.maximum(older, 0)
-    hist_len = np.minimum(n_before, max_len).astype(np.int64)
+    # the one history kernel of every history builder (the user_sequences job calls it too)
+    hist_len, rows = history_gather(table.column("user_id"), max_len, is_event, spine, t, ttl_us)
     offsets = np.zeros(len(spine) + 1, dtype=np.int64)
     np.cumsum(hist_len, out=offsets[1:])
-    total = int(offsets[-1])
-    ev_pos = np.flatnonzero(is_event)
-    last = ev_before[spine]  # global rank of the first event after the row
-    first = np.repeat(last - hist_len, hist_len)
-    ranks = first + (np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], hist_len))
-    take = pa.array(ev_pos[ranks] if total else np.zeros(0, np.int64), pa.int64())
+    take = pa.array(rows, pa.int64())
     off = pa.array(offsets.astype(np.int32), pa.int32())
 
     def as_list(name: str, typ: pa.DataType) -> pa.Array:

@@ -14,7 +14,7 @@ import pytest
 from orchestration.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ["demo", "generate", "ingest", "materialize", "tables", "show", "export", "history", "migrate", "report",
+COMMANDS = ["demo", "generate", "ingest", "materialize", "tables", "show", "export", "history", "migrate", "report", "runs",
             "training-set"]
 
 
@@ -140,6 +140,36 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         assert Path(result.validation_page).is_file(), name
         if result.invariants_checked:
             assert Path(result.invariants_page).is_file(), name
+    # Every model the demo trained is tracked: `recfeat runs` lists it from MLflow with its
+    # selection metric and the table versions it read; each run directory holds its curves,
+    # which the model asset's materialization shows.
+    import json
+
+    from trainers.curves import CURVES_FILE
+    from trainers.registry import model_names
+    from trainers.runs import list_runs
+
+    trained = sorted(set(started) & set(model_names()))
+    assert trained == model_names()
+    listed = run_cli("--config", str(cfg), "runs", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert "cannot read MLflow" not in listed.stderr, listed.stderr[-3000:]
+    assert f"tracking: sqlite:///{tmp_path / 'var' / 'mlflow' / 'mlflow.db'}" in listed.stdout
+    instance = dg.DagsterInstance.get()
+    for model in trained:
+        (run_dir,) = list_runs(tmp_path / "var" / "runs", model)
+        line = next((row for row in listed.stdout.splitlines() if row.startswith(f"{model} ") and run_dir.name in row), "")
+        assert line.split()[2:3] == ["tracked"], (model, listed.stdout)
+        saved = json.loads((run_dir / "metrics.json").read_text())
+        select, versions = saved["select_metric"], json.loads((run_dir / "tables.json").read_text())
+        assert f"{select} {saved['test'][select]:.4f}" in line, (model, line)
+        for table, record in versions.items():
+            assert f"{table} v{record['version']}" in line, (model, table, line)
+        assert (run_dir / CURVES_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", model
+        event = instance.get_latest_materialization_event(dg.AssetKey(model))
+        meta = event.asset_materialization.metadata
+        assert meta["figure_curves_path"].value == str((run_dir / CURVES_FILE).resolve()), model
+        assert meta["figure_curves"].value.startswith(f"![{CURVES_FILE}](data:image/png;base64,"), model
 
 
 def test_show_and_export_read_a_kept_version(tmp_path, capsys):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -35,12 +35,6 @@ def dagster_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ, RECFEAT_CONFIG=str(cfg), DAGSTER_HOME=str(home), TMPDIR=str(tmp_path))
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -78,12 +72,7 @@ def test_dagster_dev_serves_the_asset_graph_on_loopback(tmp_path):
         assert nodes["events"] == nodes["rejected_events"] == {"synthetic_source"}
         assert nodes["synthetic_truth"] == {"synthetic_source", "events"}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
 
 
 @pytest.mark.slow

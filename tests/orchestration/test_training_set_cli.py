@@ -52,3 +52,8 @@ def test_training_set_command_writes_and_reproduces(spark, tmp_path, capsys):
                "--warehouse", root])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("recfeat: error: unknown feature 'nope.x'") and err.count("\n") == 1
+    # --history-ties reaches the build: log_order needs the events the rows name
+    rc = main(["training-set", str(tmp_path / "spine.csv"), "--features", "user_sequences", "--history-ties", "log_order",
+               "--out", str(tmp_path / "o3"), "--warehouse", root])
+    err = capsys.readouterr().err
+    assert rc == 1 and "history_ties='log_order' needs an event_id column" in err and err.count("\n") == 1

@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import free_port, screenshot_dir, stop_process_group
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CHROMIUM = os.environ.get("RECFEAT_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = REPO / "var" / "test-artifacts" / "ui"
 
 CONFIG = """
 warehouse: {{root: {root}/warehouse}}
@@ -34,12 +32,6 @@ sources: {{synthetic: {{kind: synthetic, path: {root}/sources/synthetic}}}}
 partitions: {{start_date: 2022-04-08, end_date: 2022-04-10}}
 synthetic: {{events: 2000, days: 2, seed: 5}}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(port: int, query: str) -> dict:
@@ -115,7 +107,7 @@ def dagster_ui(tmp_path):
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     env = dict(os.environ, RECFEAT_CONFIG=str(cfg), DAGSTER_HOME=str(home), TMPDIR=str(tmp_path))
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -124,21 +116,12 @@ def dagster_ui(tmp_path):
     try:
         yield port, proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
 
 
 @pytest.fixture
 def artifacts(request) -> Path:
-    out = ARTIFACTS / request.node.name
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    print(f"\nUI screenshots: {out}")
-    return out
+    return screenshot_dir(request.node.name)
 
 
 def _asset_node(port: int, asset: str) -> dict:

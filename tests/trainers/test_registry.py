@@ -9,12 +9,13 @@ import pytest
 
 from trainers import din, fair, registry, sasrec
 from trainers.multitask import trainer as multitask
+from trainers.rar import trainer as rar
 from trainers.watch_time import trainer as watch_time
 
 
 def test_lists_every_model_modules_spec():
-    assert registry.MODELS == (*watch_time.SPECS, sasrec.SPEC, din.SPEC, multitask.SPEC, fair.SPEC)
-    assert registry.model_names() == ["din", "fair", "multitask", "sasrec", "watch_time_deepfm", "watch_time_fm"]
+    assert registry.MODELS == (*watch_time.SPECS, sasrec.SPEC, din.SPEC, multitask.SPEC, fair.SPEC, rar.SPEC)
+    assert registry.model_names() == ["din", "fair", "multitask", "rar", "sasrec", "watch_time_deepfm", "watch_time_fm"]
     for spec in registry.MODELS:
         assert registry.get_model(spec.name) is spec
 

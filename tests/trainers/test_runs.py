@@ -144,6 +144,23 @@ def test_versions_read_stay_pinned_while_the_model_trains(project):
     assert wh.pins("user_sequences") == {}  # released at the end (the run directory pins it then)
 
 
+def test_every_build_a_run_used_stays_pinned(project):
+    """Regression: a run that read several builds of one table (RAR's look-alike builds, one per
+    cutoff) pinned only the newest, so retention could remove the older ones it used."""
+    from trainers.runs import pinned_while_training
+
+    _, wh = project
+    for _ in range(3):
+        wh.write_arrow(USER_SEQUENCES, _other_sequences())  # versions 2..4
+    tables = {"user_sequences": {"version": 4, "versions_used": [1, 3, 4]}}
+    with pinned_while_training(wh.uri, tables, "rar") as name:
+        assert wh.pins("user_sequences") == {1: [f"{name}.v1"], 3: [f"{name}.v3"], 4: [name]}
+        for _ in range(3):
+            wh.write_arrow(USER_SEQUENCES, _other_sequences())
+        assert {1, 3} <= set(wh.versions("user_sequences"))
+    assert wh.pins("user_sequences") == {}  # every pin of the run released at the end
+
+
 def test_a_warehouse_the_trainer_cannot_write_to_does_not_fail_the_run(project, monkeypatch, caplog):
     import fsspec.implementations.local as local
 

@@ -62,6 +62,8 @@ class WatchTimeData:
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     loader_samples_per_s: float = 0.0
     interest: dict[str, np.ndarray] = field(default_factory=dict)  # synthetic planted interest, if any
+    #: per split, with ``keep_raw``: the rows before encoding (:func:`load_watch_time_data`)
+    raw: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def _read_stats(root: str, version: int | None) -> tuple[pd.DataFrame, Any]:
@@ -78,8 +80,15 @@ def load_watch_time_data(
     versions: dict[str, int] | None = None,
     check_label_window: bool = True,
     batch_rows: int = 65_536,
+    keep_raw: bool = False,
 ) -> WatchTimeData:
-    """Read, join, split and encode; fit the encoders on the training days only."""
+    """Read, join, split and encode; fit the encoders on the training days only.
+
+    ``keep_raw``: also keep, per split, the joined rows before encoding (``WatchTimeData.raw``):
+    ``event_id``, one column per field holding its value as the encoder sees it (text, the
+    attributes attached by :mod:`features.attributes`, the tag picked), and the label columns
+    (``NUMERIC``, ``FLAGS``), row-aligned with ``splits``. A training set for the same rows
+    gives the same values (tests/pipelines/test_training_set_kuairand.py)."""
     import time
 
     versions = versions or {}
@@ -119,12 +128,12 @@ def load_watch_time_data(
             yield b.to_pandas()
 
     encoder.fit(lambda: batches("train"))
-    splits, groups, event_ids = {}, {}, {}
+    splits, groups, event_ids, raw = {}, {}, {}, {}
     t_read = 0.0
     n_read = 0
     user_codes: dict[str, int] = {}
     for name in ("train", "valid", "test"):
-        xs, cols, users, ids = [], {c: [] for c in NUMERIC + FLAGS}, [], []
+        xs, cols, users, ids, raws = [], {c: [] for c in NUMERIC + FLAGS}, [], [], []
         t0 = time.perf_counter()
         for df in batches(name):
             xs.append(encoder.encode(df))
@@ -134,16 +143,24 @@ def load_watch_time_data(
                 cols[c].append(df[c].to_numpy(dtype=bool))
             users.append(df["user_id"].map(lambda u: user_codes.setdefault(u, len(user_codes))).to_numpy(np.int64))
             ids.append(df["event_id"].to_numpy(dtype=object))
+            if keep_raw:
+                fields_raw = encoder.raw_fields(df)
+                raws.append(pd.DataFrame({"event_id": df["event_id"].to_numpy(dtype=object),
+                                          **{k: v.to_numpy(dtype=object) for k, v in fields_raw.items()},
+                                          **{c: df[c].to_numpy() for c in NUMERIC + FLAGS}}))
         t_read += time.perf_counter() - t0
         x = np.concatenate(xs) if xs else np.zeros((0, len(present)), np.int64)
         n_read += len(x)
         splits[name] = EncodedSplit(x, {c: np.concatenate(v) for c, v in cols.items()})
         groups[name] = np.concatenate(users)
         event_ids[name] = np.concatenate(ids)
+        if keep_raw:
+            raw[name] = pd.concat(raws, ignore_index=True) if raws else pd.DataFrame()
     tables[LABELS_TABLE] = snap.record(sorted(k for ks in parts.values() for k in ks))
     tables[STATS_TABLE] = stats_snap.record()
     data = WatchTimeData(
-        splits, groups, event_ids, stats, encoder, windows, tables, loader_samples_per_s=n_read / t_read if t_read else 0.0
+        splits, groups, event_ids, stats, encoder, windows, tables, loader_samples_per_s=n_read / t_read if t_read else 0.0,
+        raw=raw,
     )
     _attach_truth(root, data, versions.get(TRUTH_TABLE))
     return data
