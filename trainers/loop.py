@@ -91,6 +91,25 @@ class FitResult:
     stopped_early: bool = False
 
 
+    def record(self, select_metric: str, valid: dict[str, float] | None = None) -> dict[str, Any]:
+        """The part of a run's ``metrics.json`` every trainer writes the same way: the best
+        epoch's validation metrics (``valid``: those, renamed, when the trainer strips a prefix),
+        the epoch counts, whether it stopped early, the selection metric and the history."""
+        return {
+            "valid": self.best_metrics if valid is None else valid,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "stopped_early": self.stopped_early,
+            "select_metric": select_metric,
+            "history": self.history,
+        }
+
+
+def per_second(samples: int, seconds: float) -> float:
+    """``samples / seconds``; NaN when nothing was timed (``seconds <= 0``)."""
+    return samples / seconds if seconds > 0 else float("nan")
+
+
 def measure_loader(batches: Iterator[Any], count: Callable[[Any], int]) -> float:
     """Samples per second of iterating ``batches`` alone (no model)."""
     t0 = time.perf_counter()

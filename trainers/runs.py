@@ -47,13 +47,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
-import torch
 
 from features.layout import TRAINING_PIN_S, delta_log_dir, pin_path, pin_record, pins_dir
+
+if TYPE_CHECKING:  # torch is imported where a model is saved or loaded: listing runs needs none
+    import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _log = logging.getLogger("recfeat.trainers")
@@ -126,6 +128,8 @@ def code_version(repo: Path = REPO_ROOT) -> dict[str, Any]:
 
 def environment_record() -> dict[str, Any]:
     """Versions and the torch settings in force now: call it inside ``trainers.loop.deterministic``."""
+    import torch
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -198,6 +202,8 @@ class RunDir:
 
     def save_state(self, state_dict: dict[str, torch.Tensor]) -> Path:
         self._check_open("model.pt")
+        import torch
+
         return _atomic_write(self.path / "model.pt", lambda f: torch.save(state_dict, f))
 
     def _check_open(self, name: str) -> None:
@@ -348,6 +354,8 @@ def load_state(run_dir: str | Path, allow_incomplete: bool = False) -> dict[str,
     (:class:`RunRecordError`) unless ``allow_incomplete``."""
     if not allow_incomplete:
         require_complete(run_dir)
+    import torch
+
     return torch.load(Path(run_dir) / "model.pt", weights_only=True)
 
 

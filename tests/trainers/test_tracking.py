@@ -216,6 +216,15 @@ def test_importing_the_registry_and_the_cli_does_not_import_mlflow():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_listing_runs_does_not_import_torch():
+    # `recfeat runs` reads run directories and the store: no model is loaded, so no torch
+    code = ("import sys, trainers.runs, trainers.tracking, orchestration.cli_runs; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 SECRET_URI = "http://me:secret@mlflow.example:5000"
 
 

@@ -13,7 +13,7 @@ from trainers.data import encoders_record
 from trainers.din.config import EVENTS_TABLE, ITEMS_TABLE, LOWER_IS_BETTER, MODEL_NAME, DINConfig
 from trainers.din.data import DINData, Impressions, history_arrays, load_din_data
 from trainers.din.model import DIN
-from trainers.loop import deterministic, fit, measure_loader
+from trainers.loop import deterministic, fit, measure_loader, per_second
 from trainers.runs import RunResult, pinned_while_training, save_run
 from trainers.spec import ModelSpec
 
@@ -98,13 +98,8 @@ def train_on_data(cfg: DINConfig, data: DINData, write_run: bool = True):
         test = evaluate_logits(data.splits["test"], predict(model, data, data.splits["test"], cfg.eval_batch))
         eval_s = time.perf_counter() - t1
     metrics = {
-        "valid": res.best_metrics,
+        **res.record(cfg.select_metric),
         "test": test,
-        "best_epoch": res.best_epoch,
-        "epochs_run": res.epochs_run,
-        "stopped_early": res.stopped_early,
-        "select_metric": cfg.select_metric,
-        "history": res.history,
         "rows": {k: len(s) for k, s in data.splits.items()},
         "mean_history_len": {k: float(s.hist_len.mean()) for k, s in data.splits.items()},
         "windows": {k: [a.isoformat(), b.isoformat()] for k, (a, b) in data.windows.items()},
@@ -113,7 +108,7 @@ def train_on_data(cfg: DINConfig, data: DINData, write_run: bool = True):
             "read_s": data.read_s,
             "loader_samples_per_s": loader_sps,
             "train_samples_per_s": res.train_samples_per_s,
-            "eval_samples_per_s": len(data.splits["test"]) / eval_s if eval_s > 0 else float("nan"),
+            "eval_samples_per_s": per_second(len(data.splits["test"]), eval_s),
             "fit_wall_s": fit_s,
         },
     }

@@ -12,8 +12,7 @@ from features.sequences import USER_SEQUENCES
 from trainers.fair.codes import CodeBook, beam_search
 from trainers.fair.config import KS, MODEL_NAME, FAIRConfig
 from trainers.fair.model import FAIR
-from trainers.loop import deterministic, fit
-from trainers.metrics import full_ranking_metrics
+from trainers.loop import deterministic, fit, per_second
 from trainers.runs import RunResult, pinned_while_training, save_run
 from trainers.sasrec import SASRecConfig, evaluate, load_data, sample_users, train_batches
 from trainers.sasrec.data import SASRecData, Split, first_used_column
@@ -105,14 +104,13 @@ def train(config: FAIRConfig):
 
         coded = book.coded[FIRST_ITEM:]
         metrics = {
-            "valid": strip("valid", res.best_metrics), "test": strip("test", test), "select_metric": "ndcg@10",
-            "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "stopped_early": res.stopped_early,
+            **res.record("ndcg@10", strip("valid", res.best_metrics)), "test": strip("test", test),
             "throughput": {"train_samples_per_s": res.train_samples_per_s,
-                           "eval_samples_per_s": len(test_rows) / eval_s if eval_s > 0 else float("nan")},
+                           "eval_samples_per_s": per_second(len(test_rows), eval_s)},
             "load_s": load_s, "train_users": len(data.train), "items": len(data.vocab.item_ids),
             "items_with_codes": int(coded.sum()), "code_sizes": list(book.sizes),
             "codebook_version": book.codebook_version, "adam_betas": [0.9, config.beta2],
-            "lambdas": [float(a.lam().detach()) for a in model.attn if a.focused], "history": res.history,
+            "lambdas": [float(a.lam().detach()) for a in model.attn if a.focused],
         }
         cfg = config.model_dump(mode="json")
         encoders = {"items": data.vocab.to_dict(), "codes": {"sizes": list(book.sizes), "codebook_version": book.codebook_version}}

@@ -11,7 +11,7 @@ from torch import nn
 from trainers.data import encoders_record
 from trainers.din.data import history_arrays
 from trainers.din.trainer import evaluate_logits
-from trainers.loop import deterministic, fit, measure_loader
+from trainers.loop import deterministic, fit, measure_loader, per_second
 from trainers.rar.config import (
     EVENTS_TABLE,
     ITEMS_TABLE,
@@ -104,13 +104,8 @@ def train_on_data(cfg: RARConfig, data: RARData, write_run: bool = True) -> RunR
         test = evaluate_logits(data.splits["test"], predict(model, data, cfg, "test"))
         eval_s = time.perf_counter() - t1
     metrics = {
-        "valid": res.best_metrics,
+        **res.record(cfg.select_metric),
         "test": test,
-        "best_epoch": res.best_epoch,
-        "epochs_run": res.epochs_run,
-        "stopped_early": res.stopped_early,
-        "select_metric": cfg.select_metric,
-        "history": res.history,
         "rows": {k: len(s) for k, s in data.splits.items()},
         "selection": data.selection_stats,
         "windows": {k: [a.isoformat(), b.isoformat()] for k, (a, b) in data.din.windows.items()},
@@ -119,7 +114,7 @@ def train_on_data(cfg: RARConfig, data: RARData, write_run: bool = True) -> RunR
             "read_s": data.read_s,
             "loader_samples_per_s": loader_sps,
             "train_samples_per_s": res.train_samples_per_s,
-            "eval_samples_per_s": len(data.splits["test"]) / eval_s if eval_s > 0 else float("nan"),
+            "eval_samples_per_s": per_second(len(data.splits["test"]), eval_s),
             "fit_wall_s": fit_s,
         },
     }

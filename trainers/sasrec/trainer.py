@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from features.sequences import USER_SEQUENCES
-from trainers.loop import deterministic, fit
+from trainers.loop import deterministic, fit, per_second
 from trainers.runs import RunResult, pinned_while_training, save_run
 from trainers.sasrec.config import MODEL_NAME, SASRecConfig
 from trainers.sasrec.data import SASRecData, first_used_column, load_data, sample_negatives, sample_users
@@ -93,21 +93,16 @@ def train(config: SASRecConfig):
             return {k[len(prefix) + 1:]: v for k, v in d.items() if k.startswith(prefix + "_")}
 
         metrics = {
-            "valid": strip("valid", res.best_metrics),
+            **res.record("ndcg@10", strip("valid", res.best_metrics)),  # selected on the validation rows
             "test": strip("test", test),
-            "select_metric": "ndcg@10",  # on the validation rows
-            "best_epoch": res.best_epoch,
-            "epochs_run": res.epochs_run,
-            "stopped_early": res.stopped_early,
             "throughput": {
                 "train_samples_per_s": res.train_samples_per_s,
-                "eval_samples_per_s": len(test_rows) / eval_s if eval_s > 0 else float("nan"),
+                "eval_samples_per_s": per_second(len(test_rows), eval_s),
             },
             "load_s": load_s,
             "train_users": len(data.train),
             "items": len(data.vocab.item_ids),
             "adam_betas": list(kwargs["betas"]),
-            "history": res.history,
         }
         cfg = config.model_dump(mode="json")
         run_dir = save_run(config.runs_root, MODEL_NAME, cfg, environment, {"items": data.vocab.to_dict()},

@@ -129,12 +129,8 @@ def train_on_data(cfg: WatchTimeConfig, data: WatchTimeData, name: str, write_ru
         wall = time.perf_counter() - t0
         test = evaluate_split(data, prep, hp, cfg, "test", predict(model, data.splits["test"].x))
     metrics = {
-        "valid": result.best_metrics,
+        **result.record(cfg.select_metric),
         "test": test,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "select_metric": cfg.select_metric,
-        "history": result.history,
         "rows": {k: len(s) for k, s in data.splits.items()},
         "windows": {k: [a.isoformat(), b.isoformat()] for k, (a, b) in data.windows.items()},
         "throughput": {
