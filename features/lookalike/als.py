@@ -183,9 +183,9 @@ def implicit_als(
 
 def _single_threaded_blas():
     """A context with BLAS on one thread. The half-steps are thousands of rank × rank products
-    and solves, for which a BLAS thread pool costs more in hand-offs than it saves. Measured on
-    the 3,947 × 2,000 demo-sized matrix (78K pairs, rank 32, 10 iterations) on 2 busy cores:
-    25.0 s with OpenBLAS's default threads, 2.9 s with one. ``threadpoolctl`` comes with
+    and solves, for which a BLAS thread pool costs more in hand-offs than it saves (several
+    times slower with OpenBLAS's default threads on a demo-sized matrix, in a timing not kept
+    as a benchmark). ``threadpoolctl`` comes with
     scikit-learn; without it nothing is limited."""
     try:
         from threadpoolctl import threadpool_limits

@@ -232,10 +232,10 @@ def _spark_behaviour(interactions, params: VectorParams):
 def _behaviour_block(pairs, params: VectorParams, report: dict | None):
     """The behaviour block of :func:`build_user_vectors`, or ``None`` when there is no positive pair.
 
-    One Spark job decides and, for the local engine, also fetches: ``auto`` and ``local`` collect
-    at most ``als_local_max_entries + 1`` pairs (``auto`` falls back to Spark ML when that many
-    come back, so above the threshold up to that many rows are fetched for nothing), ``spark``
-    only counts them.
+    One Spark job decides and, for the local engine, also fetches: ``auto`` collects at most
+    ``als_local_max_entries + 1`` pairs (and falls back to Spark ML when that many come back, so
+    above the threshold up to that many rows are fetched for nothing), ``local`` collects every
+    pair (unbounded: for builds known to be small), ``spark`` only counts them.
     """
     if params.als_engine == "spark":
         entries = pairs.count()

@@ -3,8 +3,9 @@ example), the same builds as the training-set API, and SimHash against the exact
 
 - hand-computed build choices, ties at a cutoff, examples before the first cutoff;
 - a property test over random cutoffs and examples on a real warehouse (Delta commits), against a
-  brute-force reference, with a reader that records every version read (bounded examples by
-  default; ``-m slow`` runs many more);
+  brute-force reference, for the look-alike sets and the recall pools (rows tagged by their
+  build), with a reader that records every version read (bounded examples by default;
+  ``-m slow`` runs many more);
 - ``list_builds`` against ``pipelines.training_set.builds.builds`` on one warehouse;
 - SimHash by hand, its bit agreement against ``1 - angle / pi``, and its top-k against the exact one.
 """
@@ -157,6 +158,19 @@ def check_never_later(warehouse, hours: list[int], examples: list[tuple[str, int
     assert {v for _, v in rec.read} == {builds[c].version for c in set(chosen.tolist()) if c >= 0}
     for _, v in rec.read:
         assert version_of[v] <= max(when)
+    # the recall pools: each example's pool is its own valid build's (rows tagged by version)
+    pool_builds = list_builds(warehouse.uri, RECALL_ITEMS)
+    pool_chosen = choose_builds(pool_builds, ts)
+    pool_rec = Recording(warehouse.uri)
+    pools = read_pools(pool_rec, RECALL_ITEMS, pool_builds, pool_chosen, users, 4).ids(np.arange(len(examples)))
+    for n, t in enumerate(when):
+        want = brute_force(written, t)
+        if want is None or users[n] not in USERS[:3]:  # before the first cutoff, or a user without a pool
+            assert (pools[n] == "").all()
+        else:
+            assert pool_builds[pool_chosen[n]].version == want
+            assert pools[n].tolist() == [f"v{want}:{users[n]}:i{r}" for r in (1, 2, 3, 4)]
+    assert {v for _, v in pool_rec.read} <= {b.version for b in pool_builds if b.cutoff <= max(when)}
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
