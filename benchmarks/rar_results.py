@@ -98,7 +98,7 @@ def prepare(root: Path, cutoffs: list[dt.datetime], data: Path = SHARED_DATA, co
                 build_user_vectors_table(spark, wh, look)
             stats = build_lookalike_table(spark, wh, look).stats["lookalike_users"]
             print(f"lookalike_users as of {cutoff.isoformat()}: {time.perf_counter() - t0:.0f} s, recall estimate "
-                  f"{stats.get('lsh_recall_estimate')}, bands {stats.get('lsh_bands')}", flush=True)
+                  f"{stats.get('recall_estimate', stats.get('lsh_recall_estimate'))}, bands {stats.get('lsh_bands')}", flush=True)
         if cutoff not in done(RECALL_ITEMS):
             if latest_cutoff(ITEM_NEIGHBORS) != cutoff:
                 build_item_neighbors_table(spark, wh, rec)

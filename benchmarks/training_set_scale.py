@@ -6,27 +6,35 @@ over 14 UTC days (N // 50 users, N // 100 items, ties in time), three ``lookalik
 (cutoffs on days 4, 8 and 11, ``--k`` neighbours per user), and an N-row spine of random users at
 random times (some before the first cutoff), with a label column.
 
-* **spark**: ``pipelines.training_set.training_set`` for ``user_sequences`` (``max_len`` 50, RoTE
-  year/month/day) and ``lookalike_users``, from the spine's Parquet file to the written Parquet
-  directory with its record (spine hash included);
+* **spark**: ``pipelines.training_set.training_set`` for ``user_sequences`` (``max_len`` 50) and
+  ``lookalike_users``, from the spine's Parquet file to the written Parquet directory with its
+  record (spine hash included). ``--history full`` (default) asks for the whole history group
+  (the 3 lists, ``hist_len`` and the RoTE columns, year/month/day); ``--history lean`` for the
+  3 lists and ``hist_len`` only (RoTE derived by the reader from ``hist_ts``);
 * **reference** (one process, Polars + NumPy): read the events and the spine, sort, ``join_asof``
   each spine row to the latest build at or before it, join that build's neighbour lists, the
   history gathers with ``np.searchsorted`` on (user, time) keys and Arrow list arrays, the same
-  RoTE columns (``features.sequences.rote.rote_batch``), and a Parquet write.
+  RoTE columns (``features.sequences.rote.rote_batch``) for ``full``, and a Parquet write. The
+  wide columns are built and written in chunks of ``--chunk`` spine rows, so its memory is the
+  events, the spine and one chunk (an unchunked reference needed 9.9 GB at 1M rows).
 
-Prints both times, spine rows per second and the ratio spark/reference, and checks on the
-result that both agree (every row's history items and look-alike cutoff).
+Prints both times, spine rows per second, the peak resident memory of each (the reference: this
+process; Spark: this process and the JVM with its Python workers, sampled every 0.5 s) and the
+ratio spark/reference. Then it checks, streaming both outputs in spine order, that every row
+agrees: a 64-bit digest per row of its history items, history times and look-alike neighbours.
 
-    .venv/bin/python benchmarks/training_set_scale.py                  # 200,000 rows
-    .venv/bin/python benchmarks/training_set_scale.py --rows 10000000  # the 10M figure
+    .venv/bin/python benchmarks/training_set_scale.py                                   # 200,000 rows
+    .venv/bin/python benchmarks/training_set_scale.py --rows 10000000 --history lean    # the 10M figure
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import os
+import resource
 import shutil
 import sys
+import threading
 import time
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -41,6 +49,57 @@ UTC = dt.timezone.utc
 DAY0 = dt.datetime(2022, 4, 8, tzinfo=UTC)
 MAX_LEN = 50
 CUTOFF_DAYS = (4, 8, 11)
+LEAN = ["user_sequences.hist_item_ids", "user_sequences.hist_ts", "user_sequences.hist_play_time_ms",
+        "user_sequences.hist_len"]
+CHECKED = ("hist_item_ids", "hist_ts", "lookalike_users__neighbor_user_id")
+
+
+class TreeRss:
+    """Peak resident memory (bytes) of this process and all its descendants, sampled from /proc."""
+
+    def __init__(self, every_s: float = 0.5):
+        self.peak, self._every, self._stop = 0, every_s, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _tree_rss() -> int:
+        parents: dict[int, int] = {}
+        rss: dict[int, int] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    parents[int(name)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{name}/statm") as fh:
+                    rss[int(name)] = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, IndexError, ValueError):
+                continue
+        tree, todo = set(), [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            tree.add(pid)
+            todo.extend(c for c, p in parents.items() if p == pid and c not in tree)
+        return sum(rss.get(p, 0) for p in tree)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._tree_rss())
+            self._stop.wait(self._every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._tree_rss())
+
+
+def self_peak_gib() -> float:
+    """Peak resident set of this process so far (Linux ``ru_maxrss`` is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _us(d: dt.datetime) -> int:
@@ -97,7 +156,11 @@ def make_data(root: str, rows: int, k: int, seed: int) -> tuple[str, str]:
     return wh.root, spine_path
 
 
-def run_spark(root: str, spine_path: str, out: str):
+def features_of(history: str) -> list[str]:
+    return (["user_sequences"] if history == "full" else LEAN) + ["lookalike_users"]
+
+
+def run_spark(root: str, spine_path: str, out: str, history: str):
     from pipelines.settings import SparkSettings
     from pipelines.spark import get_spark
     from pipelines.training_set import training_set
@@ -106,14 +169,17 @@ def run_spark(root: str, spine_path: str, out: str):
     spark = get_spark(SparkSettings(master=f"local[{os.cpu_count()}]", shuffle_partitions=max(os.cpu_count() * 2, 4),
                                     driver_memory="6g"))
     spark.range(1).count()  # start the session outside the timing
-    t = time.perf_counter()
-    ts = training_set(spark, Warehouse(root), spine_path, ["user_sequences", "lookalike_users"], max_len=MAX_LEN,
-                      out=out, overwrite=True)
-    return time.perf_counter() - t, ts
+    with TreeRss() as rss:
+        t = time.perf_counter()
+        ts = training_set(spark, Warehouse(root), spine_path, features_of(history), max_len=MAX_LEN,
+                          out=out, overwrite=True)
+        elapsed = time.perf_counter() - t
+    return elapsed, ts, rss.peak
 
 
-def run_reference(root: str, spine_path: str, out: str) -> float:
-    """Polars join_asof for the builds, NumPy gathers for the histories, one process."""
+def run_reference(root: str, spine_path: str, out: str, history: str, chunk: int) -> float:
+    """Polars join_asof for the builds, NumPy gathers for the histories, one process; the wide
+    columns built and written ``chunk`` spine rows at a time."""
     import polars as pl
 
     from features.sequences.rote import rote_batch
@@ -153,33 +219,103 @@ def run_reference(root: str, spine_path: str, out: str) -> float:
     base = min(ev_t.min(initial=np.iinfo(np.int64).max), sp_t.min(initial=np.iinfo(np.int64).max))
     ev_key = ev_code * shift + (ev_t - base)
     sp_key = sp_code * shift + (sp_t - base)
-    end = np.searchsorted(ev_key, sp_key, side="left")
+    end_all = np.searchsorted(ev_key, sp_key, side="left")
     user_start = np.searchsorted(ev_key, sp_code * shift, side="left")
-    hist_len = np.minimum(end - user_start, MAX_LEN)
-    offsets = np.zeros(len(end) + 1, dtype=np.int64)
-    np.cumsum(hist_len, out=offsets[1:])
-    idx = np.repeat(end - hist_len, hist_len) + (np.arange(offsets[-1]) - np.repeat(offsets[:-1], hist_len))
-    off = pa.array(offsets.astype(np.int32))
-    take = pa.array(idx)
+    len_all = np.minimum(end_all - user_start, MAX_LEN)
     evt = ev.select("item_id", "event_ts", "play_time_ms").to_arrow()
-    hist = pa.table({
-        "hist_item_ids": pa.ListArray.from_arrays(off, evt.column("item_id").combine_chunks().take(take).cast(pa.string())),
-        "hist_ts": pa.ListArray.from_arrays(off, evt.column("event_ts").combine_chunks().take(take)),
-        "hist_play_time_ms": pa.ListArray.from_arrays(off, evt.column("play_time_ms").combine_chunks().take(take)),
-        "hist_len": pa.array(hist_len.astype(np.int32)),
-    })
-    sp_arrow = spine.to_arrow()
-    rote = rote_batch(pa.table({"event_id": pa.nulls(len(end), pa.string()), "user_id": sp_arrow.column("user_id"),
-                                "hist_ts": hist.column("hist_ts"), "target_ts": sp_arrow.column("event_ts"),
-                                "target_date": pa.nulls(len(end), pa.date32())}))
-    table = sp_arrow
-    for name in hist.column_names:
-        table = table.append_column(name, hist.column(name))
-    for name in rote.column_names:
-        if name not in ("event_id", "user_id", "hist_len", "target_date"):
-            table = table.append_column(name, rote.column(name))
-    pq.write_table(table, out)
+    ev_cols = {name: evt.column(name).combine_chunks() for name in evt.column_names}
+    del ev, evt, ev_key, ev_code, ev_t
+    sp_all = spine.drop("build_version").to_arrow()
+    writer = None
+    for lo in range(0, len(end_all), chunk):
+        hi = min(lo + chunk, len(end_all))
+        end, hist_len = end_all[lo:hi], len_all[lo:hi]
+        offsets = np.zeros(len(end) + 1, dtype=np.int64)
+        np.cumsum(hist_len, out=offsets[1:])
+        idx = np.repeat(end - hist_len, hist_len) + (np.arange(offsets[-1]) - np.repeat(offsets[:-1], hist_len))
+        off = pa.array(offsets.astype(np.int32))
+        take = pa.array(idx)
+        hist = {
+            "hist_item_ids": pa.ListArray.from_arrays(off, ev_cols["item_id"].take(take).cast(pa.string())),
+            "hist_ts": pa.ListArray.from_arrays(off, ev_cols["event_ts"].take(take)),
+            "hist_play_time_ms": pa.ListArray.from_arrays(off, ev_cols["play_time_ms"].take(take)),
+            "hist_len": pa.array(hist_len.astype(np.int32)),
+        }
+        table = sp_all.slice(lo, hi - lo)
+        for name, col in hist.items():
+            table = table.append_column(name, col)
+        if history == "full":
+            rote = rote_batch(pa.table({"event_id": pa.nulls(len(end), pa.string()), "user_id": table.column("user_id"),
+                                        "hist_ts": table.column("hist_ts"), "target_ts": table.column("event_ts"),
+                                        "target_date": pa.nulls(len(end), pa.date32())}))
+            for name in rote.column_names:
+                if name not in ("event_id", "user_id", "hist_len", "target_date"):
+                    table = table.append_column(name, rote.column(name))
+        if writer is None:
+            writer = pq.ParquetWriter(out, table.schema)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
     return time.perf_counter() - t
+
+
+# ---- the check: a 64-bit digest per row of each checked column, streamed ------------------
+_NULL_LIST = np.uint64(0x9E3779B97F4A7C15)
+
+
+def list_digest(col: pa.ListArray) -> np.ndarray:
+    """Per row: sum over positions p of hash(value) * (p + 1), wrapping at 2**64 (a null list:
+    a constant; an empty list: 0). Values hash through Polars (strings) or as their int64."""
+    import polars as pl
+
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray):  # an empty chunked array
+        col = pa.array([], col.type)
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    values = col.values.slice(offsets[0], offsets[-1] - offsets[0]) if len(col) else col.values.slice(0, 0)
+    offsets = offsets - offsets[0]
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        h = pl.Series(values).hash(seed=0).to_numpy().astype(np.uint64)
+    else:
+        h = values.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+        h = h * np.uint64(0xFF51AFD7ED558CCD)
+    lengths = np.diff(offsets)
+    pos = np.arange(len(h), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    weighted = h * (pos.astype(np.uint64) + np.uint64(1))
+    cs = np.zeros(len(weighted) + 1, dtype=np.uint64)
+    np.cumsum(weighted, out=cs[1:])
+    out = cs[offsets[1:]] - cs[offsets[:-1]]
+    nulls = col.is_null().to_numpy(zero_copy_only=False)
+    out[nulls] = _NULL_LIST
+    return out
+
+
+def digests(files: list[str]) -> dict[str, np.ndarray]:
+    """Spine row and the digest of every checked column, streamed in row groups (spine order)."""
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in ("spine_row", *CHECKED)}
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for batch in pf.iter_batches(batch_size=200_000, columns=["spine_row", *CHECKED]):
+            parts["spine_row"].append(batch.column("spine_row").to_numpy(zero_copy_only=False).astype(np.int64))
+            for c in CHECKED:
+                parts[c].append(list_digest(batch.column(c)))
+    return {c: np.concatenate(v) if v else np.empty(0) for c, v in parts.items()}
+
+
+def compare(ref_file: str, spark_dir: str) -> bool:
+    ref = digests([ref_file])
+    got = digests(sorted(str(p) for p in __import__("pathlib").Path(spark_dir).glob("part-*.parquet")))
+    if len(ref["spine_row"]) != len(got["spine_row"]):
+        print(f"row counts differ: reference {len(ref['spine_row']):,}, spark {len(got['spine_row']):,}")
+        return False
+    ro, go = np.argsort(ref["spine_row"], kind="stable"), np.argsort(got["spine_row"], kind="stable")
+    same = bool(np.array_equal(ref["spine_row"][ro], got["spine_row"][go]))
+    for c in CHECKED:
+        bad = int(np.count_nonzero(ref[c][ro] != got[c][go]))
+        if bad:
+            print(f"{c}: {bad:,} rows differ")
+        same = same and bad == 0
+    return same
 
 
 def main() -> int:
@@ -187,32 +323,34 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=200_000, help="spine rows and events (default 200,000)")
     p.add_argument("--k", type=int, default=10, help="look-alike neighbours per user in each build")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--history", choices=("full", "lean"), default="full",
+                   help="full: the whole history group with RoTE columns; lean: the 3 lists and hist_len")
+    p.add_argument("--chunk", type=int, default=500_000, help="spine rows per chunk of the reference's wide columns")
     p.add_argument("--dir", default="var/bench-training-set", help="scratch folder (git-ignored var/)")
     p.add_argument("--no-check", action="store_true", help="skip comparing the two results")
     args = p.parse_args()
+    if args.rows < 1 or args.chunk < 1:
+        p.error("--rows and --chunk must be positive")
     root = os.path.abspath(os.path.join(args.dir, str(args.rows)))
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
     t = time.perf_counter()
     wh_root, spine_path = make_data(root, args.rows, args.k, args.seed)
-    print(f"data: {args.rows:,} events, {args.rows:,} spine rows, 3 look-alike builds ({time.perf_counter() - t:.1f} s, not timed)")
-    ref_s = run_reference(wh_root, spine_path, os.path.join(root, "reference.parquet"))
-    print(f"reference (Polars join_asof + NumPy gathers, 1 process): {ref_s:8.1f} s  {args.rows / ref_s:12,.0f} rows/s")
-    spark_s, ts = run_spark(wh_root, spine_path, os.path.join(root, "spark_out"))
-    print(f"spark training_set (local[{os.cpu_count()}]):                  {spark_s:8.1f} s  {args.rows / spark_s:12,.0f} rows/s")
+    print(f"data: {args.rows:,} events, {args.rows:,} spine rows, 3 look-alike builds, history {args.history} "
+          f"({time.perf_counter() - t:.1f} s, not timed)")
+    before = self_peak_gib()
+    ref_s = run_reference(wh_root, spine_path, os.path.join(root, "reference.parquet"), args.history, args.chunk)
+    print(f"reference (Polars join_asof + NumPy gathers, 1 process): {ref_s:8.1f} s  {args.rows / ref_s:12,.0f} rows/s"
+          f"  peak RSS {max(self_peak_gib(), before):.1f} GiB")
+    spark_s, ts, peak = run_spark(wh_root, spine_path, os.path.join(root, "spark_out"), args.history)
+    print(f"spark training_set (local[{os.cpu_count()}]):                  {spark_s:8.1f} s  {args.rows / spark_s:12,.0f} rows/s"
+          f"  peak RSS {peak / 2**30:.1f} GiB (driver, JVM and workers)")
     print(f"ratio spark / reference (time): {spark_s / ref_s:.2f}")
     print(f"rows before the first cutoff: {ts.report['lookalike_users_rows_before_first_cutoff']:,}; "
           f"rows with a history: {ts.report['non_null']['hist_item_ids']:,}")
     if not args.no_check:
-        ref = pq.read_table(os.path.join(root, "reference.parquet"), columns=["spine_row", "hist_item_ids",
-                                                                               "lookalike_users__neighbor_user_id"])
-        got = pq.read_table(os.path.join(root, "spark_out"), columns=["spine_row", "hist_item_ids",
-                                                                       "lookalike_users__neighbor_user_id"])
-        ref, got = ref.sort_by("spine_row"), got.sort_by("spine_row")
-        same = (ref.column("hist_item_ids").to_pylist() == got.column("hist_item_ids").to_pylist()
-                and ref.column("lookalike_users__neighbor_user_id").to_pylist()
-                == got.column("lookalike_users__neighbor_user_id").to_pylist())
-        print(f"results agree: {same}")
+        same = compare(os.path.join(root, "reference.parquet"), os.path.join(root, "spark_out"))
+        print(f"results agree ({', '.join(CHECKED)}, every row): {same}")
         if not same:
             return 1
     return 0

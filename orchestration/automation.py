@@ -117,7 +117,7 @@ def build_sensor(
     Ingestion is idempotent (events are keyed by a stable id), so re-reading unchanged files
     as part of the range is harmless. The run also covers ``daily_keys`` (every
     daily-partitioned asset downstream of the events, such as incremental
-    ``user_sequences``/``rote_features``), so a late event that the backfill brings in reaches
+    ``user_sequences``, with ``rote_features`` when it is stored), so a late event that the backfill brings in reaches
     them in the same run: an incremental sequences build rebuilds from the earliest day whose
     events changed (docs/sequences.md).
 

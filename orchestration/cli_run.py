@@ -61,7 +61,7 @@ def cmd_demo(args) -> int:
     materialize_assets(settings, args.config, None, log_level=log_level(args), overrides=overrides(args, **budget))
     print(f"pipeline finished in {time.perf_counter() - t0:.1f} s\n")
     wh = warehouse_for(settings)
-    print_tables(wh)
+    print_tables(wh, settings)
     print("\nwhere everything is:")
     print(f"  source files:    {settings.source.path}")
     for name in wh.tables():

@@ -9,15 +9,30 @@ import json
 from orchestration.cli_common import CliError, settings_for, warehouse_for
 
 
-def print_tables(wh) -> None:
-    """Every table of the catalog (committed or not, with its family), then any other table found."""
+def print_tables(wh, settings=None) -> None:
+    """Every table of the catalog (committed or not, with its family), then any other table found.
+
+    With ``settings``, a table they make a view (derived on read) is listed as such, with its
+    source's version and rows (a stored table of that name, left from another setting, is not read).
+    """
     from pipelines.catalog import families
 
     catalogued = [(t.name, f.name) for f in families() for t in f.tables]
+    views = {v.table: v.source for f in families() if settings is not None and f.enabled(settings)
+             for v in f.views(settings)}
     present = set(wh.tables())
     rows = catalogued + [(name, "(not in the catalog)") for name in sorted(present - {n for n, _ in catalogued})]
     print(f"{'table':<20} {'family':<12} {'version':>7} {'rows':>12} {'partitions':>10}  committed_at")
     for name, family in rows:
+        if name in views:
+            src = views[name]
+            if src not in present:
+                print(f"{name:<20} {family:<12} {'-':>7} {'-':>12} {'-':>10}  view of {src} (not built yet)")
+                continue
+            m = wh.manifest(src)
+            print(f"{name:<20} {family:<12} {m.version:>7} {m.row_count:>12,} {len(m.partitions):>10}  "
+                  f"view of {src}, derived on read")
+            continue
         if name not in present:
             print(f"{name:<20} {family:<12} {'-':>7} {'-':>12} {'-':>10}  not built yet")
             continue
@@ -27,7 +42,8 @@ def print_tables(wh) -> None:
 
 
 def cmd_tables(args) -> int:
-    print_tables(warehouse_for(settings_for(args)))
+    settings = settings_for(args)
+    print_tables(warehouse_for(settings), settings)
     return 0
 
 
@@ -65,8 +81,79 @@ def _manifest(wh, table: str, version: int | None, as_of: str | None = None):
     return wh.manifest(table, version)
 
 
+def _view(settings, wh, table: str):
+    """``(view, context)`` when the settings make ``table`` a view (derived on read), else ``None``."""
+    from pipelines.catalog import view
+
+    found = view(table, settings)
+    if found is None:
+        return None
+    family, v = found
+    return v, family.context(wh, settings)
+
+
+def _show_view(wh, v, ctx, args) -> int:
+    """``recfeat show`` of a view: its source's version, the derived schema and derived sample rows."""
+    from pipelines.catalog import contract
+
+    m = _manifest(wh, v.source, args.version, args.as_of)
+    current = wh.current_version(v.source)
+    note = "" if m.version == current else f", current: {current}"
+    print(f"table:        {v.table} (a view: derived on read from {v.source}, not stored)")
+    print(f"version:      {v.source} version {m.version} (kept: {', '.join(map(str, wh.versions(v.source)))}{note})")
+    print(f"committed_at: {m.committed_at}")
+    print(f"rows:         {m.row_count:,} (one per {v.source} row)")
+    print(f"partitioned:  {m.partition_column or 'no'}" + (f" ({len(m.partitions)} partitions: {min(m.partitions)} .. {max(m.partitions)})" if m.partition_column and m.partitions else ""))
+    print(f"path:         none (derived from {wh.table_path(v.source)})")
+    print("schema:")
+    describe = contract(v.table).column_description
+    schema = v.schema(ctx)
+    width = max([20, *(len(f.name) + 1 for f in schema)])
+    for f in schema:
+        print(f"  {f.name:<{width}} {str(f.type):<24} {describe(f.name)}".rstrip())
+    if m.partitions and args.rows > 0:
+        import pandas as pd
+
+        sample = v.read_arrow(ctx, m.version, [min(m.partitions)]).slice(0, args.rows)
+        if sample.num_rows:
+            with pd.option_context("display.width", 200, "display.max_columns", 30):
+                print("sample:")
+                print(sample.to_pandas().to_string(index=False))
+    return 0
+
+
+def _export_view(wh, v, ctx, args) -> int:
+    """``recfeat export`` of a view: its rows derived from the source version, one partition at a time."""
+    import os
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    from pipelines.warehouse.storage import filesystem
+
+    m = _manifest(wh, v.source, args.version, args.as_of)
+    out_fs, out = filesystem(args.out)
+    parent = os.path.dirname(out)
+    if parent:
+        out_fs.makedirs(parent, exist_ok=True)
+    tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
+    rows = 0
+    with pq.ParquetWriter(tmp, v.schema(ctx), filesystem=out_fs) as writer:
+        for part in ([[p] for p in sorted(m.partitions)] if m.partitions else [None]):
+            data = v.read_arrow(ctx, m.version, part)
+            writer.write_table(data)
+            rows += data.num_rows
+    out_fs.mv(tmp, out)
+    print(f"exported {v.table} (view of {v.source} v{m.version}): {rows:,} rows to {args.out}")
+    return 0
+
+
 def cmd_show(args) -> int:
-    wh = warehouse_for(settings_for(args))
+    settings = settings_for(args)
+    wh = warehouse_for(settings)
+    view = _view(settings, wh, args.table)
+    if view is not None:
+        return _show_view(wh, *view, args)
     m = _manifest(wh, args.table, args.version, args.as_of)
     current = wh.current_version(args.table)
     note = "" if m.version == current else f", current: {current}"
@@ -100,7 +187,11 @@ def cmd_show(args) -> int:
 
 
 def cmd_export(args) -> int:
-    wh = warehouse_for(settings_for(args))
+    settings = settings_for(args)
+    wh = warehouse_for(settings)
+    view = _view(settings, wh, args.table)
+    if view is not None:
+        return _export_view(wh, *view, args)
     m = _manifest(wh, args.table, args.version, args.as_of)
     rows = wh.export(args.table, args.out, version=m.version)
     print(f"exported {args.table} v{m.version}: {rows:,} rows to {args.out}")

@@ -7,7 +7,9 @@ For each family of :data:`pipelines.catalog.FAMILIES` enabled for the settings:
   version (a digest of the family's pipeline modules and of its settings section), the column
   schema of every table from its contract (with descriptions, known before any run), one pool
   per table writer, and daily partitions when the family is partitioned;
-* every table gets one multi-asset check computed in one step: ``<table>_quality`` (blocking,
+* a table that the settings make a view (``family.views``: derived on read) gets neither an
+  asset nor checks; the family checks it through its source table;
+* every stored table gets one multi-asset check computed in one step: ``<table>_quality`` (blocking,
   ERROR: the contract and the Great Expectations suite built from it), ``<table>_invariants``
   (blocking, ERROR: the family's invariant counter) when the family has one, and a non-blocking
   WARN check for the suite's warning-level expectations when it has any;
@@ -122,9 +124,11 @@ def step_asset(family: Family, step: Step, settings: Settings, known: set[str]) 
     """The asset (or multi-asset) of one step."""
     partitions = daily_partitions(settings) if family.partitioned(settings) else None
     deps = [d for d in step.deps if d in known]
-    names = step.table_names or (step.name,)
-    if step.tables:
-        specs = [_spec(family, step, t, deps, settings, partitions) for t in step.tables]
+    stored = {t.name for t in family.stored_tables(settings)}
+    tables = [t for t in step.tables if t.name in stored]  # a view (family.views) has no asset
+    names = tuple(t.name for t in tables) or (step.name,)
+    if tables:
+        specs = [_spec(family, step, t, deps, settings, partitions) for t in tables]
     else:
         specs = [dg.AssetSpec(step.name, group_name=step.group or family.group, deps=deps, description=step.description,
                               kinds=set(step.kinds), owners=list(family.owners),
@@ -142,9 +146,9 @@ def step_asset(family: Family, step: Step, settings: Settings, known: set[str]) 
     def _step(context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource,
               spark: SparkResource):
         s, wh = settings.get(), warehouse.get()
-        before = {t: wh.current_version(t) for t in step.table_names}
+        before = {t.name: wh.current_version(t.name) for t in tables}
         ctx = family.context(wh, s, spark_session=spark.get_session, window=_window(context),
-                             run_id=context.run.run_id, tables=step.table_names, log=context.log.info)
+                             run_id=context.run.run_id, tables=tuple(t.name for t in tables), log=context.log.info)
         with commit_conflicts(context):
             result = step.run(ctx)
         if result.summary:
@@ -331,11 +335,11 @@ def build_family_definitions(settings: Settings, families=None) -> tuple[list[dg
     if unknown:
         raise ValueError(f"families not in the catalog: {unknown} (add them to pipelines.catalog.FAMILIES)")
     enabled = enabled_families(settings, families)
-    known = {t.name for f in enabled for t in f.tables} | {s.name for f in enabled for s in f.steps if not s.tables}
+    known = {t.name for f in enabled for t in f.stored_tables(settings)} | {s.name for f in enabled for s in f.steps if not s.tables}
     assets, checks = [], []
     for family in enabled:
         for step in family.steps:
             assets.append(step_asset(family, step, settings, known))
-        checks += [table_checks(family, table) for table in family.tables]
+        checks += [table_checks(family, table) for table in family.stored_tables(settings)]
         checks += [extra_check(family, c) for c in family.extra_checks]
     return assets, checks

@@ -27,10 +27,11 @@ from orchestration.progress import PROGRESS_LOGGER, RunProgress, progress_logger
 MATERIALIZE_JOB = "recfeat_materialize"
 
 
-def resolve_selection(defs: dg.Definitions, select: str | None) -> list[str]:
+def resolve_selection(defs: dg.Definitions, select: str | None, settings=None) -> list[str]:
     """The selected asset names in dependency order, with every asset of a selected multi-asset
     step, in the order the step declares them (``events`` brings ``rejected_events``: one
-    ingestion step writes both)."""
+    ingestion step writes both). ``settings`` only improve the error for a table that is a
+    view under them (derived on read, no asset)."""
     graph = defs.resolve_asset_graph()
     keys = [k.to_user_string() for k in graph.toposorted_asset_keys]
     wanted = set(keys)
@@ -38,7 +39,17 @@ def resolve_selection(defs: dg.Definitions, select: str | None) -> list[str]:
         asked = [s.strip() for s in select.split(",") if s.strip()]
         unknown = [w for w in asked if w not in keys]
         if unknown:
-            raise CliError(f"unknown asset(s) {unknown}; known: {keys}")
+            hints = []
+            if settings is not None:
+                from pipelines.catalog import view
+
+                for name in unknown:
+                    found = view(name, settings)
+                    if found is not None:
+                        hints.append(f"{name!r} is a view of {found[1].source!r} under these settings (derived on read, "
+                                     f"no asset of its own): select {found[1].source!r}, or configure the family to "
+                                     "store it (docs/architecture.md, views)")
+            raise CliError(f"unknown asset(s) {unknown}; known: {keys}" + ("; " + "; ".join(hints) if hints else ""))
         wanted = set(asked)
     order: list[str] = []
     for key in keys:
@@ -86,7 +97,7 @@ def materialize_assets(
     from orchestration.instance import cli_run_tags, pool_holders, release_dead_cli_runs
 
     defs = build_definitions(settings, config_file, overrides)
-    order = resolve_selection(defs, select)
+    order = resolve_selection(defs, select, settings)
     graph = defs.resolve_asset_graph()
     instance = dg.DagsterInstance.get()
     for run_id in release_dead_cli_runs(instance):

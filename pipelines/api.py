@@ -58,13 +58,28 @@ def tables(warehouse=None, config: str | None = None) -> list[str]:
     return _warehouse(warehouse, config).tables()
 
 
+def _view(table: str, wh: Warehouse, settings, spark=None):
+    """``(view, context)`` when the settings make ``table`` a view (derived on read), else ``None``."""
+    from pipelines import catalog
+
+    found = catalog.view(table, settings)
+    if found is None:
+        return None
+    family, view = found
+    return view, family.context(wh, settings, spark_session=(lambda: _spark(settings)) if spark is None else spark)
+
+
 def read(table: str, version: int | None = None, as_of: dt.datetime | str | None = None,
          partitions: list[str] | None = None, columns: list[str] | None = None, engine: str = "pandas",
          warehouse=None, config: str | None = None):
     """A committed table: the current version, ``version=N``, or the version current ``as_of`` a
     time (an aware datetime, or ISO 8601 text, UTC unless it names a zone). ``partitions``: values
     of the partition column (``["2022-04-10"]``); ``columns``: a subset. ``engine``: ``pandas``
-    (default), ``arrow`` (a pyarrow Table) or ``spark`` (a Spark DataFrame)."""
+    (default), ``arrow`` (a pyarrow Table) or ``spark`` (a Spark DataFrame).
+
+    A table the settings make a view (``rote_features`` with ``sequences.rote_storage: view``,
+    the default) is derived on read from its source table (``user_sequences``): ``version`` and
+    ``as_of`` then name a version of the source, ``partitions`` its days (docs/sequences.md)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if version is not None and as_of is not None:
@@ -75,6 +90,14 @@ def read(table: str, version: int | None = None, as_of: dt.datetime | str | None
     if as_of is not None:
         when = dt.datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
         ref = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    view = _view(table, wh, settings)
+    if view is not None:
+        v, ctx = view
+        if engine == "spark":
+            df = v.read_spark(ctx, ref, partitions)
+            return df.select(*columns) if columns else df
+        data = v.read_arrow(ctx, ref, partitions, columns)
+        return data if engine == "arrow" else data.to_pandas()
     if engine == "spark":
         df = wh.read_spark(_spark(settings), table, version=ref, partitions=partitions)
         return df.select(*columns) if columns else df
@@ -86,7 +109,9 @@ def describe(table: str, warehouse=None, config: str | None = None):
     """A table's columns as pandas: ``column``, ``type``, ``description`` (from the table's
     contract; for a committed table the types are those of its current version, so the open
     attributes of ``users`` and ``items`` are listed too). ``attrs``: the table's description,
-    key, partition column and current version."""
+    key, partition column and current version; for a view (derived on read, see :func:`read`)
+    the types are those it derives, ``version`` is its source's current version, and
+    ``view_of`` names the source (``None`` for a stored table)."""
     import pandas as pd
 
     from pipelines import catalog
@@ -95,9 +120,15 @@ def describe(table: str, warehouse=None, config: str | None = None):
         contract = catalog.contract(table)
     except KeyError:
         contract = None
-    wh = _warehouse(warehouse, config)
-    schema, version = None, None
-    if wh.exists(table):
+    settings = _settings(warehouse if not isinstance(warehouse, Warehouse) else None, config)
+    wh = _warehouse(warehouse, config, settings)
+    schema, version, view_of = None, None, None
+    view = _view(table, wh, settings)
+    if view is not None:
+        v, ctx = view
+        schema, view_of = v.schema(ctx), v.source
+        version = wh.current_version(v.source)
+    elif wh.exists(table):
         manifest = wh.manifest(table)
         version = manifest.version
         schema = wh.arrow_schema(manifest)
@@ -113,6 +144,7 @@ def describe(table: str, warehouse=None, config: str | None = None):
         "key": list(contract.key) if contract else [],
         "partition_column": contract.partition_column if contract else None,
         "version": version,
+        "view_of": view_of,
     })
     return out
 

@@ -13,7 +13,7 @@ from pipelines import labels, lookalike, recall, sequences
 from pipelines import item_codes
 from pipelines import dialogues
 from pipelines.core import dimensions, ingest, synthetic
-from pipelines.family import Family
+from pipelines.family import Family, View
 
 FAMILIES: tuple[Family, ...] = (
     synthetic.FAMILY,
@@ -62,3 +62,13 @@ def family_of(table: str) -> Family:
         if table in (t.name for t in family.tables):
             return family
     raise KeyError(f"no family builds a table named {table!r}")
+
+
+def view(table: str, settings) -> tuple[Family, View] | None:
+    """``(family, view)`` when the settings make ``table`` a view (derived on read), else ``None``."""
+    for family in families():
+        if family.enabled(settings):
+            for v in family.views(settings):
+                if v.table == table:
+                    return family, v
+    return None

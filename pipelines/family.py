@@ -108,6 +108,24 @@ class ExtraCheck:
 
 
 @dataclass(frozen=True)
+class View:
+    """A catalogued table that, under the settings, is not stored but derived on read.
+
+    ``source`` is the stored table it is derived from: a view's ``version`` / ``as_of`` name a
+    version of ``source``. ``read_arrow(ctx, version, partitions, columns)`` returns a pyarrow
+    Table, ``read_spark(ctx, version, partitions)`` a Spark DataFrame, ``schema(ctx)`` the
+    Arrow schema (``ctx`` is the family's :class:`JobContext`). A view has no asset and no
+    commit of its own; the family checks it through its source (docs/architecture.md).
+    """
+
+    table: str
+    source: str
+    read_arrow: Callable[..., Any]
+    read_spark: Callable[..., Any]
+    schema: Callable[..., Any]
+
+
+@dataclass(frozen=True)
 class Step:
     """Tables built together in one pass (one asset, one commit per table).
 
@@ -143,7 +161,8 @@ class Family:
     sections. ``invariants`` maps a table to its invariant counter (``{violation: count}``, 0 =
     holds). The parameters the tables' quality expectations refer to (``Param("max_len")``) are
     the fields of the family's settings section, by name; ``check_params`` replaces them. ``partitioned(settings)`` says whether the steps are daily
-    partitioned (a run builds a :class:`DateWindow`); ``enabled(settings)`` whether the family is
+    partitioned (a run builds a :class:`DateWindow`); ``views(settings)`` the tables that those
+    settings make :class:`View` s (derived on read: no asset, no table check); ``enabled(settings)`` whether the family is
     in the graph at all (``synthetic`` only with the synthetic source). ``resolve(section,
     settings)`` fills fields of the section that default to another section's (the recall
     cutoff defaults to the look-alike one).
@@ -165,6 +184,7 @@ class Family:
     resolve: Callable[[Any, "Settings"], Any] | None = None
     code_modules: tuple[str, ...] = ()
     version_settings: Callable[["Settings"], Any] | None = None
+    views: Callable[["Settings"], tuple[View, ...]] = field(default=lambda settings: ())
 
     def __post_init__(self) -> None:
         if self.params is not None and self.settings_key is None:
@@ -181,6 +201,11 @@ class Family:
     @property
     def tables(self) -> tuple[TableContract, ...]:
         return tuple(t for s in self.steps for t in s.tables)
+
+    def stored_tables(self, settings: "Settings") -> tuple[TableContract, ...]:
+        """The tables stored under ``settings``: :attr:`tables` less the ``views(settings)``."""
+        viewed = {v.table for v in self.views(settings)}
+        return tuple(t for t in self.tables if t.name not in viewed)
 
     def section(self, settings: "Settings"):
         """The family's parameters in ``settings`` (``None`` without a section), resolved."""

@@ -263,11 +263,37 @@ class IngestSettings(StrictModel):
         description="the new_source_files sensor ingests a new or changed file only once its size and mtime "
         "have stayed the same for this many seconds (a file still being written is left alone); 0: at once",
     )
+    direct_num_workers: Annotated[int, Field(ge=0)] = Field(
+        1,
+        description="DirectRunner workers (Beam's --direct_num_workers; 0: one per CPU). Above 1 needs "
+        "direct_running_mode multi_processing or multi_threading. 1 (in process) measured fastest on 2 cores "
+        "(docs/benchmarks.md, Ingestion); other runners ignore it",
+    )
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = Field(
+        "in_memory",
+        description="how the DirectRunner runs its workers (Beam's --direct_running_mode): in_memory = one "
+        "worker in this process; multi_threading = threads (one GIL); multi_processing = worker processes",
+    )
+    buckets: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="keys of the Beam pipeline's de-duplication shuffle: each chunk of records is split by a "
+        "stable hash of its identity into this many buckets, resolved (occurrences, duplicates) one bucket at "
+        "a time; default 4 per DirectRunner worker, 256 on any other runner. Does not change the result",
+    )
 
     @field_validator("stage_root")
     @classmethod
     def _local_stage_root(cls, v: str | None) -> str | None:
         return local_stage_root(v, field=None)  # the settings error names the field
+
+    @model_validator(mode="after")
+    def _workers_need_a_parallel_mode(self) -> "IngestSettings":
+        if self.direct_running_mode == "in_memory" and self.direct_num_workers != 1:
+            raise ValueError(
+                f"ingest.direct_num_workers: {self.direct_num_workers} needs ingest.direct_running_mode "
+                "multi_processing or multi_threading (in_memory runs one worker)"
+            )
+        return self
 
 
 def local_stage_root(path: str | None, field: str | None = "ingest.stage_root") -> str | None:

@@ -1,9 +1,9 @@
 """Watch-time label math (PCR, WTG, D2Q, D²Co, CWM) in NumPy/pandas, importable without Spark.
 
 This module is the single numeric definition of every label of ``watch_time_labels`` and of the
-per-duration statistics of ``duration_stats`` (docs/labels.md). The Spark job in
-``features/labels/spark.py`` computes the same quantities with Spark expressions and is tested
-against these functions; trainers use them to re-label the training rows for a hyperparameter
+per-duration statistics of ``duration_stats`` (docs/labels.md). The Spark jobs call these very
+functions on Arrow batches in their tasks (``features/labels/arrow_path.py``) and are tested to
+equal the pandas path exactly; trainers use them to re-label the training rows for a hyperparameter
 grid (α, T, c_inv, σ, bin count) from ``duration_stats`` and the rows, and to map model scores
 back to seconds.
 

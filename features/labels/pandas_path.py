@@ -52,10 +52,14 @@ STATS_GROUP_COLUMNS = ("duration_s", "rows", "wt_mean_s", "wt_std_s", "noise_wt_
 
 def duration_groups_pandas(train: pd.DataFrame, min_rows: int = 3) -> pd.DataFrame:
     """Per observed duration of the training rows (``duration_s``, ``watch_time_s``): row count,
-    mean and sample std of w, and the GMM fit (:func:`fit_duration_gmm`)."""
+    mean and sample std of w, and the GMM fit (:func:`fit_duration_gmm`).
+
+    The watch times are sorted first (the fit sorts them anyway), so the mean and std are summed
+    in one order whatever order the rows come in: the Spark job, which has only the sorted
+    values of each duration, gets the same floats."""
     out = []
     for d, g in train.groupby("duration_s", sort=True):
-        w = g["watch_time_s"].to_numpy(dtype=float)
+        w = np.sort(g["watch_time_s"].to_numpy(dtype=float))
         fit = fit_duration_gmm(w, min_rows)
         out.append((int(d), len(w), float(w.mean()), float(w.std(ddof=1)) if len(w) > 1 else math.nan,
                     fit.noise_wt_s, fit.interest_wt_s, fit.status))
@@ -121,8 +125,8 @@ def fit_stats_pandas(rows: pd.DataFrame, params: LabelParams) -> tuple[pd.DataFr
 
 def wtg_grid(stats: pd.DataFrame) -> pd.DataFrame:
     """Φ(gain) for every (duration_s, watch_time_s) with 0 <= w <= d: WTG is a function of the
-    duration's training mean/std and w only, so Spark looks it up (a broadcast join of at most
-    Σ(d+1) rows, 29,000 for [5, 240] s) instead of calling Python per row."""
+    duration's training mean/std and w only, so it can be tabulated once (Σ(d+1) rows, 29,000
+    for [5, 240] s) and looked up instead of computed per row."""
     d = stats["duration_s"].to_numpy(np.int64)
     reps = d + 1
     dd = np.repeat(d, reps)

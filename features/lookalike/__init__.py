@@ -1,4 +1,4 @@
-"""The look-alike family for RAR: user vectors as of a cutoff and their SimHash top-k neighbours.
+"""The look-alike family for RAR: user vectors as of a cutoff and their top-k neighbours (HNSW or SimHash candidates).
 
 ``contracts`` holds the tables; ``kernels`` the vector, hashing and ranking functions
 (docs/lookalike.md).

@@ -72,7 +72,7 @@ LOOKALIKE_USERS = TableContract(
         row_count_band("version", severity=WARNING),
     ),
     key=("user_id", "rank"),
-    description="Each user's top-K look-alike users (SimHash LSH candidates, exact cosine re-ranking) as of the cutoff.",
+    description="Each user's top-K look-alike users (HNSW or SimHash candidates, exact cosine re-ranking) as of the cutoff.",
     invariants=(
         "neighbor_user_id != user_id; (user_id, neighbor_user_id) unique",
         "rank = 1..n contiguous per user, similarity non-increasing with rank, in [-1, 1]",

@@ -24,6 +24,10 @@ public. The details chosen here are documented in ``docs/lookalike.md``:
   candidates are the ``window`` users on each side of it in every band: at most
   ``2·window·bands`` per user, linear in the number of users (this is also the cap on the
   bucket share: a bucket larger than ``2·window`` is only compared within the window).
+* **HNSW candidates** (the default engine, :mod:`features.lookalike.hnsw`): a faiss
+  ``IndexHNSWFlat`` (inner product) built once over every user, broadcast serialized and
+  queried per Spark partition; a user's candidates are the search's ``max(ef_search, k + 1)``
+  results, re-ranked as below.
 * **re-ranking**: exact cosine of every candidate, the top ``k`` kept by similarity
   descending, then ``neighbor_user_id`` ascending (similarities rounded to 1e-12 so that the
   order does not depend on floating-point summation order).
@@ -36,11 +40,12 @@ public. The details chosen here are documented in ``docs/lookalike.md``:
 
 Pure DataFrame-to-DataFrame functions; no I/O. The definitions live in
 :mod:`features.lookalike.vectors` (events before the cutoff, user vectors) and
-:mod:`features.lookalike.lsh` (hashing, candidates, re-ranking, recall); every name is
-importable from here.
+:mod:`features.lookalike.lsh` (hashing, candidates, re-ranking, recall) and
+:mod:`features.lookalike.hnsw` (the HNSW engine); every name is importable from here.
 """
 from __future__ import annotations
 
+from features.lookalike.hnsw import HnswParams, build_index, hnsw_recall, hnsw_topk, rank_block, vectors_matrix
 from features.lookalike.lsh import (
     PCA_FIT_ROWS,
     SIM_DECIMALS,
@@ -70,8 +75,8 @@ from features.lookalike.vectors import (
 from features.timeutil import as_utc
 
 __all__ = [
-    "PCA_FIT_ROWS", "SIM_DECIMALS", "LshParams", "VectorParams", "as_utc", "band_keys", "band_orders",
-    "before_cutoff", "behaviour_embedding", "build_user_vectors", "encode_profiles", "exact_kth", "hash_projection",
-    "hyperplanes", "lookalike_topk", "pairs_evaluated", "positive_column", "profile_columns", "recall_samples",
-    "sampled_recall", "signatures", "top_by_similarity", "window_candidates",
+    "PCA_FIT_ROWS", "SIM_DECIMALS", "HnswParams", "LshParams", "VectorParams", "as_utc", "band_keys", "band_orders",
+    "before_cutoff", "behaviour_embedding", "build_index", "build_user_vectors", "encode_profiles", "exact_kth",
+    "hash_projection", "hnsw_recall", "hnsw_topk", "hyperplanes", "lookalike_topk", "pairs_evaluated", "positive_column", "profile_columns", "rank_block",
+    "recall_samples", "sampled_recall", "signatures", "top_by_similarity", "vectors_matrix", "window_candidates",
 ]  # fmt: skip

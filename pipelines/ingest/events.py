@@ -14,7 +14,14 @@ from features.ingest_runs import INGEST_RUNS
 from features.layout import Manifest
 from features.rejections import REJECTED_EVENTS, REJECTED_RECORD_SCHEMA
 from features.timeutil import DateWindow
-from pipelines.beam_ingest import ACCEPTED_SCHEMA, IngestBalanceError, StageCounts, run_stage
+from pipelines.beam_ingest import (
+    ACCEPTED_SCHEMA,
+    IngestBalanceError,
+    StageCounts,
+    check_buckets,
+    check_direct_workers,
+    run_stage,
+)
 from pipelines.ingest.results import IngestModeError, IngestResult, _base
 from pipelines.ingest.stage import clean_stale_stage_dirs, new_stage_dir, stage_base
 from pipelines.sections import IngestRules
@@ -45,6 +52,9 @@ def ingest_events(
     now: dt.datetime | None = None,
     repeated_lines: str = "duplicate",
     follow_symlinks: bool = False,
+    buckets: int | None = None,
+    direct_num_workers: int = 1,
+    direct_running_mode: str = "in_memory",
 ) -> IngestResult:
     """Ingest the adapter's source files into ``events`` (see the module docstring).
 
@@ -54,7 +64,9 @@ def ingest_events(
     ``repeated_lines``: ``duplicate`` or ``distinct`` (see the module docstring).
     ``stage_root``: a local directory (``ValueError`` for another URI than ``file://``).
     ``follow_symlinks``: read source files that are symbolic links (else each is a
-    ``symlink_refused`` dead letter).
+    ``symlink_refused`` dead letter). ``buckets``, ``direct_num_workers``,
+    ``direct_running_mode``: how the Beam engine shuffles and how many DirectRunner workers it
+    runs (:func:`pipelines.beam_ingest.run_stage`); they never change the result.
     """
     run_id = run_id or uuid.uuid4().hex
     started = dt.datetime.now(dt.timezone.utc)
@@ -62,6 +74,10 @@ def ingest_events(
     check_repeated_lines(repeated_lines)
     if engine not in ("beam", "spark"):
         raise ValueError(f"unknown ingestion engine {engine!r} (beam or spark)")
+    if engine == "beam":  # before anything is read or staged
+        check_direct_workers(direct_num_workers, direct_running_mode)
+        if buckets is not None:
+            check_buckets(buckets)
     base, own_folder = stage_base(warehouse, stage_root)
     _check_same_mode(warehouse, adapter.name, repeated_lines)
     files = adapter.event_files()
@@ -71,7 +87,7 @@ def ingest_events(
         if engine == "beam":
             counts = run_stage(
                 files, stage.path, adapter.name, adapter.config, rules, chunk_rows, runner, runner_args, now,
-                repeated_lines, follow_symlinks,
+                repeated_lines, follow_symlinks, buckets, direct_num_workers, direct_running_mode,
             )  # fmt: skip
         else:
             from pipelines.spark_stage import run_stage_spark
@@ -189,6 +205,9 @@ def ingest_with_settings(spark, warehouse: Warehouse, adapter: SourceAdapter, se
         stage_root=settings.ingest.stage_root,
         repeated_lines=settings.ingest.repeated_lines,
         follow_symlinks=settings.ingest.follow_symlinks,
+        buckets=settings.ingest.buckets,
+        direct_num_workers=settings.ingest.direct_num_workers,
+        direct_running_mode=settings.ingest.direct_running_mode,
     )
 
 

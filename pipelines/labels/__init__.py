@@ -11,7 +11,6 @@ from pipelines.labels.job import (
     build_duration_stats,
     build_watch_time_labels,
     compute_duration_stats,
-    compute_labels,
     run_duration_stats,
     run_watch_time_labels,
 )
@@ -49,6 +48,6 @@ FAMILY = Family(
 
 __all__ = [
     "FAMILY", "LabelSettings", "build_duration_stats", "build_watch_time_labels", "check_duration_stats",
-    "check_watch_time_labels", "compute_duration_stats", "compute_labels", "run_duration_stats",
+    "check_watch_time_labels", "compute_duration_stats", "run_duration_stats",
     "run_watch_time_labels",
 ]

@@ -2,7 +2,8 @@
 
 ``params`` is the ``lookalike`` settings section, ``job`` the two steps, ``checks`` the
 invariant counters (docs/lookalike.md). :data:`FAMILY` is the catalog entry; besides the
-per-table checks it warns when the held-out recall of the SimHash candidates is below target.
+per-table checks it warns when the held-out recall of the candidates (HNSW or SimHash, by
+``candidates``) is below the engine's target.
 """
 from features.dimensions import USERS
 from features.events import EVENTS
@@ -17,28 +18,37 @@ from pipelines.lookalike.job import (
     run_lookalike_users,
     run_user_vectors,
 )
-from pipelines.lookalike.params import LookalikeSettings, LshSettings
+from pipelines.lookalike.params import HnswSettings, LookalikeSettings, LshSettings
 
 
 def recall_check(ctx: JobContext) -> CheckOutcome:
-    """Warn when the held-out recall@k of the current build is below ``lsh.target_recall``."""
+    """Warn when the held-out recall@k of the current build is below the target of the engine
+    that built it (``hnsw.target_recall`` or ``lsh.target_recall``)."""
     s = ctx.params
     estimate, sample = lsh_recall_estimate(ctx.warehouse)
-    meta = {"target": s.lsh.target_recall, "sample_users": sample, "sample": "held-out (did not choose the bands)"}
+    engine = ctx.warehouse.manifest(LOOKALIKE_USERS.name).producer.get("candidates", "simhash")
+    if engine == "hnsw":
+        target, sample_key, remedy = s.hnsw.target_recall, "hnsw.recall_sample", "raise hnsw.ef_search (or hnsw.m)"
+        held = "held-out (a seeded sample; exact top-k by brute force)"
+    else:
+        target, sample_key = s.lsh.target_recall, "lsh.recall_sample"
+        remedy = "raise lsh.max_bands or lsh.window" if s.lsh.auto_bands else "raise lsh.bands, or set lsh.auto_bands"
+        held = "held-out (did not choose the bands)"
+    meta = {"target": target, "sample_users": sample, "sample": held, "candidates": engine}
     if estimate is None:
-        return CheckOutcome(True, metadata={**meta, "note": "not estimated (lsh.recall_sample is 0 or fewer than 2 users)"})
-    passed = estimate >= s.lsh.target_recall
-    remedy = "raise lsh.max_bands or lsh.window" if s.lsh.auto_bands else "raise lsh.bands, or set lsh.auto_bands"
+        return CheckOutcome(True, metadata={**meta, "note": f"not estimated ({sample_key} is 0 or fewer than 2 users)"})
+    passed = estimate >= target
     return CheckOutcome(
         passed,
-        None if passed else f"held-out recall@{s.k} {estimate:.3f} < target {s.lsh.target_recall}: {remedy} (docs/lookalike.md)",
+        None if passed else f"held-out recall@{s.k} {estimate:.3f} < target {target}: {remedy} (docs/lookalike.md)",
         {**meta, "recall_estimate": estimate},
     )
 
 
 FAMILY = Family(
     name="lookalike",
-    description="RAR look-alike users: user vectors and their SimHash top-k neighbours as of a cutoff (docs/lookalike.md)",
+    description="RAR look-alike users: user vectors and their top-k neighbours (HNSW or SimHash candidates, exact cosine) "
+    "as of a cutoff (docs/lookalike.md)",
     params=LookalikeSettings,
     steps=(
         Step(
@@ -53,7 +63,7 @@ FAMILY = Family(
             tables=(LOOKALIKE_USERS,),
             run=run_lookalike_users,
             deps=(USER_VECTORS.name,),
-            description="Top-k look-alike users per user: SimHash candidates re-ranked by exact cosine.",
+            description="Top-k look-alike users per user: HNSW or SimHash candidates (lookalike.candidates) re-ranked by exact cosine.",
         ),
     ),
     invariants={
@@ -64,8 +74,8 @@ FAMILY = Family(
         ExtraCheck(
             name="lookalike_users_recall",
             table=LOOKALIKE_USERS.name,
-            description="Warns when the SimHash candidates' recall@k on a held-out seeded user sample (exact top-k; "
-            "users not used to choose the bands) is below lsh.target_recall.",
+            description="Warns when the candidates' recall@k on a held-out seeded user sample (exact top-k; "
+            "for SimHash, users not used to choose the bands) is below hnsw.target_recall or lsh.target_recall.",
             run=recall_check,
         ),
     ),
@@ -73,7 +83,7 @@ FAMILY = Family(
 )
 
 __all__ = [
-    "FAMILY", "LookalikeSettings", "LshSettings", "build_lookalike_table", "build_user_vectors_table",
+    "FAMILY", "HnswSettings", "LookalikeSettings", "LshSettings", "build_lookalike_table", "build_user_vectors_table",
     "check_lookalike", "check_user_vectors", "lsh_recall_estimate", "lsh_recall_summary", "recall_check",
     "run_lookalike_users", "run_user_vectors",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from features.dimensions import USERS
 from features.events import EVENTS
 from features.lookalike import LOOKALIKE_USERS, USER_VECTORS
-from features.lookalike.kernels import build_user_vectors, lookalike_topk
+from features.lookalike.kernels import build_user_vectors, hnsw_topk, lookalike_topk, vectors_matrix
 from pipelines.cutoffs import read_input
 from pipelines.family import JobContext, JobResult
 from pipelines.lookalike.params import LookalikeSettings
@@ -31,11 +31,29 @@ def build_user_vectors_table(spark, warehouse: Warehouse, settings: LookalikeSet
 
 
 def build_lookalike_table(spark, warehouse: Warehouse, settings: LookalikeSettings) -> JobResult:
-    """Rebuild ``lookalike_users`` from the committed ``user_vectors``; the stats are the LSH figures."""
+    """Rebuild ``lookalike_users`` from the committed ``user_vectors`` with the ``candidates`` engine.
+
+    ``hnsw``: the vectors of the version checked by :func:`~pipelines.cutoffs.read_input` are
+    read from its files as Arrow (no Spark ``collect()``), the faiss index is built once in the
+    driver and queried per partition (:func:`features.lookalike.hnsw.hnsw_topk`). ``simhash``: the
+    Spark DataFrame goes to :func:`features.lookalike.lsh.lookalike_topk`. The engine's stats go
+    into the commit's producer (``candidates`` names the engine) and into the figures, prefixed
+    ``hnsw_`` or ``lsh_``, with the engine-neutral ``candidates``, ``pairs_evaluated`` and,
+    when sampled, ``recall_estimate`` and ``recall_sample_users``.
+    """
     from pyspark.sql import functions as F
 
     vectors, provenance = read_input(spark, warehouse, USER_VECTORS.name, settings.cutoff_ts)
-    out, stats = lookalike_topk(vectors, settings.lsh_params(), settings.cutoff_ts)
+    if settings.candidates == "hnsw":
+        version = int(provenance[f"{USER_VECTORS.name}_version"])
+        ids, mat = vectors_matrix(warehouse.read_arrow(USER_VECTORS.name, version=version, columns=["user_id", "vector"]))
+        out, stats = hnsw_topk(spark, ids, mat, settings.hnsw_params(), settings.cutoff_ts)
+        del mat
+        prefix = "hnsw"
+    else:
+        out, stats = lookalike_topk(vectors, settings.lsh_params(), settings.cutoff_ts)
+        stats = {"candidates": "simhash", **stats}
+        prefix = "lsh"
     out = out.persist()
     stats["pairs_evaluated"] = int(out.where(F.col("rank") == 1).agg(F.sum("n_candidates")).collect()[0][0] or 0)
     producer = {
@@ -45,14 +63,16 @@ def build_lookalike_table(spark, warehouse: Warehouse, settings: LookalikeSettin
     }
     manifest = warehouse.write_spark(out.select(*LOOKALIKE_USERS.columns), LOOKALIKE_USERS, producer=producer)
     out.unpersist()
-    figures = {"cutoff_ts": settings.cutoff_ts.isoformat(), **{f"lsh_{k}": v for k, v in stats.items()}}
+    neutral = {k: stats[k] for k in ("candidates", "pairs_evaluated", "recall_estimate", "recall_sample_users") if k in stats}
+    figures = {"cutoff_ts": settings.cutoff_ts.isoformat(), **neutral,
+               **{f"{prefix}_{k}": v for k, v in stats.items() if k != "candidates"}}
     return JobResult({LOOKALIKE_USERS.name: manifest}, {LOOKALIKE_USERS.name: figures})
 
 
 def lsh_recall_estimate(warehouse: Warehouse) -> tuple[float | None, int]:
     """``(recall_estimate, recall_sample_users)`` recorded by the current ``lookalike_users``
-    commit: the recall@k on the held-out sample, whose users did not choose the bands
-    (``(None, 0)`` when that build sampled no users)."""
+    commit: the recall@k on the held-out sample (for SimHash, users that did not choose the
+    bands), whichever engine built it (``(None, 0)`` when that build sampled no users)."""
     producer = warehouse.manifest(LOOKALIKE_USERS.name).producer
     if "recall_estimate" not in producer:
         return None, 0
@@ -61,18 +81,24 @@ def lsh_recall_estimate(warehouse: Warehouse) -> tuple[float | None, int]:
 
 def lsh_recall_summary(warehouse: Warehouse, settings: LookalikeSettings) -> str | None:
     """One line on the current ``lookalike_users`` build's held-out recall against the target
-    (``None`` when the table is not committed)."""
+    of the engine that built it (``None`` when the table is not committed)."""
     if not warehouse.exists(LOOKALIKE_USERS.name):
         return None
     estimate, sample = lsh_recall_estimate(warehouse)
     producer = warehouse.manifest(LOOKALIKE_USERS.name).producer
-    bands = producer.get("bands", "?")
-    chosen = f" chosen by lsh.auto_bands ({producer['bands_tried']})" if "bands_tried" in producer else ""
+    if producer.get("candidates") == "hnsw":
+        target, sample_key = settings.hnsw.target_recall, "hnsw.recall_sample"
+        how = (f"HNSW candidates (m {producer.get('m', '?')}, ef_construction {producer.get('ef_construction', '?')}, "
+               f"ef_search {producer.get('ef_search', '?')})")
+    else:  # simhash (a build before the engine was recorded was a SimHash one)
+        target, sample_key = settings.lsh.target_recall, "lsh.recall_sample"
+        chosen = f" chosen by lsh.auto_bands ({producer['bands_tried']})" if "bands_tried" in producer else ""
+        how = f"SimHash candidates, {producer.get('bands', '?')} bands{chosen}"
     if estimate is None:
-        return f"look-alike users: recall not estimated (lsh.recall_sample 0 or fewer than 2 users); {bands} bands{chosen}"
-    verdict = "reaches" if estimate >= settings.lsh.target_recall else "is BELOW"
+        return f"look-alike users: recall not estimated ({sample_key} 0 or fewer than 2 users); {how}"
+    verdict = "reaches" if estimate >= target else "is BELOW"
     return (f"look-alike users: held-out recall@{settings.k} {estimate:.3f} on {sample:,} users {verdict} the target "
-            f"{settings.lsh.target_recall}; {bands} bands{chosen}")
+            f"{target}; {how}")
 
 
 def run_user_vectors(ctx: JobContext) -> JobResult:

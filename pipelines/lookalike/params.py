@@ -1,7 +1,8 @@
 """Parameters of the look-alike family: the ``lookalike`` section of ``recfeat.yaml`` (docs/lookalike.md).
 
-The vector fields and ``lsh`` sub-section are named as the kernels' :class:`VectorParams` and
-:class:`LshParams` fields, so settings reach the kernels without renaming. The recall-stage
+The vector fields and the ``lsh`` and ``hnsw`` sub-sections are named as the kernels'
+:class:`VectorParams`, :class:`LshParams` and :class:`HnswParams` fields, so settings reach the
+kernels without renaming. ``candidates`` picks the engine of ``lookalike_users``. The recall-stage
 settings are the ``recall`` section (:mod:`pipelines.recall.params`).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from features.lookalike.kernels import LshParams, VectorParams
+from features.lookalike.kernels import HnswParams, LshParams, VectorParams
 from features.timeutil import as_utc
 from pipelines.config import StrictModel, moved_keys
 
@@ -66,6 +67,35 @@ class LshSettings(StrictModel):
         return self
 
 
+class HnswSettings(StrictModel):
+    """HNSW candidates of ``lookalike_users`` (faiss ``IndexHNSWFlat``, inner product; the kernels' :class:`HnswParams`)."""
+
+    m: Annotated[int, Field(ge=4, le=256)] = Field(
+        32, description="graph links per node and layer (faiss M; 2 * m on the bottom layer): more = better recall, larger index"
+    )
+    ef_construction: Annotated[int, Field(ge=8, le=4096)] = Field(
+        40, description="candidate list length while the graph is built (faiss efConstruction; its default)"
+    )
+    ef_search: Annotated[int, Field(ge=1, le=4096)] = Field(
+        128,
+        description="candidate list length of each query (faiss efSearch; at least k): the users whose exact cosine is "
+        "computed, so more = better recall, slower",
+    )
+    threads: Annotated[int, Field(ge=1, le=256)] = Field(
+        1,
+        description="OpenMP threads that build the index in the driver; 1 (default) builds the same graph on every run, "
+        "more is faster but the graph, and so a few neighbours, may vary between runs (queries run one thread per Spark task)",
+    )
+    recall_sample: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        1000,
+        description="held-out users whose exact top-k is brute-forced on every build to estimate recall@k (the same "
+        "sample as lsh's held-out one; 0 = off; at most half the users)",
+    )
+    target_recall: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.95, description="the lookalike_users_recall check warns when the held-out recall@k is below this"
+    )
+
+
 class LookalikeSettings(StrictModel):
     """RAR look-alike users: ``user_vectors`` and ``lookalike_users`` as of ``cutoff_ts`` (docs/lookalike.md)."""
 
@@ -96,7 +126,13 @@ class LookalikeSettings(StrictModel):
         "them: a few hundred bytes each)",
     )
     k: Annotated[int, Field(ge=1, le=1000)] = Field(50, description="look-alike users kept per user")
-    lsh: LshSettings = Field(default_factory=LshSettings, description="SimHash candidate generation")
+    candidates: Literal["hnsw", "simhash"] = Field(
+        "hnsw",
+        description="candidate engine of lookalike_users: hnsw (a faiss HNSW graph, the hnsw sub-section) or simhash "
+        "(SimHash sorted windows as RAR describes, the lsh sub-section); both re-rank by exact cosine",
+    )
+    lsh: LshSettings = Field(default_factory=LshSettings, description="SimHash candidate generation (candidates: simhash)")
+    hnsw: HnswSettings = Field(default_factory=HnswSettings, description="HNSW candidate generation (candidates: hnsw)")
     seed: int = Field(20220408, description="seed of the hyperplanes, the PCA sample, the recall sample and ALS")
 
     _moved = model_validator(mode="before")(classmethod(lambda cls, data: moved_keys(data, MOVED, "lookalike")))
@@ -110,8 +146,10 @@ class LookalikeSettings(StrictModel):
     def _consistent(self) -> "LookalikeSettings":
         if self.profile_weight + self.behaviour_weight <= 0:
             raise ValueError("profile_weight and behaviour_weight must not both be 0")
-        if 2 * self.lsh.window < self.k:
+        if self.candidates == "simhash" and 2 * self.lsh.window < self.k:
             raise ValueError("lsh.window must be at least k / 2 (every user needs k candidates)")
+        if self.candidates == "hnsw" and self.hnsw.ef_search < self.k:
+            raise ValueError(f"hnsw.ef_search ({self.hnsw.ef_search}) must be at least k ({self.k}): every user needs k candidates")
         return self
 
     def vector_params(self) -> VectorParams:
@@ -122,3 +160,8 @@ class LookalikeSettings(StrictModel):
     def lsh_params(self) -> LshParams:
         """The kernels' :class:`LshParams`: ``k``, ``seed`` and the ``lsh`` sub-section."""
         return LshParams(k=self.k, seed=self.seed, **self.lsh.model_dump())
+
+    def hnsw_params(self) -> HnswParams:
+        """The kernels' :class:`HnswParams`: ``k``, ``seed`` (the recall sample's) and the ``hnsw`` sub-section
+        (``target_recall`` is the check's, not the kernel's)."""
+        return HnswParams(k=self.k, seed=self.seed, **self.hnsw.model_dump(exclude={"target_recall"}))

@@ -1,4 +1,5 @@
-"""Invariant counters of the sequences family: ``user_sequences`` and ``rote_features``.
+"""Invariant counters of the sequences family: ``user_sequences`` and ``rote_features``
+(the stored table, or a derived sample of the view).
 
 Each returns ``{violation: count}`` (all zero when the table is correct); the Dagster quality
 check of the table blocks downstream assets on any non-zero count (docs/sequences.md).
@@ -91,14 +92,18 @@ def check_coverage(spark, warehouse: Warehouse, settings: SequenceSettings, seqs
     }
 
 
-def check_rote(spark, warehouse: Warehouse, settings: SequenceSettings) -> dict[str, int]:
-    """Count violations of ``rote_features``' invariants against ``user_sequences``."""
+#: Rows of ``user_sequences`` the view check derives (a deterministic sample by ``event_id``).
+ROTE_VIEW_SAMPLE_ROWS = 100_000
+
+
+def rote_violations(rote, seqs, levels) -> dict[str, int]:
+    """Violations of ``rote_features``' invariants: Spark DataFrames of its rows (``rote``) and of
+    the ``user_sequences`` rows they belong to (``seqs``: ``event_id``, ``hist_len``)."""
     from pyspark.sql import functions as F
 
-    rote = warehouse.read_spark(spark, ROTE_FEATURES.name)
-    seqs = warehouse.read_spark(spark, USER_SEQUENCES.name).select("event_id", F.col("hist_len").alias("seq_hist_len"))
+    seqs = seqs.select("event_id", F.col("hist_len").alias("seq_hist_len"))
     joined = rote.join(seqs, "event_id", "full_outer")
-    list_cols = [f.name for f in rote_table_schema(settings.rote_levels) if f.name.startswith(("hist_", "gap_")) and f.name != "hist_len"]
+    list_cols = [f.name for f in rote_table_schema(levels) if f.name.startswith(("hist_", "gap_")) and f.name != "hist_len"]
     misaligned = F.lit(False)
     for c in list_cols:
         misaligned = misaligned | (F.size(c) != F.col("hist_len"))
@@ -112,3 +117,43 @@ def check_rote(spark, warehouse: Warehouse, settings: SequenceSettings) -> dict[
         F.sum((F.col("query_ts_s") > F.col("target_ts_s")).cast("long")).alias("query_after_target"),
     ).collect()[0].asDict()
     return {k: int(v or 0) for k, v in row.items()}
+
+
+def check_rote(spark, warehouse: Warehouse, settings: SequenceSettings) -> dict[str, int]:
+    """Count violations of the stored ``rote_features``' invariants against ``user_sequences``
+    (``rote_storage: table``)."""
+    rote = warehouse.read_spark(spark, ROTE_FEATURES.name)
+    return rote_violations(rote, warehouse.read_spark(spark, USER_SEQUENCES.name), settings.rote_levels)
+
+
+def check_rote_view(spark, warehouse: Warehouse, settings: SequenceSettings, version=None,
+                    sample_rows: int = ROTE_VIEW_SAMPLE_ROWS) -> dict[str, int]:
+    """Count violations of the ``rote_features`` view's invariants (``rote_storage: view``).
+
+    Derives the view's rows of a deterministic sample of about ``sample_rows`` rows of
+    ``user_sequences`` at ``version`` (every row when it has no more; otherwise the rows whose
+    ``pmod(xxhash64(event_id), 2^20)`` falls below the sampled fraction) with the read path's
+    own code (:func:`pipelines.sequences.view.derive_rote_spark`) and counts the same
+    violations as :func:`check_rote` on them, prefixed ``rote_view_``, plus
+    ``rote_view_schema_differs`` (1 when the derived columns are not the contract's schema).
+    The sample's row count is not returned (``rows`` stays the ``user_sequences`` count).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from pipelines.sequences.view import derive_rote_spark
+
+    if sample_rows < 1:
+        raise ValueError(f"sample_rows must be >= 1, not {sample_rows}")
+    manifest = warehouse.manifest(USER_SEQUENCES.name, version)
+    seqs = warehouse.read_spark(spark, USER_SEQUENCES.name, version=manifest.version)
+    if manifest.row_count > sample_rows:
+        buckets = 1 << 20
+        below = -(-sample_rows * buckets // manifest.row_count)
+        seqs = seqs.where(F.pmod(F.xxhash64("event_id"), F.lit(buckets)) < below)
+    rote = derive_rote_spark(seqs, settings.rote_levels)
+    counts = rote_violations(rote, seqs, settings.rote_levels)
+    counts.pop("rows")
+    want = from_arrow_schema(rote_table_schema(settings.rote_levels))
+    counts["schema_differs"] = int([(f.name, f.dataType) for f in rote.schema] != [(f.name, f.dataType) for f in want])
+    return {f"rote_view_{k}": v for k, v in counts.items()}

@@ -1,8 +1,10 @@
-"""Job: ``events`` to ``user_sequences`` (point-in-time histories with their split) and
-``rote_features`` (the RoTE time features of every row).
+"""Job: ``events`` to ``user_sequences`` (point-in-time histories with their split) and, with
+``sequences.rote_storage: table``, ``rote_features`` (the RoTE time features of every row).
 
-Both tables are built in one pass and committed together (each atomically). Two ways to build
-them (``sequences.build``):
+``rote_storage: view`` (the default) stores the histories once: the job commits only
+``user_sequences`` and ``rote_features`` is derived on read (:mod:`pipelines.sequences.view`).
+With ``table`` both tables are built in one pass and committed together (each atomically).
+Two ways to build them (``sequences.build``):
 
 * ``full``: every partition from all committed events (after the optional k-core filter), in one
   atomic commit. Leave-one-out needs this: a user's test row is their last event overall.
@@ -73,16 +75,43 @@ def current_fingerprints(spark, warehouse: Warehouse, settings: SequenceSettings
     return out
 
 
+def stored_tables(settings: SequenceSettings) -> tuple:
+    """The contracts the job commits: ``user_sequences``, and ``rote_features`` with ``rote_storage: table``."""
+    return (USER_SEQUENCES, ROTE_FEATURES) if settings.rote_storage == "table" else (USER_SEQUENCES,)
+
+
 def build_signature(settings: SequenceSettings) -> str:
-    """The settings a built partition depends on, as one string (a change rebuilds every day)."""
-    return json.dumps(
-        {"max_len": settings.max_len, "split": settings.split,
-         "valid_from": settings.valid_from.isoformat() if settings.valid_from else None,
-         "test_from": settings.test_from.isoformat() if settings.test_from else None,
-         "require_flags": list(settings.require_flags), "k_core": settings.k_core.model_dump(),
-         "rote_levels": list(settings.rote_levels)},
-        sort_keys=True,
-    )
+    """The settings a built partition depends on, as one string (a change rebuilds every day).
+
+    ``rote_levels`` is part of it only with ``rote_storage: table`` (a view derives the levels on
+    read, so changing them rebuilds nothing).
+    """
+    sig = {"max_len": settings.max_len, "split": settings.split,
+           "valid_from": settings.valid_from.isoformat() if settings.valid_from else None,
+           "test_from": settings.test_from.isoformat() if settings.test_from else None,
+           "require_flags": list(settings.require_flags), "k_core": settings.k_core.model_dump()}
+    if settings.rote_storage == "table":
+        sig["rote_levels"] = list(settings.rote_levels)
+    return json.dumps(sig, sort_keys=True)
+
+
+def same_build(recorded: str | None, settings: SequenceSettings) -> bool:
+    """Whether a commit's recorded :func:`build_signature` is that of ``settings``.
+
+    With ``rote_storage: view`` the recorded ``rote_levels`` (of an earlier ``table`` build) are
+    ignored: switching a table-built warehouse to the view rebuilds nothing. Switching to
+    ``table`` rebuilds every day (``rote_features`` must be written for each of them).
+    """
+    if recorded is None:
+        return False
+    if settings.rote_storage == "table":
+        return recorded == build_signature(settings)
+    try:
+        record = json.loads(recorded)
+    except ValueError:
+        return False
+    record.pop("rote_levels", None)
+    return record == json.loads(build_signature(settings))
 
 
 def stored_fingerprints(warehouse: Warehouse, settings: SequenceSettings) -> tuple[dict[str, list[str]], set[str]]:
@@ -92,17 +121,21 @@ def stored_fingerprints(warehouse: Warehouse, settings: SequenceSettings) -> tup
     ``user_sequences``, which commits after ``rote_features`` (``write_from_spark_arrow``
     commits in reverse order): a crash between the two leaves ``user_sequences`` and its record
     at the previous build, so the next build plans from what that table really holds (and
-    rewrites ``rote_features`` for the days it rebuilds). A day counts as built only when both
-    tables have its partition, and only built days keep their record.
+    rewrites ``rote_features`` for the days it rebuilds). A day counts as built only when every
+    table the job stores (:func:`stored_tables`) has its partition: with ``rote_storage: table``
+    both, with ``view`` ``user_sequences`` alone (a ``rote_features`` table left from an earlier
+    ``table`` build is not read). Only built days keep their record.
     """
     if not warehouse.exists(USER_SEQUENCES.name):
         return {}, set()
     manifest = warehouse.manifest(USER_SEQUENCES.name)
-    rote_days = set(warehouse.manifest(ROTE_FEATURES.name).partitions) if warehouse.exists(ROTE_FEATURES.name) else set()
-    same = manifest.producer.get(SETTINGS_KEY) == build_signature(settings)
-    stored = json.loads(manifest.producer.get(FINGERPRINTS_KEY, "{}")) if same else {}
     built = set(manifest.partitions)
-    return {d: v for d, v in stored.items() if d in built and d in rote_days}, built
+    complete = set(built)
+    for other in stored_tables(settings)[1:]:
+        complete &= set(warehouse.manifest(other.name).partitions) if warehouse.exists(other.name) else set()
+    same = same_build(manifest.producer.get(SETTINGS_KEY), settings)
+    stored = json.loads(manifest.producer.get(FINGERPRINTS_KEY, "{}")) if same else {}
+    return {d: v for d, v in stored.items() if d in complete}, built
 
 
 def flag_filter(events, flags):
@@ -121,14 +154,15 @@ def build_sequences_table(
     start: dt.date | None = None,
     end: dt.date | None = None,
 ) -> JobResult:
-    """Build ``user_sequences`` and ``rote_features`` in one pass over the events.
+    """Build ``user_sequences`` (and, with ``rote_storage: table``, ``rote_features``) in one pass.
 
     ``settings.build == "full"``: every partition from all events (after the optional k-core
     filter). ``"incremental"``: the target days ``[start, end)``, continuing each user from the
     table's earlier partitions. One shuffle by user; each Spark task builds the histories of its
-    users (Arrow/NumPy), derives their RoTE features, and writes both tables' Parquet files
-    itself (:meth:`Warehouse.write_from_spark_arrow`). Returns both manifests (unchanged when
-    every requested day was up to date) and, per table, the days built.
+    users (Arrow/NumPy), in table mode derives their RoTE features too, and writes the stored
+    tables' Parquet files itself (:meth:`Warehouse.write_from_spark_arrow`). Returns the stored
+    tables' manifests (unchanged when every requested day was up to date) and, per table, the
+    days built.
     """
     import pyarrow.compute as pc
 
@@ -137,6 +171,7 @@ def build_sequences_table(
     split = dict(split=settings.split, valid_from=settings.valid_from, test_from=settings.test_from)
     producer = {"job": "build_sequences_table", "max_len": str(settings.max_len), "split": settings.split,
                 "build": settings.build, "rote_levels": ",".join(settings.rote_levels),
+                "rote_storage": settings.rote_storage,
                 "require_flags": ",".join(settings.require_flags), SETTINGS_KEY: build_signature(settings)}
     days = None
     seeds = None
@@ -159,7 +194,7 @@ def build_sequences_table(
             {d: (stored[d][1] if d in stored else None) for d in built_days},
             {d: v[1] for d, v in current.items()}, start, end,
         )
-        tables = (USER_SEQUENCES.name, ROTE_FEATURES.name)
+        tables = tuple(t.name for t in stored_tables(settings))
         if plan.start is None and all(warehouse.exists(t) for t in tables):  # all up to date: commit nothing
             note = {"build/window": "nothing to do: every requested day is built and up to date"}
             return JobResult({name: warehouse.manifest(name) for name in tables}, {name: dict(note) for name in tables})
@@ -181,16 +216,19 @@ def build_sequences_table(
     check_split_args(settings.split, settings.valid_from, settings.test_from, seeds is not None)
     ordered = sorted_for_histories(events, SIDE_COLUMNS, seeds, settings.partitions)
     max_len, levels = settings.max_len, tuple(settings.rote_levels)
+    contracts = stored_tables(settings)
+    with_rote = settings.rote_storage == "table"
 
     def kernel(batches):
         for batch in histories_from_sorted(batches, max_len, SIDE_COLUMNS, **split):
             table = pa.Table.from_batches([batch])
             table = table.append_column("target_date", pc.cast(table.column("target_ts"), pa.date32()))
             yield USER_SEQUENCES.name, table
-            yield ROTE_FEATURES.name, rote_batch(table, levels)
+            if with_rote:
+                yield ROTE_FEATURES.name, rote_batch(table, levels)
 
     manifests = warehouse.write_from_spark_arrow(
-        ordered, kernel, [USER_SEQUENCES, ROTE_FEATURES], replace_partitions=days, producer=producer
+        ordered, kernel, list(contracts), replace_partitions=days, producer=producer
     )
     built = {f"build/{key}": producer[key] or "(none)"  # the days actually built (a late event moves the start back)
              for key in ("window", "requested_window", "stale_days", "missing_days") if key in producer}
@@ -198,6 +236,6 @@ def build_sequences_table(
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The family's job: both tables in one pass (incremental builds: the context's window)."""
+    """The family's job: the stored tables in one pass (incremental builds: the context's window)."""
     start, end = (ctx.window.start, ctx.window.end) if ctx.window is not None else (None, None)
     return build_sequences_table(ctx.spark, ctx.warehouse, ctx.params, start, end)

@@ -46,6 +46,12 @@ class SequenceSettings(StrictModel):
         default_factory=lambda: ["year", "month", "day"],
         description="calendar levels of rote_features (the paper's three; hour, minute, second go finer)",
     )
+    rote_storage: Literal["view", "table"] = Field(
+        "view",
+        description="view: the job stores only user_sequences and rote_features rows are derived on read from a "
+        "user_sequences version (same kernel, schema and contract; no asset of its own); table: the job also "
+        "commits rote_features as a table in the same pass",
+    )
     partitions: Annotated[int, Field(ge=1)] | None = Field(
         None, description="user partitions of the sequence shuffle; default spark.shuffle_partitions"
     )

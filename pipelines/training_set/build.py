@@ -199,24 +199,9 @@ def training_set(
         if table in found_builds:
             report[f"{table}_rows_before_first_cutoff"] = int(counts[f"{table}_before"] or 0)
 
-    if spec.wants(HISTORY):
-        hist = _histories(spark, warehouse, base, version_of(EVENTS.name), max_len, spec.ttl.get(HISTORY), levels, nparts,
-                          history_ties)
-        keep = spec.columns[HISTORY]
-        hist_cols = [f.name for f in history_schema(levels) if f.name != "spine_row"]
-        if keep is not None:
-            unknown = [c for c in keep if c not in hist_cols]
-            if unknown:
-                raise FeatureError(f"unknown history column(s) {unknown}: one of {', '.join(hist_cols)}")
-            hist_cols = [c for c in hist_cols if c in keep]
-        result = result.join(hist.select("spine_row", *hist_cols), "spine_row", "left")
-
-    for table in ("users", "items"):
-        if spec.wants(table):
-            result, repeated = _attach_dimension(spark, warehouse, result, table, version_of(table), spec.columns[table])
-            if repeated:  # the last row of each is used (features.attributes); say so
-                report[f"{table}_repeated_keys"] = repeated
-
+    # Narrow features first (joins on the spine's keys), then the histories, which carry every
+    # column already attached through their one shuffle by user: no wide row is joined back.
+    groups: dict[str, list[str]] = {}
     for table, list_cols in CUTOFF_TABLES.items():
         if not spec.wants(table):
             continue
@@ -235,6 +220,7 @@ def training_set(
         else:
             lists = lists.select("user_id", idx, *[out_name(table, c) for c in want])
             result = result.join(lists, ["user_id", idx], "left")
+        groups[table] = [out_name(table, c) for c in want]
 
     for table in FIT_TABLES:
         if not spec.wants(table):
@@ -242,11 +228,32 @@ def training_set(
         found, chosen = found_builds[table], chosen_builds[table]
         idx = f"_{table}_build"
         used[table] = [found[i].record() for i in chosen]
+        before = set(result.columns)
         result = join_fit_table(spark, warehouse, table, result, found, chosen, spec.columns[table], idx, version_of,
                                  ts_column)
+        groups[table] = [c for c in result.columns if c not in before and not c.startswith("_")]
 
-    result = result.drop(*[f"_{t}_build" for t in found_builds])
-    feature_cols = [c for c in result.columns if c not in base.columns]
+    if spec.wants(HISTORY):
+        keep = spec.columns[HISTORY]
+        hist_cols = [f.name for f in history_schema(levels) if f.name != "spine_row"]
+        if keep is not None:
+            unknown = [c for c in keep if c not in hist_cols]
+            if unknown:
+                raise FeatureError(f"unknown history column(s) {unknown}: one of {', '.join(hist_cols)}")
+            hist_cols = [c for c in hist_cols if c in keep]
+        result = _histories(spark, warehouse, result, version_of(EVENTS.name), max_len, spec.ttl.get(HISTORY), levels,
+                            nparts, history_ties, hist_cols)
+        groups[HISTORY] = hist_cols
+
+    for table in ("users", "items"):
+        if spec.wants(table):
+            before = set(result.columns)
+            result, repeated = _attach_dimension(spark, warehouse, result, table, version_of(table), spec.columns[table])
+            groups[table] = [c for c in result.columns if c not in before]
+            if repeated:  # the last row of each is used (features.attributes); say so
+                report[f"{table}_repeated_keys"] = repeated
+
+    feature_cols = [c for t in spec.tables for c in groups.get(t, ())]
     result = result.select("spine_row", *spine_cols, *feature_cols)
     result = result.repartitionByRange(nparts, "spine_row").sortWithinPartitions("spine_row").persist()
     report["non_null"] = _non_null(result, feature_cols)
@@ -289,8 +296,18 @@ def _non_null(df, cols: list[str]) -> dict[str, int]:
     return {c: int(row[c] or 0) for c in cols}
 
 
-def _histories(spark, warehouse, base, events_version, max_len, ttl, levels, nparts, ties="exclude"):
+#: Prefix of the spine's columns (and the features already attached) carried through the
+#: history shuffle, so that they cannot clash with the event columns of the union.
+PAYLOAD = "_sp_"
+
+
+def _histories(spark, warehouse, base, events_version, max_len, ttl, levels, nparts, ties="exclude", columns=None):
+    """``base`` with the history columns (``columns``) of each row, from one shuffle by user of
+    the user's events and the rows of ``base``; every column of ``base`` is carried through the
+    kernel (:func:`pipelines.training_set.history.histories_of_sorted`), none is joined back."""
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     events = warehouse.read_spark(spark, EVENTS.name, version=events_version)
     users = base.select("user_id").distinct()
@@ -299,17 +316,22 @@ def _histories(spark, warehouse, base, events_version, max_len, ttl, levels, npa
         "source_file", F.col("source_line").cast("long").alias("source_line"), "event_id", "item_id",
         F.col("play_time_ms").cast("long").alias("play_time_ms"), F.lit(None).cast("long").alias("spine_row"),
     )
+    carried = [f for f in base.schema.fields if f.name != "spine_row"]
+    payload = [F.col(f"`{f.name}`").alias(PAYLOAD + f.name) for f in carried]
     if ties == "log_order":
         # a spine row naming an event of its user at its time takes the event's source order and
         # sorts just before it (module docstring of .history); the others keep null keys, which
         # sort first: before every event of their time
-        named = ev.select("user_id", "_t", "event_id", "source_file", "source_line")
-        sp = base.select("user_id", "_t", "event_id", "spine_row").join(named, ["user_id", "_t", "event_id"], "left")
-        sp = sp.select(
-            "user_id", "_t", F.lit(0).alias("_k"), "source_file", "source_line",
-            F.when(F.col("source_file").isNotNull() | F.col("source_line").isNotNull(), F.col("event_id"))
+        named = ev.select("user_id", "_t", F.col("event_id").alias("_named"), F.col("source_file").alias("_src_file"),
+                          F.col("source_line").alias("_src_line"))
+        keyed = base.select("*", F.col("event_id").alias("_named")).join(named, ["user_id", "_t", "_named"], "left")
+        sp = keyed.select(
+            "user_id", "_t", F.lit(0).alias("_k"), F.col("_src_file").alias("source_file"),
+            F.col("_src_line").alias("source_line"),
+            F.when(F.col("_src_file").isNotNull() | F.col("_src_line").isNotNull(), F.col("_named"))
             .cast("string").alias("event_id"),
             F.lit(None).cast("string").alias("item_id"), F.lit(None).cast("long").alias("play_time_ms"), "spine_row",
+            *payload,
         )
         order = ("user_id", "_t", "source_file", "source_line", "event_id", "_k")
     else:
@@ -317,18 +339,21 @@ def _histories(spark, warehouse, base, events_version, max_len, ttl, levels, npa
             "user_id", "_t", F.lit(0).alias("_k"), F.lit(None).cast("string").alias("source_file"),
             F.lit(None).cast("long").alias("source_line"), F.lit(None).cast("string").alias("event_id"),
             F.lit(None).cast("string").alias("item_id"), F.lit(None).cast("long").alias("play_time_ms"), "spine_row",
+            *payload,
         )
         order = ("user_id", "_t", "_k", "source_file", "source_line", "event_id")
-    both = ev.unionByName(sp).repartition(nparts, "user_id").sortWithinPartitions(*order)
+    both = ev.unionByName(sp, allowMissingColumns=True).repartition(nparts, "user_id").sortWithinPartitions(*order)
     ttl_us = _td_us(ttl) if ttl is not None else None
-    schema = history_schema(levels)
+    hist = history_schema(levels, columns)
+    names = [PAYLOAD + f.name for f in carried]
+    out_schema = T.StructType([T.StructField(PAYLOAD + f.name, f.dataType, True) for f in carried]
+                              + list(from_arrow_schema(hist).fields))
 
     def kernel(batches):
-        yield from histories_from_sorted_batches(batches, max_len, ttl_us, levels)
+        yield from histories_from_sorted_batches(batches, max_len, ttl_us, levels, columns, names)
 
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return both.mapInArrow(kernel, from_arrow_schema(schema))
+    out = both.mapInArrow(kernel, out_schema)
+    return out.select(*[F.col(PAYLOAD + f.name).alias(f.name) for f in carried], *hist.names)
 
 
 def _attach_dimension(spark, warehouse, result, table: str, version: int, want):

@@ -9,7 +9,9 @@ event of its user at its time (``event_id``) takes that event's source order and
 ``(user_id, time, source_file, source_line, event_id, kind)``: just before its own event, so
 its history is the events before that event in the total order, the ``user_sequences`` rule.
 Each task streams its rows; the last ``max_len`` events of the last user of a batch are carried
-into the next one, so memory is one batch plus ``max_len`` rows. The gathers are
+into the next one, so memory is one batch plus ``max_len`` rows. A spine row carries its own
+columns and the features already attached to it (the *payload*, null on event rows), which
+come out next to its history: nothing is joined back after the shuffle. The gathers are
 :func:`features.sequences.histories.history_gather`, the kernel the ``user_sequences`` job uses.
 """
 from __future__ import annotations
@@ -32,26 +34,33 @@ def rote_columns(levels: Sequence[str]) -> list[pa.Field]:
     return [f for f in rote_table_schema(levels) if f.name not in _ROTE_SKIP]
 
 
-def history_schema(levels: Sequence[str]) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("spine_row", pa.int64()),
-            pa.field("hist_item_ids", pa.list_(pa.string())),
-            pa.field("hist_ts", pa.list_(TS_TYPE)),
-            pa.field("hist_play_time_ms", pa.list_(pa.int64())),
-            pa.field("hist_len", pa.int32()),
-            *rote_columns(levels),
-        ]
-    )
+def history_schema(levels: Sequence[str], columns: Sequence[str] | None = None) -> pa.Schema:
+    """``spine_row`` and the history columns (``columns``: the ones asked for, ``None``: all)."""
+    fields = [
+        pa.field("hist_item_ids", pa.list_(pa.string())),
+        pa.field("hist_ts", pa.list_(TS_TYPE)),
+        pa.field("hist_play_time_ms", pa.list_(pa.int64())),
+        pa.field("hist_len", pa.int32()),
+        *rote_columns(levels),
+    ]
+    if columns is not None:
+        fields = [f for f in fields if f.name in set(columns)]
+    return pa.schema([pa.field("spine_row", pa.int64()), *fields])
 
 
-def histories_of_sorted(table: pa.Table, max_len: int, ttl_us: int | None, levels: Sequence[str]) -> pa.Table:
+def histories_of_sorted(table: pa.Table, max_len: int, ttl_us: int | None, levels: Sequence[str],
+                        columns: Sequence[str] | None = None, payload: Sequence[str] = ()) -> pa.Table:
     """Histories of the spine rows (``_k == 0``) of ``table``, which holds whole users (or a
     user's last ``max_len`` earlier events first), sorted as in the module docstring.
 
     Columns: ``user_id``, ``_t`` (int64 µs), ``_k`` (0 spine, 1 event), ``item_id``,
-    ``play_time_ms``, ``spine_row``. ``ttl_us``: events older than ``t - ttl`` are left out.
+    ``play_time_ms``, ``spine_row``, and the ``payload`` columns (the spine's own columns and
+    the features already attached to it, null on event rows), which are carried through: the
+    output is the payload columns of each spine row, then :func:`history_schema` (``columns``:
+    the history columns asked for; the RoTE ones are only computed when one is asked for).
+    ``ttl_us``: events older than ``t - ttl`` are left out.
     """
+    schema = history_schema(levels, columns)
     is_event = table.column("_k").to_numpy(zero_copy_only=False) == 1
     t = table.column("_t").to_numpy(zero_copy_only=False).astype(np.int64)
     spine = np.flatnonzero(~is_event)
@@ -61,38 +70,41 @@ def histories_of_sorted(table: pa.Table, max_len: int, ttl_us: int | None, level
     np.cumsum(hist_len, out=offsets[1:])
     take = pa.array(rows, pa.int64())
     off = pa.array(offsets.astype(np.int32), pa.int32())
+    spine_idx = pa.array(spine, pa.int64())
+    cols: dict[str, pa.Array] = {name: table.column(name).take(spine_idx) for name in payload}
+    cols["spine_row"] = table.column("spine_row").take(spine_idx).cast(pa.int64())
+    wanted = set(schema.names)
 
     def as_list(name: str, typ: pa.DataType) -> pa.Array:
         return pa.ListArray.from_arrays(off, table.column(name).combine_chunks().take(take).cast(typ))
 
-    ts_type = TS_TYPE
-    t_col = pa.array(t, pa.int64()).cast(pa.timestamp("us")).cast(ts_type)
+    t_col = pa.array(t, pa.int64()).cast(pa.timestamp("us")).cast(TS_TYPE)
     hist_ts = pa.ListArray.from_arrays(off, t_col.take(take))
-    spine_idx = pa.array(spine, pa.int64())
-    target = t_col.take(spine_idx)
-    rb = pa.table({
-        "event_id": pa.nulls(len(spine), pa.string()),
-        "user_id": table.column("user_id").take(spine_idx),
-        "hist_ts": hist_ts,
-        "target_ts": target,
-        "target_date": pa.nulls(len(spine), pa.date32()),
-    })
-    rote = rote_batch(rb, levels)
-    cols = {
-        "spine_row": table.column("spine_row").take(spine_idx).cast(pa.int64()),
-        "hist_item_ids": as_list("item_id", pa.string()),
-        "hist_ts": hist_ts,
-        "hist_play_time_ms": as_list("play_time_ms", pa.int64()),
-        "hist_len": pa.array(hist_len.astype(np.int32), pa.int32()),
-    }
-    for f in rote_columns(levels):
-        cols[f.name] = rote.column(f.name)
-    schema = history_schema(levels)
-    return pa.table([cols[f.name] for f in schema], schema=schema)
+    if "hist_item_ids" in wanted:
+        cols["hist_item_ids"] = as_list("item_id", pa.string())
+    cols["hist_ts"] = hist_ts
+    if "hist_play_time_ms" in wanted:
+        cols["hist_play_time_ms"] = as_list("play_time_ms", pa.int64())
+    cols["hist_len"] = pa.array(hist_len.astype(np.int32), pa.int32())
+    rote_wanted = [f.name for f in rote_columns(levels) if f.name in wanted]
+    if rote_wanted:
+        rb = pa.table({
+            "event_id": pa.nulls(len(spine), pa.string()),
+            "user_id": table.column("user_id").take(spine_idx),
+            "hist_ts": hist_ts,
+            "target_ts": t_col.take(spine_idx),
+            "target_date": pa.nulls(len(spine), pa.date32()),
+        })
+        rote = rote_batch(rb, levels)
+        for name in rote_wanted:
+            cols[name] = rote.column(name)
+    names = [*payload, *schema.names]
+    return pa.table({name: cols[name] for name in names})
 
 
 def histories_from_sorted_batches(batches: Iterator[pa.RecordBatch], max_len: int, ttl_us: int | None,
-                                  levels: Sequence[str]) -> Iterator[pa.RecordBatch]:
+                                  levels: Sequence[str], columns: Sequence[str] | None = None,
+                                  payload: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
     """Stream :func:`histories_of_sorted` over a task's sorted batches (module docstring)."""
     carry: pa.Table | None = None
     for batch in batches:
@@ -101,7 +113,7 @@ def histories_from_sorted_batches(batches: Iterator[pa.RecordBatch], max_len: in
         table = pa.Table.from_batches([batch])
         if carry is not None and carry.num_rows:
             table = pa.concat_tables([carry, table.select(carry.column_names).cast(carry.schema)])
-        out = histories_of_sorted(table, max_len, ttl_us, levels)
+        out = histories_of_sorted(table, max_len, ttl_us, levels, columns, payload)
         if out.num_rows:
             yield from out.to_batches()
         # carry the last user's last max_len events (its spine rows are done)

@@ -36,8 +36,9 @@ from pipelines.warehouse.storage import (
     filesystem,
     pin_is_stale,
 )
+from pipelines.warehouse.writes import SIDE_OUTPUT
 
 __all__ = [
     "HDFS_PROTOCOLS", "STALE_STAGING_SECONDS", "STORE_PACKAGES", "TABLE_CONFIGURATION", "CommitConflict",
-    "StagedWrite", "Warehouse", "WarehouseError", "filesystem", "pin_is_stale",
+    "SIDE_OUTPUT", "StagedWrite", "Warehouse", "WarehouseError", "filesystem", "pin_is_stale",
 ]  # fmt: skip

@@ -12,6 +12,18 @@ from pipelines.warehouse.errors import WarehouseError
 from pipelines.warehouse.files import _part_name, _split_partitions, _TaskWriter
 
 
+#: The name under which a :meth:`WritesMixin.write_from_spark_arrow` kernel yields a side output.
+SIDE_OUTPUT = "__side_output__"
+_TASK_RESULT = pa.schema([("table", pa.string()), ("rows", pa.int64()), ("side", pa.binary())])
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 class WritesMixin:
     """Writes of :class:`~pipelines.warehouse.Warehouse`."""
 
@@ -92,6 +104,7 @@ class WritesMixin:
         replace_partitions: list[str] | None = None,
         producer: dict[str, str] | None = None,
         base_version: dict[str, int] | None = None,
+        side_output=None,
     ) -> dict[str, Manifest]:
         """Write one or more tables straight from Arrow in the Spark tasks, then commit each.
 
@@ -102,11 +115,17 @@ class WritesMixin:
         Spark rows, which is what makes wide list columns cheap to write. When every task is done
         the tables commit one after the other; each commit is atomic on its own.
         ``base_version``: table -> the version its input was read at (see :meth:`transaction`).
+        ``side_output``: a function ``tables -> dict[str, str]``; the kernel may then also yield
+        ``(SIDE_OUTPUT, pa.Table)`` pairs (small per-task results, e.g. counts gathered in the
+        same pass), which are not written: the driver receives them from the finished tasks
+        (each task once, whatever its retries), calls ``side_output`` with the list before the
+        commits, and adds the entries it returns to ``producer`` (the commit metadata).
         """
         from contextlib import ExitStack
 
         by_name = {c.name: c for c in contracts}
         bases = base_version or {}
+        producer = dict(producer or {})  # the commits read it when they happen, after side_output
         with ExitStack() as stack:
             staged = {c.name: stack.enter_context(self.transaction(c, replace_partitions, producer, bases.get(c.name)))
                       for c in contracts}
@@ -118,15 +137,34 @@ class WritesMixin:
 
                 task = TaskContext.get().partitionId()
                 writer = _TaskWriter(fs, targets, task)
+                side: list[bytes] = []
                 try:
                     for name, table in kernel(batches):
-                        writer.write(name, table)
+                        if name == SIDE_OUTPUT:
+                            side.append(_ipc_bytes(table))
+                        else:
+                            writer.write(name, table)
                 finally:
                     counts = writer.close()
                 yield pa.RecordBatch.from_pydict(
-                    {"table": list(counts), "rows": list(counts.values())},
-                    schema=pa.schema([("table", pa.string()), ("rows", pa.int64())]),
+                    {"table": list(counts), "rows": list(counts.values()), "side": [None] * len(counts)},
+                    schema=_TASK_RESULT,
                 )
+                if side:
+                    yield pa.RecordBatch.from_pydict(
+                        {"table": [SIDE_OUTPUT] * len(side), "rows": [0] * len(side), "side": side}, schema=_TASK_RESULT
+                    )
 
-            df.mapInArrow(run, "table string, rows long").collect()
+            results = df.mapInArrow(run, "table string, rows long, side binary").collect()
+            tables = [pa.ipc.open_stream(pa.py_buffer(bytes(r["side"]))).read_all() for r in results if r["table"] == SIDE_OUTPUT]
+            if side_output is None:
+                if tables:
+                    raise ValueError(f"the kernel yielded {len(tables)} side output(s) ({SIDE_OUTPUT!r}) but no side_output "
+                                     "was given to merge them: nothing committed")
+            else:
+                extra = side_output(tables)
+                clash = sorted(k for k in extra if k in producer)
+                if clash:
+                    raise ValueError(f"side_output returned producer key(s) {clash} that the job already set: nothing committed")
+                producer.update(extra)
         return {name: s.manifest for name, s in staged.items()}

@@ -1,5 +1,5 @@
-"""Spark labels (features/labels.py): agreement with label_math, and parity with a plain
-pandas + scikit-learn reference written here from the spec, on random logs and the KuaiRand slice."""
+"""The Spark label jobs: agreement with label_math, and parity with a plain pandas +
+scikit-learn reference written here from the spec, on random logs and the KuaiRand slice."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from features.labels import math as lm
 from features.labels import DURATION_STATS, WATCH_TIME_LABELS
-from features.labels.spark import duration_groups, label_rows, prepare_rows
+from features.labels.spark import prepare_rows
 
 D0 = dt.date(2022, 4, 8)
 LABELS = ["pcr", "wtg_gain", "wtg", "d2q", "d2q_dense", "d2co", "cwm_target"]
@@ -36,25 +36,38 @@ def events_frame(rows) -> pd.DataFrame:
     )
 
 
+def commit_events(warehouse, ev: pd.DataFrame) -> None:
+    """Commit ``ev`` (the columns :func:`events_frame` makes) as the ``events`` table."""
+    import pyarrow as pa
+
+    from features.events import EVENTS
+
+    n = len(ev)
+    fill = {"source": pa.array(["test"] * n), "source_file": pa.array(["f.csv"] * n),
+            "source_line": pa.array(range(1, n + 1), type=pa.int64())}
+    cols = {f.name: (pa.array(ev[f.name], type=f.type, from_pandas=True) if f.name in ev
+                     else fill.get(f.name, pa.nulls(n, type=f.type))) for f in EVENTS.schema}
+    warehouse.write_arrow(EVENTS, pa.table(cols))
+
+
 def spark_labels(spark, ev: pd.DataFrame, params: lm.LabelParams, fit_start, fit_end):
-    """The Spark path end to end (as pipelines/labels.py runs it), returned as pandas."""
-    rows = prepare_rows(spark.createDataFrame(ev), params, fit_start, fit_end)
-    train = rows.where("is_in_fit_window")
-    groups = duration_groups(train, params.min_rows).toPandas()
-    wc = train.groupBy("watch_time_s").count().toPandas()
-    tau = lm.watch_percentile(wc["watch_time_s"].to_numpy(), wc["count"].to_numpy(), params.long_view_cwm_quantile)
-    stats = lm.finish_duration_stats(groups, params, tau)
-    stats_sdf = spark.createDataFrame(stats)
-    agg = (
-        train.join(stats_sdf.select("duration_s", "d2q_bin"), on="duration_s")
-        .groupBy("d2q_bin", "watch_time_s")
-        .count()
-        .toPandas()
-    )
-    table = lm.d2q_rank_table(agg["d2q_bin"], agg["watch_time_s"], agg["count"], max_w=params.duration_max_s)
-    wtg = spark.createDataFrame(lm.wtg_grid(stats))
-    out = label_rows(rows, stats_sdf, spark.createDataFrame(table), wtg, params).toPandas()
-    assert set(WATCH_TIME_LABELS.columns) <= set(out.columns)
+    """The Spark jobs end to end (events committed to a scratch warehouse), returned as pandas:
+    the labels sorted by event id, and the stats."""
+    import dataclasses
+    import tempfile
+
+    from pipelines.labels import LabelSettings, build_duration_stats, build_watch_time_labels
+    from pipelines.warehouse import Warehouse
+
+    settings = LabelSettings(fit_start=fit_start, fit_end=fit_end, **dataclasses.asdict(params))
+    with tempfile.TemporaryDirectory() as tmp:
+        wh = Warehouse(tmp)
+        commit_events(wh, ev)
+        build_duration_stats(spark, wh, settings)
+        build_watch_time_labels(spark, wh, settings)
+        stats = wh.read_arrow(DURATION_STATS.name).to_pandas()
+        out = wh.read_arrow(WATCH_TIME_LABELS.name).to_pandas()
+    assert list(out.columns) == WATCH_TIME_LABELS.columns
     return out.sort_values("event_id").reset_index(drop=True), stats
 
 
@@ -79,53 +92,6 @@ def test_prepare_rows_rounds_half_to_even_and_filters(spark):
     assert got["watch_time_s"].tolist() == [6, 30, 2, 1]
     assert got["is_complete"].tolist() == [True, False, False, False]
     assert got["is_in_fit_window"].tolist() == [True, True, False, True]
-
-
-def test_spark_expressions_equal_label_math_hand_cases(spark):
-    from pyspark.sql import functions as F
-
-    from features.labels.spark import cwm_target_expr, d2co_expr
-
-    df = pd.DataFrame({"w": [0.0, 3.0, 9.0, 15.0, 20.0, 5.0], "p": [15.0] * 5 + [5.0], "q": [3.0] * 5 + [5.0]})
-    sdf = spark.createDataFrame(df)
-    for alpha in (0.0, 0.3, -0.05, 3.0):
-        got = sdf.select(d2co_expr(F.col("w"), F.col("p"), F.col("q"), alpha, 1.0).alias("r")).toPandas()["r"]
-        assert np.allclose(got, lm.d2co(df["w"], df["p"], df["q"], alpha, 1.0), rtol=0, atol=1e-12)
-    got = sdf.select(cwm_target_expr(F.col("w"), 40.0).alias("t")).toPandas()["t"]
-    assert np.allclose(got, lm.cwm_target(df["w"], 40.0), rtol=0, atol=1e-12)
-
-
-def d2co_mpmath(w, p, q, alpha, min_gap_s=1.0) -> float:
-    """The D²Co label from its definition in mpmath (no overflow), as in test_label_math.py."""
-    import mpmath as mp
-
-    w, p, q, a, g = (mp.mpf(float(x)) for x in (w, p, q, alpha, min_gap_s))
-    span = max(p - q, g)
-    if a == 0:
-        r = (w - q) / span
-    else:
-        with mp.workdps(60):
-            r = (mp.exp(a * w) - mp.exp(a * q)) / (mp.exp(a * (q + span)) - mp.exp(a * q))
-    return float(min(max(r, mp.mpf(0)), mp.mpf(1)))
-
-
-def test_spark_d2co_matches_mpmath_for_large_alpha(spark):
-    """α(w - q) and α(p - q) beyond exp's range: the Spark column has the true value (e^{-250} for
-    α = 5, w = 150, p = 200, q = 0), not the 1 that clipping both exponents at 700 gave."""
-    from pyspark.sql import functions as F
-
-    from features.labels.spark import d2co_expr
-
-    cases = [(150.0, 200.0, 0.0), (0.0, 200.0, 0.0), (199.0, 200.0, 0.0), (250.0, 200.0, 0.0), (-3.0, 200.0, 0.0),
-             (2000.0, 3000.0, 10.0), (2999.0, 3000.0, 10.0), (9.0, 15.0, 3.0), (5.0, 5.0, 5.0), (5.5, 5.0, 5.0)]
-    sdf = spark.createDataFrame(pd.DataFrame(cases, columns=["w", "p", "q"]))
-    for alpha in (5.0, -5.0, 2.0, -2.0, 0.3, -0.05, 0.0):
-        got = sdf.select(d2co_expr(F.col("w"), F.col("p"), F.col("q"), alpha, 1.0).alias("r")).toPandas()["r"].to_numpy()
-        ref = np.array([d2co_mpmath(w, p, q, alpha) for w, p, q in cases])
-        assert np.allclose(got, ref, rtol=1e-9, atol=1e-12), (alpha, got, ref)
-        assert np.allclose(got, lm.d2co(*np.array(cases).T, alpha), rtol=1e-12, atol=1e-15), alpha
-    got = sdf.select(d2co_expr(F.col("w"), F.col("p"), F.col("q"), 5.0, 1.0).alias("r")).toPandas()["r"]
-    assert got[0] == pytest.approx(math.exp(-250.0), rel=1e-12)
 
 
 def test_cwm_long_view_rounds_to_seconds_by_default(spark):

@@ -148,11 +148,13 @@ def test_hash_projection_centres_and_keeps_leading_directions():
     assert hash_projection(mat, 99, seed=1)[1].shape == (6, 6)  # capped at the vector width
 
 
-def _tie_aware_recall(got: pd.DataFrame, ids, mat, k: int, users) -> float:
+def _tie_aware_recall(got: pd.DataFrame, ids, mat, k: int, users, normalize: bool = True) -> float:
     """Reference: the share of each of ``users``' returned neighbours whose cosine reaches the
-    user's exact k-th cosine (NumPy brute force), over ``users``."""
+    user's exact k-th cosine (NumPy brute force), over ``users``. ``normalize=False``: ``mat``
+    is the matrix as the job stored it (float32 rows, unit to float32 precision), used as is."""
     m = mat.astype(np.float64)
-    m = m / np.linalg.norm(m, axis=1, keepdims=True)
+    if normalize:
+        m = m / np.linalg.norm(m, axis=1, keepdims=True)
     sim = np.round(m @ m.T, 12)
     np.fill_diagonal(sim, -np.inf)
     kth = np.sort(sim, axis=1)[:, -k]
@@ -343,3 +345,161 @@ def test_auto_bands_stop_at_the_cap_and_are_validated(spark):
         LshParams(bands=8, max_bands=4, auto_bands=True).validate()
     with pytest.raises(ValueError, match="auto_bands"):
         LshParams(recall_sample=0, auto_bands=True).validate()
+
+
+# ---------------------------------------------------------------------------------------------
+# HNSW candidates (faiss): the same ranking as the SimHash path, graph candidates
+
+
+def _hnsw(spark, ids, mat, **kw):
+    import pyarrow as pa
+
+    from features.lookalike.kernels import HnswParams, hnsw_topk, vectors_matrix
+
+    unit = mat / np.linalg.norm(mat, axis=1, keepdims=True)
+    table = pa.table({"user_id": list(ids), "vector": pa.array([list(map(float, r)) for r in unit], pa.list_(pa.float32()))})
+    order, m = vectors_matrix(table)
+    out, stats = hnsw_topk(spark, order, m, HnswParams(**kw))
+    stats["stored"] = m  # the float32 vectors the job ranked by (rows in id order)
+    return out.toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True), stats
+
+
+def test_hnsw_hand_computed_neighbours(spark):
+    """The four users of the SimHash hand-computed case: same rows, ties by id, self excluded."""
+    ids = ["a", "b", "c", "d"]
+    mat = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    got, stats = _hnsw(spark, ids, mat, k=2)  # ef_search 128 >= 4 users: the search returns everyone
+    rows = {(r.user_id, r.rank): (r.neighbor_user_id, round(r.similarity, 9)) for r in got.itertuples()}
+    assert rows[("a", 1)] == ("b", 1.0) and rows[("a", 2)] == ("c", 0.0)
+    assert rows[("c", 1)] == ("a", 0.0) and rows[("c", 2)] == ("b", 0.0)  # tie: id order
+    assert rows[("d", 1)] == ("c", 0.0) and rows[("d", 2)] == ("a", -1.0)
+    assert len(rows) == 8 and stats["users"] == 4 and stats["candidates"] == "hnsw"
+    assert (got["n_candidates"] == 3).all()  # the search returns all 4 users; 3 besides the user
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=VECTORS)
+def test_hnsw_on_tiny_data_equals_the_exact_ranking_row_for_row(spark, data):
+    """With fewer users than ef_search the graph search returns every user: the rows are the
+    exact top-k, identical to the SimHash path with a window covering everyone (which is exact),
+    ties included."""
+    n, rows, k = data
+    ids = [f"u{i:02d}" for i in range(n)]
+    mat = np.array(rows, dtype=float)
+    got, stats = _hnsw(spark, ids, mat, k=k, ef_search=max(k, 32))
+    stored = spark.createDataFrame(pd.DataFrame({"user_id": ids, "vector": [list(map(float, r)) for r in stats["stored"]]}))
+    covering = LshParams(k=k, bands=2, bits_per_band=4, window=max(n, k), auto_bands=False)
+    ref = lookalike_topk(stored, covering)[0]  # the same float32 vectors, every pair a candidate
+    ref = ref.toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.drop(columns="n_candidates"), ref.drop(columns="n_candidates"))
+    assert (got["n_candidates"] == n - 1).all()
+
+
+def test_hnsw_parity_with_brute_force_on_3000_users(spark):
+    """A few thousand clustered users with a high ef_search: recall@20 against the exact top-k
+    (tie-aware) is at least 0.99, every user has k distinct neighbours, the estimate is the
+    output's recall over the held-out users."""
+    from features.lookalike.kernels import recall_samples
+
+    n, k = 3000, 20
+    ids, mat = synthetic_user_vectors(n, dim=16, seed=11)
+    got, stats = _hnsw(spark, ids, mat.astype(float), k=k, ef_search=256, recall_sample=500)
+    assert len(got) == n * k and got.groupby("user_id")["neighbor_user_id"].nunique().eq(k).all()
+    assert (got["user_id"] != got["neighbor_user_id"]).all()
+    assert (got.groupby("user_id")["similarity"].diff().dropna() <= 0).all()
+    stored = stats.pop("stored")
+    recall = _tie_aware_recall(got, ids, stored, k, range(n), normalize=False)
+    assert recall >= 0.99, recall
+    _, held_out = recall_samples(n, 500, 20220408)
+    assert stats["recall_sample_users"] == 500
+    assert stats["recall_estimate"] == pytest.approx(_tie_aware_recall(got, ids, stored, k, held_out, normalize=False), abs=1e-4)
+
+
+def test_hnsw_is_deterministic_and_independent_of_the_partitioning(spark, monkeypatch):
+    """Twice the same rows (single-threaded build), and the same rows with the users cut into
+    many small query tasks."""
+    from features.lookalike import hnsw
+
+    ids, mat = synthetic_user_vectors(1500, dim=16, seed=5)
+    a, sa = _hnsw(spark, ids, mat.astype(float), k=10, ef_search=16, m=8)
+    b, sb = _hnsw(spark, ids, mat.astype(float), k=10, ef_search=16, m=8)
+    pd.testing.assert_frame_equal(a, b)
+    assert {k: v for k, v in sa.items() if k != "stored"} == {k: v for k, v in sb.items() if k != "stored"}
+    monkeypatch.setattr(hnsw, "USERS_PER_TASK", 97)
+    monkeypatch.setattr(hnsw, "QUERY_BLOCK", 31)
+    c, _ = _hnsw(spark, ids, mat.astype(float), k=10, ef_search=16, m=8)
+    pd.testing.assert_frame_equal(a, c)
+
+
+def test_hnsw_with_a_weak_graph_still_gives_k_neighbours_and_a_lower_estimate(spark):
+    """ef_search = k on a small graph misses some true neighbours: the estimate says so, and every
+    user still gets k distinct neighbours."""
+    ids, mat = synthetic_user_vectors(2000, dim=16, latent_dim=16, spread=1.0, noise=0.3, seed=2)
+    weak, ws = _hnsw(spark, ids, mat.astype(float), k=20, ef_search=20, m=4, ef_construction=8, recall_sample=500)
+    strong, ss = _hnsw(spark, ids, mat.astype(float), k=20, ef_search=400, m=32, recall_sample=500)
+    assert weak.groupby("user_id")["neighbor_user_id"].nunique().eq(20).all() and len(weak) == 2000 * 20
+    assert ws["recall_estimate"] < ss["recall_estimate"]
+    assert ss["recall_estimate"] >= 0.99
+
+
+def test_hnsw_with_most_users_on_one_vector_keeps_everyone_s_neighbours(spark):
+    """Three quarters of the users share one vector (one index entry for them all): the other
+    users' recall stays high (a node per copy wrecked it: recall 0.07 at this share), and each
+    of the shared users gets the k smallest other ids of the group, at similarity 1."""
+    n_other, n_blob, k = 1000, 3000, 20
+    ids, mat = synthetic_user_vectors(n_other + 1, dim=16, seed=13)
+    blob = np.repeat(mat[-1:], n_blob, axis=0)
+    all_ids = [f"x{i:05d}" for i in range(n_other + n_blob)]  # blob users get the larger ids
+    full = np.vstack([mat[:n_other], blob]).astype(float)
+    got, stats = _hnsw(spark, all_ids, full, k=k, ef_search=64, recall_sample=0)
+    assert stats["index_entries"] == n_other + 1 and stats["largest_identical_group"] == n_blob
+    stored = stats.pop("stored")
+    assert _tie_aware_recall(got, all_ids, stored, k, range(n_other), normalize=False) >= 0.99
+    blob_ids = all_ids[n_other:]
+    for user in (blob_ids[0], blob_ids[5], blob_ids[-1]):
+        rows = got[got["user_id"] == user]
+        assert rows["neighbor_user_id"].tolist() == [u for u in blob_ids if u != user][:k]
+        assert np.allclose(rows["similarity"], 1.0)
+
+
+def test_hnsw_falls_back_to_brute_force_where_the_graph_reaches_too_few_users(spark):
+    """A graph this weak returns fewer than k other users for some: those are ranked over
+    every user (n_candidates = n - 1) and still get k distinct, exactly ranked neighbours."""
+    from features.lookalike.hnsw import HnswParams, hnsw_topk
+
+    n, k = 600, 20
+    ids, mat = synthetic_user_vectors(n, dim=16, seed=3)
+    import pyarrow as pa
+
+    out, _ = hnsw_topk(spark, pa.array(sorted(ids)), mat[np.argsort(ids)], HnswParams(k=k, ef_search=20, m=2,
+                                                                                       ef_construction=1, recall_sample=0))
+    got = out.toPandas()
+    fallback = got[got["n_candidates"] == n - 1]
+    assert fallback["user_id"].nunique() > 0
+    assert got.groupby("user_id")["neighbor_user_id"].nunique().eq(k).all()
+    m = mat[np.argsort(ids)].astype(np.float64)
+    sim = np.round(m @ m.T, 12)
+    np.fill_diagonal(sim, -np.inf)
+    index = {u: i for i, u in enumerate(sorted(ids))}
+    for user, rows in fallback.groupby("user_id"):
+        kth = np.sort(sim[index[user]])[-k]
+        assert (rows["similarity"] >= kth - 1e-9).all()
+
+
+def test_hnsw_params_are_validated_and_vectors_must_share_a_width():
+    import pyarrow as pa
+
+    from features.lookalike.kernels import HnswParams, vectors_matrix
+
+    with pytest.raises(ValueError, match="ef_search"):
+        HnswParams(k=50, ef_search=10).validate()
+    with pytest.raises(ValueError, match="threads"):
+        HnswParams(threads=0).validate()
+    table = pa.table({"user_id": ["b", "a"], "vector": pa.array([[1.0, 0.0], [1.0]], pa.list_(pa.float32()))})
+    with pytest.raises(ValueError, match="several widths"):
+        vectors_matrix(table)
+    ids, m = vectors_matrix(pa.table({"user_id": ["b", "a"], "vector": pa.array([[0.0, 1.0], [1.0, 0.0]], pa.list_(pa.float32()))}))
+    assert ids.to_pylist() == ["a", "b"] and m.dtype == np.float32 and m.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    nan = pa.table({"user_id": ["a", "b"], "vector": pa.array([[1.0, 0.0], [float("nan"), 0.0]], pa.list_(pa.float32()))})
+    with pytest.raises(ValueError, match="NaN or infinite.*user_id 'b'"):
+        vectors_matrix(nan)

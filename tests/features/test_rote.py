@@ -274,3 +274,28 @@ def test_relative_day_id_shift_invariant(ts, n_pad, shift_days):
     ga, gb = gap_features(h, mask=mask), gap_features(shifted, mask=mask)
     np.testing.assert_array_equal(ga["gap_prev_s"], gb["gap_prev_s"])
     assert (ga["gap_prev_s"] >= 0).all()
+
+
+def test_rote_batch_rows_do_not_depend_on_how_rows_are_batched():
+    """The job derives rote_features per history batch, the view per read chunk: every row's
+    features must be the same whichever rows share its batch (and so its padded width)."""
+    from features.sequences.rote import rote_batch, rote_table_schema
+
+    utc = pa.timestamp("us", tz="UTC")
+    base = 1_650_000_000
+    hists = [[], [base], [base, base + 60, base + 86_400 * 40], [base + 7 * i for i in range(9)], [base + 3_600]]
+    rows = {
+        "event_id": [f"e{i}" for i in range(len(hists))],
+        "user_id": ["u0"] * len(hists),
+        "hist_ts": pa.array([[t * 1_000_000 for t in h] for h in hists], pa.list_(pa.int64())).cast(pa.list_(utc)),
+        "target_ts": pa.array([(max(h) if h else base) * 1_000_000 + 5 for h in hists], pa.int64()).cast(utc),
+    }
+    table = pa.table(rows)
+    table = table.append_column("target_date", table.column("target_ts").cast(pa.date32()))
+    levels = ("year", "day", "minute")
+    whole = rote_batch(table, levels)
+    assert whole.schema == rote_table_schema(levels) and whole.num_rows == table.num_rows
+    assert whole.column("hist_len").to_pylist() == [len(h) for h in hists]
+    one_by_one = pa.concat_tables([rote_batch(table.slice(i, 1), levels) for i in range(table.num_rows)])
+    assert one_by_one.equals(whole)
+    assert rote_batch(table.slice(0, 0), levels).num_rows == 0

@@ -48,7 +48,12 @@ def test_every_table_has_a_blocking_quality_check(small_config):
 
     defs = build_definitions(load_settings(small_config), str(small_config))
     specs = {s.name: s for c in defs.asset_checks for s in c.check_specs}
-    assert {f"{t}_quality" for t in TABLES} | {"events_referential_integrity", "user_sequences_invariants", "rote_features_invariants"} <= set(specs)
+    assert {f"{t}_quality" for t in TABLES} | {"events_referential_integrity", "user_sequences_invariants"} <= set(specs)
+    # rote_features is a view by default: no checks of its own (user_sequences_invariants checks a derived sample) ...
+    assert not {"rote_features_quality", "rote_features_invariants"} & set(specs)
+    # ... and a stored table with sequences.rote_storage: table.
+    stored = build_definitions(load_settings(small_config, overrides={"sequences.rote_storage": "table"}), str(small_config))
+    assert {"rote_features_quality", "rote_features_invariants"} <= {s.name for c in stored.asset_checks for s in c.check_specs}
     warnings = {"events_referential_integrity", "ingest_runs_rejection_rate", "lookalike_users_recall"}  # non-blocking by design
     assert all(s.blocking for name, s in specs.items() if name not in warnings)
     assert all(specs[f"{t}_quality"].blocking for t in TABLES)

@@ -71,7 +71,8 @@ def test_the_project_instance_gives_every_table_pool_one_slot(tmp_path, monkeypa
         if name not in NOT_TABLES and name not in model_names():
             pools[name] = graph.get(key).assets_def.node_def.pool
     assert pools["events"] == pools["rejected_events"] == "table/events"  # one run writes both (and ingest_runs)
-    assert pools["user_sequences"] == pools["rote_features"] == "table/user_sequences"
+    assert pools["user_sequences"] == "table/user_sequences"
+    assert "rote_features" not in pools  # a view by default (sequences.rote_storage): no asset, no writer
     assert pools["users"] == "table/users" and pools["recall_items"] == "table/recall_items"
     assert all(p is not None and p.startswith("table/") for p in pools.values()), pools
 

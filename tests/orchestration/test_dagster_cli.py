@@ -67,8 +67,9 @@ def test_dagster_dev_serves_the_asset_graph_on_loopback(tmp_path):
             time.sleep(1)
         nodes = {n["assetKey"]["path"][0]: {d["path"][0] for d in n["dependencyKeys"]} for n in body["data"]["assetNodes"]}
         assert {"synthetic_source", "events", "rejected_events", "users", "items", "synthetic_truth", "user_sequences",
-                "rote_features", "duration_stats", "watch_time_labels", "lookalike_users", "sasrec"} <= set(nodes)
-        assert nodes["rote_features"] == nodes["user_sequences"] == {"events"}
+                "duration_stats", "watch_time_labels", "lookalike_users", "sasrec"} <= set(nodes)
+        assert "rote_features" not in nodes  # a view by default (sequences.rote_storage): not stored, no asset
+        assert nodes["user_sequences"] == {"events"}
         assert nodes["events"] == nodes["rejected_events"] == {"synthetic_source"}
         assert nodes["synthetic_truth"] == {"synthetic_source", "events"}
     finally:

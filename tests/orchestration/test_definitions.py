@@ -19,7 +19,7 @@ ingest: {{settle_s: 0}}
 
 
 CORE = {"synthetic_source", "events", "rejected_events", "ingest_runs", "users", "items", "synthetic_truth",
-        "user_sequences", "rote_features"}
+        "user_sequences"}
 
 
 @pytest.fixture
@@ -41,9 +41,12 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
     from pipelines.catalog import families
 
     catalogued = {t.name for f in families() for t in f.tables}
-    assert CORE - {"synthetic_source"} | {"duration_stats", "watch_time_labels", "user_vectors", "lookalike_users", "item_neighbors",
-                   "recall_items"} <= catalogued
-    assert keys == catalogued | {"synthetic_source"} | set(model_names())  # every table; one asset per model
+    settings = load_settings(small_config)
+    stored = {t.name for f in families() for t in f.stored_tables(settings)}
+    assert CORE - {"synthetic_source"} | {"rote_features", "duration_stats", "watch_time_labels", "user_vectors",
+                                          "lookalike_users", "item_neighbors", "recall_items"} <= catalogued
+    assert catalogued - stored == {"rote_features"}  # a view by default (sequences.rote_storage): no asset
+    assert keys == stored | {"synthetic_source"} | set(model_names())  # every stored table; one asset per model
     assert graph.get(dg.AssetKey("events")).partitions_def.get_partition_keys() == ["2022-04-08", "2022-04-09", "2022-04-10"]
     checks = {c.name for c in graph.asset_check_keys}
     with_counters = {t for f in families() for t in f.invariants}
@@ -51,11 +54,16 @@ def test_definitions_load_with_assets_checks_schedule_sensor(small_config):
             "user_vectors", "lookalike_users", "item_neighbors", "recall_items"} <= with_counters
     from pipelines.quality import warning_check_name
 
-    warnings = {warning_check_name(t) for t in catalogued} - {None}
+    warnings = {warning_check_name(t) for t in stored} - {None}
     assert {"events_referential_integrity", "ingest_runs_rejection_rate"} <= warnings
     extras = {c.name for f in families() for c in f.extra_checks}
     assert "lookalike_users_recall" in extras
-    assert checks == {f"{t}_quality" for t in catalogued} | {f"{t}_invariants" for t in with_counters} | warnings | extras
+    assert checks == {f"{t}_quality" for t in stored} | {f"{t}_invariants" for t in with_counters & stored} | warnings | extras
+    # sequences.rote_storage: table stores rote_features: its asset (one step with user_sequences) and checks.
+    table_mode = build_definitions(load_settings(small_config, overrides={"sequences.rote_storage": "table"}),
+                                   str(small_config)).resolve_asset_graph()
+    assert {k.to_user_string() for k in table_mode.get_all_asset_keys()} == keys | {"rote_features"}
+    assert {"rote_features_quality", "rote_features_invariants"} <= {c.name for c in table_mode.asset_check_keys}
     assert defs.resolve_schedule_def("daily_ingest_schedule").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("new_source_files") is not None
     defs.resolve_job_def("daily_ingest")
@@ -79,7 +87,11 @@ def test_materialize_everything_then_rerun_is_identical(spark, small_config):
     assert set(done) == CORE
     wh = Warehouse(settings.warehouse.root)
     # The synthetic source is clean: rejected_events is committed, empty.
-    assert wh.tables() == ["events", "ingest_runs", "items", "rejected_events", "rote_features", "synthetic_truth", "user_sequences", "users"]
+    assert wh.tables() == ["events", "ingest_runs", "items", "rejected_events", "synthetic_truth", "user_sequences", "users"]
+    from pipelines import api
+
+    rote = api.read("rote_features", config=str(small_config), engine="arrow")  # the view, derived on read
+    assert rote.num_rows == 3000 and rote.column("hist_len").to_pylist() == wh.read_arrow("user_sequences").column("hist_len").to_pylist()
     seqs = wh.read_arrow("user_sequences")
     assert seqs.num_rows == 3000
     assert max(seqs.column("hist_len").to_pylist()) <= 50
@@ -195,7 +207,8 @@ def test_incremental_sequences_are_daily_partitions_of_the_daily_job(spark, tmp_
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("user_sequences")).partitions_def is not None
     daily = defs.resolve_job_def("daily_ingest")
-    assert {"events", "user_sequences", "rote_features"} <= {k.to_user_string() for k in daily.asset_layer.executable_asset_keys}
+    daily_keys = {k.to_user_string() for k in daily.asset_layer.executable_asset_keys}
+    assert {"events", "user_sequences"} <= daily_keys and "rote_features" not in daily_keys  # a view by default
 
     select = "synthetic_source,events,user_sequences"
     materialize_assets(settings, str(path), select, log=lambda *_: None)
@@ -213,13 +226,15 @@ def test_incremental_sequences_are_daily_partitions_of_the_daily_job(spark, tmp_
     again = wh.manifest("user_sequences")
     assert again.version == first.version and again.partitions == first.partitions
     # ... and its materialization says so, with an unchanged data version (nothing downstream is stale).
-    for table in ("user_sequences", "rote_features"):
+    for table in ("user_sequences",):
         mat = latest(table)
         assert mat.metadata["committed"].value is False
         assert mat.metadata["commit"].value == f"nothing new: version {wh.current_version(table)} unchanged, nothing committed"
         assert mat.tags["dagster/data_version"] == f"v{wh.current_version(table)}"
     assert wh.read_arrow("user_sequences").num_rows == 3000
-    assert set(wh.read_arrow("rote_features").column("target_date").to_pylist()) == set(
+    from pipelines import api
+
+    assert set(api.read("rote_features", config=str(path), engine="arrow").column("target_date").to_pylist()) == set(
         wh.read_arrow("user_sequences").column("target_date").to_pylist()
     )
 
@@ -241,7 +256,7 @@ def test_incremental_sequences_are_daily_partitions_of_the_daily_job(spark, tmp_
         request = sensor(ctx)
     assert isinstance(request, dg.RunRequest)
     selected = {k.to_user_string() for k in request.asset_selection}
-    assert {"events", "user_sequences", "rote_features"} <= selected
+    assert {"events", "user_sequences"} <= selected
     tags = request.tags
     materialize_assets(settings, str(path), ",".join(sorted(selected)), tags["dagster/asset_partition_range_start"],
                        tags["dagster/asset_partition_range_end"], log=lambda *_: None)

@@ -37,8 +37,9 @@ def test_dg_list_defs_names_the_real_assets(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     defs = json.loads(proc.stdout)
     assets = {a["asset_key"]: a for a in defs["assets"]}
-    assert {"synthetic_source", "events", "rejected_events", "users", "items", "user_sequences", "rote_features",
+    assert {"synthetic_source", "events", "rejected_events", "users", "items", "user_sequences",
             "watch_time_labels", "lookalike_users", "sasrec"} <= set(assets)
+    assert "rote_features" not in assets  # a view by default (sequences.rote_storage): only stored tables are assets
     assert set(assets["events"]["dependency_keys"]) == {"synthetic_source"}
     assert assets["sasrec"]["owners"] == [{"team": "models"}] and "pytorch" in assets["sasrec"]["kinds"]
     checks = {c["key"] if "key" in c else json.dumps(c) for c in defs["asset_checks"]}

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from pipelines.settings import load_settings
 
 SMALL = """
 warehouse: {{root: {root}/warehouse}}
 spark: {{master: "local[2]", shuffle_partitions: 2}}
-lookalike: {{cutoff_ts: "2022-04-13T00:00:00Z", k: 5, lsh: {{window: 4, bands: 4}}, als_rank: 4, als_iterations: 3}}
+lookalike: {{cutoff_ts: "2022-04-13T00:00:00Z", k: 5, candidates: {candidates}, lsh: {{window: 4, bands: 4}}, als_rank: 4, als_iterations: 3}}
 recall: {{min_co_users: 1}}  # cutoff_ts and min_rating: the lookalike ones (the default)
 """
 
 
-def test_lookalike_assets_and_checks_pass(spark, tmp_path):
+@pytest.mark.parametrize("candidates", ["hnsw", "simhash"])
+def test_lookalike_assets_and_checks_pass(spark, tmp_path, candidates):
     from orchestration.factory import build_family_definitions
     from orchestration.resources import build_resources
     from pipelines import lookalike, recall
@@ -21,8 +23,9 @@ def test_lookalike_assets_and_checks_pass(spark, tmp_path):
     from tests.pipelines.test_lookalike import events_table
 
     config = tmp_path / "recfeat.yaml"
-    config.write_text(SMALL.format(root=tmp_path))
+    config.write_text(SMALL.format(root=tmp_path, candidates=candidates))
     settings = load_settings(config)
+    assert settings.lookalike.candidates == candidates
     Warehouse(settings.warehouse.root).write_arrow(__import__("features.events", fromlist=["EVENTS"]).EVENTS, events_table(500, 3, 0, 200))
     assets, checks_defs = build_family_definitions(settings, [lookalike.FAMILY, recall.FAMILY])
     result = dg.materialize(assets + checks_defs, resources=build_resources(settings, str(config)))
@@ -43,14 +46,20 @@ def test_lookalike_assets_and_checks_pass(spark, tmp_path):
     assert 0 < estimate <= 1 and recall.passed == (estimate >= 0.95)
     assert recall.severity == dg.AssetCheckSeverity.WARN
     assert recall.metadata["sample"].value.startswith("held-out")
+    assert recall.metadata["candidates"].value == candidates
     mat = result.asset_materializations_for_node("lookalike_users")[0]
     assert mat.metadata["cutoff_ts"].value == "2022-04-13T00:00:00+00:00"
-    assert mat.metadata["lsh_pairs_evaluated"].value > 0
-    assert mat.metadata["lsh_recall_estimate"].value == estimate  # the held-out figure, as the check reads it
+    assert mat.metadata["candidates"].value == candidates
+    prefix = "hnsw" if candidates == "hnsw" else "lsh"
+    assert mat.metadata["pairs_evaluated"].value == mat.metadata[f"{prefix}_pairs_evaluated"].value > 0
+    assert mat.metadata[f"{prefix}_recall_estimate"].value == estimate  # the held-out figure, as the check reads it
+    assert mat.metadata["recall_estimate"].value == estimate
     from pipelines.lookalike import lsh_recall_summary
 
     line = lsh_recall_summary(Warehouse(settings.warehouse.root), settings.lookalike)  # the demo's last screen
-    assert line.startswith(f"look-alike users: held-out recall@5 {estimate:.3f} on ") and "lsh.auto_bands" in line
+    assert line.startswith(f"look-alike users: held-out recall@5 {estimate:.3f} on ")
+    assert ("HNSW candidates (m 32, ef_construction 40, ef_search 128)" in line if candidates == "hnsw"
+            else "lsh.auto_bands" in line)
 
 
 def test_cli_reports_a_failed_recall_warning_and_goes_on(spark, tmp_path):
@@ -60,8 +69,10 @@ def test_cli_reports_a_failed_recall_warning_and_goes_on(spark, tmp_path):
     from tests.pipelines.test_lookalike import events_table
 
     config = tmp_path / "recfeat.yaml"
-    # One band and the narrowest window allowed for k: the candidates miss most true neighbours.
-    config.write_text(SMALL.format(root=tmp_path).replace("lsh: {window: 4, bands: 4}", "lsh: {window: 3, bands: 1, auto_bands: false}"))
+    # SimHash (pinned: the case is about its bands) with one band and the narrowest window
+    # allowed for k: the candidates miss most true neighbours.
+    config.write_text(SMALL.format(root=tmp_path, candidates="simhash").replace(
+        "lsh: {window: 4, bands: 4}", "lsh: {window: 3, bands: 1, auto_bands: false}"))
     settings = load_settings(config)
     Warehouse(settings.warehouse.root).write_arrow(__import__("features.events", fromlist=["EVENTS"]).EVENTS, events_table(500, 3, 0, 200))
     lines: list[str] = []
@@ -87,7 +98,7 @@ def test_an_input_of_another_cutoff_stops_the_asset_with_one_line(spark, tmp_pat
     from tests.pipelines.test_lookalike import events_table, vectors_table
 
     config = tmp_path / "recfeat.yaml"
-    config.write_text(SMALL.format(root=tmp_path))
+    config.write_text(SMALL.format(root=tmp_path, candidates="hnsw"))
     settings = load_settings(config)
     wh = Warehouse(settings.warehouse.root)
     wh.write_arrow(EVENTS, events_table(500, 3, 0, 200))

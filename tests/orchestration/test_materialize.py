@@ -63,6 +63,22 @@ def test_unknown_assets_are_named(project):
     assert dg.DagsterInstance.get().get_runs() == []
 
 
+def test_selecting_a_view_says_it_is_derived_on_read(project):
+    """rote_features is a view by default (sequences.rote_storage: view): no asset, and the
+    error says what to select instead."""
+    from orchestration.cli_common import CliError
+    from orchestration.definitions import build_definitions
+    from orchestration.materialize import resolve_selection
+
+    path, settings = project
+    defs = build_definitions(settings, str(path))
+    with pytest.raises(CliError, match=r"'rote_features' is a view of 'user_sequences'.*select 'user_sequences'"):
+        resolve_selection(defs, "rote_features", settings)
+    with pytest.raises(CliError) as plain:
+        resolve_selection(defs, "nope", settings)
+    assert "view" not in str(plain.value)
+
+
 def test_selecting_one_asset_of_a_multi_asset_step_selects_the_step(project):
     from orchestration.definitions import build_definitions
     from orchestration.materialize import resolve_selection

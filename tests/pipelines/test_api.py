@@ -97,3 +97,41 @@ def test_the_code_of_docs_python_api_runs(spark, tmp_path, monkeypatch):
     df = namespace["df"]
     assert len(df) == 90 and (tmp_path / "var/training_sets/noon_visits/_training_set.json").exists()
     assert (df.hist_len <= 20).all() and df.lookalike_users__cutoff_ts.notna().sum() == 60  # noons of days 3 and 4
+
+
+def test_rote_features_is_read_as_a_view_of_user_sequences(spark, tmp_path, capsys):
+    """``sequences.rote_storage: view`` (the default): ``read`` / ``describe`` / ``recfeat show`` /
+    ``recfeat export`` of rote_features derive it from the user_sequences version asked for."""
+    import pyarrow.parquet as pq
+
+    from orchestration.cli import main
+    from pipelines.sequences import SequenceSettings, build_sequences_table, read_rote_arrow
+
+    root = str(tmp_path / "wh")
+    wh = synthetic_warehouse(root)
+    settings = SequenceSettings()
+    build_sequences_table(spark, wh, settings)
+    first = wh.current_version("user_sequences")
+    old_events = wh.read_arrow("events")
+    wh.write_arrow(EVENTS, old_events.slice(0, 300))  # fewer events: the next build has fewer rows
+    build_sequences_table(spark, wh, settings)
+    assert "rote_features" not in api.tables(warehouse=root)
+    now = api.read("rote_features", warehouse=root, engine="arrow")
+    assert now.num_rows == 300 and now.equals(read_rote_arrow(wh, settings))
+    assert api.read("rote_features", version=first, warehouse=root, engine="arrow").num_rows == 600
+    as_of = wh.history("user_sequences")[-2]["timestamp"].isoformat()  # user_sequences' first build
+    assert len(api.read("rote_features", as_of=as_of, columns=["event_id", "hist_day_id"], warehouse=root)) == 600
+    assert api.read("rote_features", engine="spark", warehouse=root).count() == 300
+    d = api.describe("rote_features", warehouse=root)
+    assert d.attrs["view_of"] == "user_sequences" and d.attrs["version"] == wh.current_version("user_sequences")
+    assert "hist_day_id" in d.column.tolist() and api.describe("events", warehouse=root).attrs["view_of"] is None
+
+    assert main(["show", "rote_features", "--version", str(first), "--warehouse", root]) == 0
+    out = capsys.readouterr().out
+    assert "a view: derived on read from user_sequences" in out and f"user_sequences version {first}" in out
+    assert "rows:         600" in out and "hist_day_id" in out and "sample:" in out
+    assert main(["export", "rote_features", str(tmp_path / "rote.parquet"), "--warehouse", root]) == 0
+    exported = pq.read_table(tmp_path / "rote.parquet")
+    assert exported.sort_by("event_id").equals(now.sort_by("event_id"))
+    assert main(["tables", "--warehouse", root]) == 0
+    assert "view of user_sequences" in capsys.readouterr().out

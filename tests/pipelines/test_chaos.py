@@ -27,6 +27,6 @@ def test_three_sigkills_lose_nothing(capsys):
 @pytest.mark.slow
 def test_two_materialize_runs_at_once_lose_nothing(capsys):
     assert _chaos().main(["--concurrent", "--events", "2000", "--days", "2",
-                          "--assets", "events,rejected_events,users,items,user_sequences,rote_features"]) == 0
+                          "--assets", "events,rejected_events,users,items,user_sequences"]) == 0
     out = capsys.readouterr().out
     assert "after a retry the tables equal the clean run's: yes" in out and "RACE PASSED" in out

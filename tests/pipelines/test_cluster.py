@@ -214,7 +214,7 @@ print("master", spark.sparkContext.master)
 generate(src, SyntheticSettings(events=3000, days=3, users=60, items=80, seed=5))
 wh = Warehouse(root)
 result = ingest_events(spark, wh, adapter_for("synthetic", SourceConfig(kind="synthetic", path=src)), engine="spark")
-build_sequences_table(spark, wh, SequenceSettings(max_len=20))
+build_sequences_table(spark, wh, SequenceSettings(max_len=20, rote_storage="table"))  # both tables' writes
 # The behaviour block with Spark ML's ALS: the engine a cluster-sized run uses (als_engine auto
 # switches to it above als_local_max_entries pairs).
 build_user_vectors_table(spark, wh, LookalikeSettings(als_engine="spark", als_iterations=3))

@@ -45,11 +45,13 @@ def build_all(spark, wh, s):
 
 
 @pytest.mark.slow
-def test_tables_ignore_events_after_the_cutoff(spark, warehouse):
+@pytest.mark.parametrize("candidates", ["hnsw", "simhash"])
+def test_tables_ignore_events_after_the_cutoff(spark, warehouse, candidates):
     from pipelines.lookalike import check_lookalike, check_user_vectors
     from pipelines.recall import check_item_neighbors, check_recall
 
-    s = (LookalikeSettings(cutoff_ts=CUTOFF, k=5, lsh={"window": 4, "bands": 4}, als_rank=4, als_iterations=4),
+    s = (LookalikeSettings(cutoff_ts=CUTOFF, k=5, candidates=candidates, lsh={"window": 4, "bands": 4}, als_rank=4,
+                           als_iterations=4),
          RecallSettings(cutoff_ts=CUTOFF, min_rating=4.0, min_co_users=1, size=10))
     past = events_table(600, 1, 0, 120)
     warehouse.write_arrow(EVENTS, past)
@@ -59,6 +61,7 @@ def test_tables_ignore_events_after_the_cutoff(spark, warehouse):
         counts = check(spark, warehouse, settings)
         assert counts["rows"] > 0 and all(v == 0 for k, v in counts.items() if k != "rows"), counts
     assert warehouse.manifest("lookalike_users").producer["cutoff_ts"] == CUTOFF.isoformat()
+    assert warehouse.manifest("lookalike_users").producer["candidates"] == candidates
     assert set(first["lookalike_users"].column("cutoff_ts").to_pylist()) == {CUTOFF}
     # New users, items and clicks after the cutoff: every table is the same.
     warehouse.write_arrow(EVENTS, pa.concat_tables([past, events_table(400, 2, 120, 200)]))
@@ -93,8 +96,10 @@ def vectors_table(n: int, cutoff: dt.datetime, seed: int = 0) -> pa.Table:
     return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in USER_VECTORS.schema})
 
 
-def small_settings(cutoff: dt.datetime) -> LookalikeSettings:
-    return LookalikeSettings(cutoff_ts=cutoff, k=5, lsh={"window": 4, "bands": 2, "auto_bands": False, "recall_sample": 10})
+def small_settings(cutoff: dt.datetime, candidates: str = "hnsw") -> LookalikeSettings:
+    return LookalikeSettings(cutoff_ts=cutoff, k=5, candidates=candidates,
+                             lsh={"window": 4, "bands": 2, "auto_bands": False, "recall_sample": 10},
+                             hnsw={"recall_sample": 10})
 
 
 def small_recall(cutoff: dt.datetime, **update) -> RecallSettings:
@@ -176,6 +181,7 @@ def test_checks_fail_on_an_empty_table_built_with_another_cutoff(spark, warehous
 
 
 def test_default_lsh_settings_reach_the_target_where_32_fixed_bands_fall_short(spark):
+    # About the SimHash engine's own defaults (lookalike.lsh), whatever lookalike.candidates is.
     """With the defaults (automatic bands from 32) the held-out recall reaches lsh.target_recall on
     vectors where 32 fixed bands fall short (the demo's case at its scale; a narrow window and a
     small k make 2,000 users as hard as the demo's 3,811 with the default window and k)."""
@@ -193,3 +199,73 @@ def test_default_lsh_settings_reach_the_target_where_32_fixed_bands_fall_short(s
     first = float(stats["bands_tried"].split()[0].split(":")[1])
     assert first < defaults.target_recall  # 32 bands were not enough here
     assert stats["bands"] > 32 and stats["recall_estimate"] >= defaults.target_recall
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate engines: HNSW (the default) and SimHash, through build_lookalike_table
+
+
+def _rows(table: pa.Table) -> pa.Table:
+    return table.sort_by([("user_id", "ascending"), ("rank", "ascending")])
+
+
+def test_hnsw_job_reads_the_committed_vectors_and_matches_brute_force(spark, warehouse):
+    """The default engine is hnsw: the committed table has today's schema, the exact top-k of the
+    committed vectors (few users: the search returns everyone), the same rows as a SimHash build
+    whose window covers every user, every invariant at zero, and the same rows when built again."""
+    from benchmarks._vectors import exact_topk
+    from features.lookalike import LOOKALIKE_USERS, USER_VECTORS
+    from pipelines.lookalike import build_lookalike_table, check_lookalike
+
+    assert LookalikeSettings().candidates == "hnsw"
+    warehouse.write_arrow(USER_VECTORS, vectors_table(60, CUTOFF, seed=3), producer={"cutoff_ts": CUTOFF.isoformat()})
+    s = small_settings(CUTOFF)
+    result = build_lookalike_table(spark, warehouse, s)
+    first = _rows(warehouse.read_arrow("lookalike_users"))
+    assert [(f.name, f.type) for f in first.schema] == [(f.name, f.type) for f in LOOKALIKE_USERS.schema]
+    producer = warehouse.manifest("lookalike_users").producer
+    assert producer["candidates"] == "hnsw" and producer["ef_search"] == "128" and producer["recall_estimate"] == "1.0"
+    assert producer["pairs_evaluated"] == str(60 * 59)  # the search returns all 60 users
+    figures = result.stats["lookalike_users"]
+    assert figures["candidates"] == "hnsw" and figures["recall_estimate"] == 1.0 and figures["hnsw_m"] == 32
+    assert all(v == 0 for k, v in check_lookalike(spark, warehouse, s).items() if k != "rows")
+    stored = warehouse.read_arrow("user_vectors")
+    ids = np.array(stored.column("user_id").to_pylist())
+    mat = np.array(stored.column("vector").to_pylist(), dtype=np.float32)
+    truth = exact_topk(ids, mat, 5)
+    got = {}
+    for u, nb in zip(first.column("user_id").to_pylist(), first.column("neighbor_user_id").to_pylist()):
+        got.setdefault(u, []).append(nb)
+    assert got == truth
+    build_lookalike_table(spark, warehouse, s)
+    assert _rows(warehouse.read_arrow("lookalike_users")).equals(first)  # deterministic
+    covering = LookalikeSettings(cutoff_ts=CUTOFF, k=5, candidates="simhash",
+                                 lsh={"window": 60, "bands": 2, "auto_bands": False, "recall_sample": 10})
+    build_lookalike_table(spark, warehouse, covering)
+    assert warehouse.manifest("lookalike_users").producer["candidates"] == "simhash"
+    assert _rows(warehouse.read_arrow("lookalike_users")).equals(first)
+
+
+def test_engine_settings_are_validated_naming_the_field(tmp_path):
+    from pipelines.settings import ConfigError, load_settings
+
+    bad = [
+        ("lookalike: {candidates: annoy}\n", "lookalike.candidates"),
+        ("lookalike: {hnsw: {m: 1}}\n", "lookalike.hnsw.m"),
+        ("lookalike: {hnsw: {ef_search: 0}}\n", "lookalike.hnsw.ef_search"),
+        ("lookalike: {hnsw: {threads: 0}}\n", "lookalike.hnsw.threads"),
+        ("lookalike: {hnsw: {ef_construction: 100000}}\n", "lookalike.hnsw.ef_construction"),
+        ("lookalike: {hnsw: {efsearch: 64}}\n", "lookalike.hnsw.efsearch"),
+        ("lookalike: {k: 200}\n", "hnsw.ef_search (128) must be at least k (200)"),
+    ]
+    for text, named in bad:
+        path = tmp_path / "recfeat.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_settings(path)
+        assert named in str(err.value) and "\n" not in str(err.value), (text, str(err.value))
+    # The SimHash window rule applies to the SimHash engine only, and ef_search to HNSW only.
+    assert LookalikeSettings(k=200, hnsw={"ef_search": 256}).lsh.window == 32
+    assert LookalikeSettings(k=200, candidates="simhash", lsh={"window": 100}).hnsw.ef_search == 128
+    with pytest.raises(ValueError, match="lsh.window"):
+        LookalikeSettings(k=200, candidates="simhash", hnsw={"ef_search": 256})

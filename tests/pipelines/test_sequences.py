@@ -1,4 +1,5 @@
-"""The user_sequences and rote_features jobs: full and incremental builds, k-core, invariants."""
+"""The user_sequences and rote_features jobs: full and incremental builds, k-core, invariants,
+and the two rote_features storage modes (a view derived on read, or a stored table)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,8 +12,8 @@ from features.events import EVENTS, FEEDBACK_FLAGS
 from features.sequences import ROTE_FEATURES
 from features.sequences.rote import rote_features, to_epoch_seconds
 from features.sequences import USER_SEQUENCES
-from pipelines.sequences import build_sequences_table, check_rote, check_sequences
-from pipelines.sequences import SequenceSettings
+from pipelines.sequences import build_sequences_table, check_rote, check_rote_view, check_sequences
+from pipelines.sequences import SequenceSettings, read_rote_arrow, read_rote_spark, stored_fingerprints
 from pipelines.warehouse import Warehouse
 
 UTC = dt.timezone.utc
@@ -97,7 +98,7 @@ def test_full_build_with_k_core_and_rote_features(spark, tmp_path):
     wh = Warehouse(str(tmp_path / "w"))
     events = events_table()
     wh.write_arrow(EVENTS, events)
-    settings = SequenceSettings(max_len=4, k_core={"min_user_events": 20, "min_item_events": 10})
+    settings = SequenceSettings(max_len=4, k_core={"min_user_events": 20, "min_item_events": 10}, rote_storage="table")
     manifest = build_sequences_table(spark, wh, settings).manifest(USER_SEQUENCES.name)
     assert manifest.producer["k_core_passes"] != "0"
     seqs = wh.read_arrow(USER_SEQUENCES.name)
@@ -129,7 +130,7 @@ def test_full_build_with_k_core_and_rote_features(spark, tmp_path):
 def test_incremental_rote_features_cover_only_the_window(spark, tmp_path):
     wh = Warehouse(str(tmp_path / "w"))
     wh.write_arrow(EVENTS, events_table(n_days=2))
-    settings = temporal(build="incremental", rote_levels=["day", "hour"])
+    settings = temporal(build="incremental", rote_levels=["day", "hour"], rote_storage="table")
     for d in range(2):
         day = DAY0 + dt.timedelta(days=d)
         manifest = build_sequences_table(spark, wh, settings, day, day + dt.timedelta(days=1)).manifest(ROTE_FEATURES.name)
@@ -173,7 +174,8 @@ def _three_built_days(spark, tmp_path):
 def _assert_clean(spark, wh, settings):
     bad = {k: v for k, v in check_sequences(spark, wh, settings).items() if k != "rows" and v}
     assert not bad, bad
-    assert not {k: v for k, v in check_rote(spark, wh, settings).items() if k != "rows" and v}
+    rote = check_rote(spark, wh, settings) if settings.rote_storage == "table" else check_rote_view(spark, wh, settings)
+    assert not {k: v for k, v in rote.items() if k != "rows" and v}
 
 
 def test_late_event_for_a_built_day_is_carried_into_every_later_day(spark, tmp_path):
@@ -270,5 +272,98 @@ def test_an_incremental_build_before_any_event_commits_empty_tables(spark, tmp_p
     wh = Warehouse(str(tmp_path / "inc"))
     wh.write_arrow(EVENTS, events_table(n_days=1))
     early = DAY0 - dt.timedelta(days=3)
-    out = build_sequences_table(spark, wh, temporal(build="incremental"), early, early + dt.timedelta(days=1))
+    out = build_sequences_table(spark, wh, temporal(build="incremental", rote_storage="table"), early,
+                                early + dt.timedelta(days=1))
     assert out.manifest(USER_SEQUENCES.name).row_count == 0 and out.manifest(ROTE_FEATURES.name).row_count == 0
+    assert read_rote_arrow(wh, temporal()).num_rows == 0  # the view of the empty table is empty, with its schema
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by("event_id")
+
+
+def test_the_view_derives_exactly_the_rows_the_table_mode_stores(spark, tmp_path):
+    """Same events, both modes: the view's rows (Arrow and Spark read paths) equal the stored
+    table's, column for column and type for type; the view mode commits no rote_features."""
+    events = events_table()
+    kw = dict(max_len=4, rote_levels=["year", "day", "hour"])
+    stored_wh, view_wh = Warehouse(str(tmp_path / "table")), Warehouse(str(tmp_path / "view"))
+    for wh in (stored_wh, view_wh):
+        wh.write_arrow(EVENTS, events)
+    table_mode, view_mode = SequenceSettings(**kw, rote_storage="table"), SequenceSettings(**kw)
+    assert view_mode.rote_storage == "view"  # the default
+    build_sequences_table(spark, stored_wh, table_mode)
+    result = build_sequences_table(spark, view_wh, view_mode)
+    assert set(result.manifests) == {USER_SEQUENCES.name} and not view_wh.exists(ROTE_FEATURES.name)
+    assert rows_by_id(view_wh, USER_SEQUENCES.name) == rows_by_id(stored_wh, USER_SEQUENCES.name)
+
+    want = _sorted(stored_wh.read_arrow(ROTE_FEATURES.name))
+    got = _sorted(read_rote_arrow(view_wh, view_mode))
+    assert got.num_rows == events.num_rows and got.schema.names == want.schema.names
+    assert [f.type for f in got.schema] == [f.type for f in want.schema]
+    assert got.to_pylist() == want.to_pylist()
+    spark_rows = _sorted(pa.Table.from_pandas(read_rote_spark(spark, view_wh, view_mode).toPandas(), preserve_index=False))
+    assert spark_rows.column("event_id").to_pylist() == want.column("event_id").to_pylist()
+    for name in ("hist_day_id", "hist_hour_id_rel", "gap_prev_s", "gap_to_target_s", "query_ts_s", "target_year_id"):
+        assert [list(v) if hasattr(v, "__len__") else v for v in spark_rows.column(name).to_pylist()] == \
+            want.column(name).to_pylist(), name
+    # A partition and a column subset; an unknown column is named.
+    day = read_rote_arrow(view_wh, view_mode, partitions=["2022-04-09"], columns=["event_id", "hist_day_id"])
+    assert day.schema.names == ["event_id", "hist_day_id"] and day.num_rows == 40
+    with pytest.raises(KeyError, match="hist_week_id"):
+        read_rote_arrow(view_wh, view_mode, columns=["hist_week_id"])
+    assert not {k: v for k, v in check_rote_view(spark, view_wh, view_mode).items() if v}
+    # A bounded sample (a hash of event_id) is checked the same way.
+    assert not {k: v for k, v in check_rote_view(spark, view_wh, view_mode, sample_rows=10).items() if v}
+    with pytest.raises(ValueError, match="sample_rows"):
+        check_rote_view(spark, view_wh, view_mode, sample_rows=0)
+
+
+def test_the_view_follows_the_user_sequences_version_asked_for(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "w"))
+    wh.write_arrow(EVENTS, events_table(n_days=1))
+    settings = temporal()
+    build_sequences_table(spark, wh, settings)
+    first = wh.current_version(USER_SEQUENCES.name)
+    wh.write_arrow(EVENTS, events_table(n_days=2))
+    build_sequences_table(spark, wh, settings)
+    assert read_rote_arrow(wh, settings, version=first).num_rows == 40
+    assert read_rote_arrow(wh, settings).num_rows == 80
+
+
+def test_incremental_planning_reads_rote_features_only_when_it_is_stored(spark, tmp_path):
+    """View mode: a day is built once user_sequences has it (no rote_features table is needed,
+    and a re-run commits nothing). Table mode: a day missing from rote_features is not built."""
+    view = temporal(build="incremental")
+    wh, _ = _three_built_days(spark, tmp_path)  # view mode, the default
+    assert not wh.exists(ROTE_FEATURES.name)
+    stored, built = stored_fingerprints(wh, view)
+    assert set(stored) == built == {"2022-04-08", "2022-04-09", "2022-04-10"}
+    version = wh.current_version(USER_SEQUENCES.name)
+    assert _build_day(spark, wh, 2).stats[USER_SEQUENCES.name]["build/window"].startswith("nothing to do")
+    assert wh.current_version(USER_SEQUENCES.name) == version
+    _assert_clean(spark, wh, view)
+
+    table = temporal(build="incremental", rote_storage="table")
+    twh = Warehouse(str(tmp_path / "table"))
+    twh.write_arrow(EVENTS, events_table())
+    for d in range(3):
+        _build_day(spark, twh, d, table)
+    assert set(stored_fingerprints(twh, table)[0]) == {"2022-04-08", "2022-04-09", "2022-04-10"}
+    # rote_features loses its last day (as a crash between the two commits would leave it):
+    twh.write_arrow(ROTE_FEATURES, twh.read_arrow(ROTE_FEATURES.name).slice(0, 0), replace_partitions=["2022-04-10"])
+    assert "2022-04-10" not in twh.manifest(ROTE_FEATURES.name).partitions
+    assert set(stored_fingerprints(twh, table)[0]) == {"2022-04-08", "2022-04-09"}
+    # Switching that warehouse to the view rebuilds nothing: every user_sequences day counts.
+    assert set(stored_fingerprints(twh, view)[0]) == {"2022-04-08", "2022-04-09", "2022-04-10"}
+    manifest = _build_day(spark, twh, 2, table).manifest(ROTE_FEATURES.name)
+    assert manifest.written_partitions == ("2022-04-10",)
+    _assert_clean(spark, twh, table)
+
+
+def test_a_bad_rote_storage_fails_naming_the_field(tmp_path):
+    from pipelines.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="sequences.rote_storage"):
+        load_settings(None, overrides={"sequences.rote_storage": "wide"})
+    assert load_settings(None).sequences.rote_storage == "view"

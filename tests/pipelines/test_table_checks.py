@@ -314,3 +314,19 @@ def test_spark_engine_agrees_on_the_declared_kinds(spark, good):
         assert r.engine == "spark" and r.passed, r.summary()
         outcome = {(e.expectation, e.column, e.success, e.unexpected_count) for e in r.expectations}
         assert outcome == {(e.expectation, e.column, e.success, e.unexpected_count) for e in results[name].expectations}
+
+
+def test_the_rote_features_view_of_good_user_sequences_passes_the_contract_suite(spark, good, tmp_path):
+    """With ``sequences.rote_storage: view`` nothing stores rote_features; the rows it derives
+    from the good user_sequences satisfy the same contract suite and the view's invariants."""
+    from pipelines.sequences import SequenceSettings, check_rote_view, read_rote_arrow
+
+    wh, _ = good
+    settings = SequenceSettings(max_len=2)
+    derived = read_rote_arrow(wh, settings)
+    assert derived.num_rows == 3 and derived.column("hist_len").to_pylist() == [0, 1, 2]
+    out = Warehouse(str(tmp_path / "derived"))
+    out.write_arrow(contract("rote_features"), derived)
+    r = check_table(spark, out, "rote_features", QualitySettings(), params=PARAMS)
+    assert r.passed, r.summary()
+    assert not {k: v for k, v in check_rote_view(spark, wh, settings).items() if v}

@@ -302,6 +302,46 @@ def test_spark_equals_the_as_of_reference_many_examples(spark, scenario):
         assert_matches(rows_of(got), reference(events + [late], spine, max_len, lk, ttl_s), spine)
 
 
+def test_spine_columns_ride_through_the_history_shuffle_and_rote_only_when_asked(spark, tmp_path):
+    """The spine's own columns (even ones named like event columns) come back unchanged next to
+    the history, in spine order; the RoTE columns are computed only when asked for, and a RoTE
+    column asked alone equals the full group's."""
+    wh = Warehouse(str(tmp_path / "wh"))
+    events = [event(0, "u1", "i1", 0), event(1, "u1", "i2", 10), event(2, "u1", "i3", 10, line=1, file="a.csv"),
+              event(3, "u2", "i1", 5)]
+    write_events(wh, events)
+    write_lookalike(wh, minute(8), {"u1": ["u2"], "u2": ["u1"]})
+    spine = pd.DataFrame({
+        "user_id": ["u2", "u1", "u1", "u1"],
+        "event_ts": [minute(6), minute(10), minute(10), minute(30)],
+        # names the events also have: the spine's values must win and survive
+        "item_id": ["x1", "x2", "x3", "x4"], "event_id": ["e0003", "e0001", "e0002", "zz"],
+        "source_file": ["s1", "s2", "s3", "s4"], "source_line": [7, 8, 9, 10], "play_time_ms": [11, 12, 13, 14],
+        "label": [1, 0, 1, 0],
+    })
+    lean = ["user_sequences.hist_item_ids", "user_sequences.hist_len", "lookalike_users.neighbor_user_id"]
+    for ties in ("exclude", "log_order"):
+        ts = training_set(spark, wh, spine, lean, max_len=5, history_ties=ties)
+        table = ts.to_arrow()
+        assert table.column_names == ["spine_row", "user_id", "event_ts", "item_id", "event_id", "source_file",
+                                      "source_line", "play_time_ms", "label", "hist_item_ids", "hist_len",
+                                      "lookalike_users__neighbor_user_id"], ties
+        rows = table.sort_by("spine_row").to_pylist()
+        for col in ("user_id", "item_id", "event_id", "source_file", "source_line", "play_time_ms", "label"):
+            assert [r[col] for r in rows] == list(spine[col]), (ties, col)
+        assert rows[0]["hist_item_ids"] == ["i1"] and rows[0]["lookalike_users__neighbor_user_id"] is None
+        assert rows[3]["hist_item_ids"] == ["i1", "i3", "i2"] and rows[3]["lookalike_users__neighbor_user_id"] == ["u2"]
+        if ties == "exclude":  # strictly before minute 10
+            assert rows[1]["hist_item_ids"] == ["i1"] == rows[2]["hist_item_ids"]
+        else:  # e0001 (log.csv:2) sees a.csv:1 before it; e0002 (a.csv:1) sees only e0000
+            assert rows[1]["hist_item_ids"] == ["i1", "i3"] and rows[2]["hist_item_ids"] == ["i1"]
+    full = training_set(spark, wh, spine, ["user_sequences"], max_len=5).to_arrow().sort_by("spine_row")
+    one = training_set(spark, wh, spine, ["user_sequences.gap_to_target_s"], max_len=5).to_arrow().sort_by("spine_row")
+    assert [c for c in one.column_names if c not in spine.columns] == ["spine_row", "gap_to_target_s"]
+    assert one.column("gap_to_target_s").to_pylist() == full.column("gap_to_target_s").to_pylist()
+    assert "hist_days_f" in full.column_names
+
+
 def test_streaming_batches_equal_one_call():
     """The task kernel over record batches of every size equals one whole call (carry rule)."""
     import random

@@ -73,7 +73,7 @@ def _build(spark, wh, max_len: int):
     from pipelines.sequences import build_sequences_table
     from pipelines.sequences.params import SequenceSettings
 
-    settings = SequenceSettings(max_len=max_len)
+    settings = SequenceSettings(max_len=max_len, rote_storage="table")  # compared with the stored rote_features
     build_sequences_table(spark, wh, settings)
     return settings
 
