@@ -19,7 +19,7 @@ random times (some before the first cutoff), with a label column.
   events, the spine and one chunk (an unchunked reference needed 9.9 GB at 1M rows).
 
 Prints both times, spine rows per second, the peak resident memory of each (the reference: this
-process; Spark: this process and the JVM with its Python workers, sampled every 0.5 s) and the
+process; Spark: this process and the JVM with its Python workers, sampled every 0.2 s) and the
 ratio spark/reference. Then it checks, streaming both outputs in spine order, that every row
 agrees: a 64-bit digest per row of its history items, history times and look-alike neighbours.
 
@@ -34,7 +34,6 @@ import os
 import resource
 import shutil
 import sys
-import threading
 import time
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -45,6 +44,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from benchmarks._memory import TreeRss  # noqa: E402
+
 UTC = dt.timezone.utc
 DAY0 = dt.datetime(2022, 4, 8, tzinfo=UTC)
 MAX_LEN = 50
@@ -52,49 +53,6 @@ CUTOFF_DAYS = (4, 8, 11)
 LEAN = ["user_sequences.hist_item_ids", "user_sequences.hist_ts", "user_sequences.hist_play_time_ms",
         "user_sequences.hist_len"]
 CHECKED = ("hist_item_ids", "hist_ts", "lookalike_users__neighbor_user_id")
-
-
-class TreeRss:
-    """Peak resident memory (bytes) of this process and all its descendants, sampled from /proc."""
-
-    def __init__(self, every_s: float = 0.5):
-        self.peak, self._every, self._stop = 0, every_s, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def _tree_rss() -> int:
-        parents: dict[int, int] = {}
-        rss: dict[int, int] = {}
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat") as fh:
-                    parents[int(name)] = int(fh.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{name}/statm") as fh:
-                    rss[int(name)] = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            except (OSError, IndexError, ValueError):
-                continue
-        tree, todo = set(), [os.getpid()]
-        while todo:
-            pid = todo.pop()
-            tree.add(pid)
-            todo.extend(c for c, p in parents.items() if p == pid and c not in tree)
-        return sum(rss.get(p, 0) for p in tree)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._tree_rss())
-            self._stop.wait(self._every)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._tree_rss())
 
 
 def self_peak_gib() -> float:
@@ -174,7 +132,7 @@ def run_spark(root: str, spine_path: str, out: str, history: str):
         ts = training_set(spark, Warehouse(root), spine_path, features_of(history), max_len=MAX_LEN,
                           out=out, overwrite=True)
         elapsed = time.perf_counter() - t
-    return elapsed, ts, rss.peak
+    return elapsed, ts, rss.peak_mb
 
 
 def run_reference(root: str, spine_path: str, out: str, history: str, chunk: int) -> float:
@@ -344,7 +302,7 @@ def main() -> int:
           f"  peak RSS {max(self_peak_gib(), before):.1f} GiB")
     spark_s, ts, peak = run_spark(wh_root, spine_path, os.path.join(root, "spark_out"), args.history)
     print(f"spark training_set (local[{os.cpu_count()}]):                  {spark_s:8.1f} s  {args.rows / spark_s:12,.0f} rows/s"
-          f"  peak RSS {peak / 2**30:.1f} GiB (driver, JVM and workers)")
+          f"  peak RSS {peak / 1024:.1f} GiB (driver, JVM and workers)")
     print(f"ratio spark / reference (time): {spark_s / ref_s:.2f}")
     print(f"rows before the first cutoff: {ts.report['lookalike_users_rows_before_first_cutoff']:,}; "
           f"rows with a history: {ts.report['non_null']['hist_item_ids']:,}")
