@@ -92,33 +92,49 @@ def _view(settings, wh, table: str):
     return v, family.context(wh, settings)
 
 
+def _print_header(wh, m, source: str, table: str, kind: str = "", rows_note: str = "", path: str | None = None) -> None:
+    """The header lines of ``recfeat show``: table, version (of ``source``), commit time, rows,
+    partitions and path."""
+    current = wh.current_version(source)
+    note = "" if m.version == current else f", current: {current}"
+    version = f"{m.version}" if source == table else f"{source} version {m.version}"
+    print(f"table:        {table}{kind}")
+    print(f"version:      {version} (kept: {', '.join(map(str, wh.versions(source)))}{note})")
+    print(f"committed_at: {m.committed_at}")
+    print(f"rows:         {m.row_count:,}{rows_note}")
+    print(f"partitioned:  {m.partition_column or 'no'}" + (f" ({len(m.partitions)} partitions: {min(m.partitions)} .. {max(m.partitions)})" if m.partition_column and m.partitions else ""))
+    print(f"path:         {path if path is not None else wh.table_path(table)}")
+
+
+def _print_schema(columns, describe) -> None:
+    """``columns``: (name, type text) pairs; ``describe(name)``: the column's description."""
+    print("schema:")
+    width = max([20, *(len(name) + 1 for name, _ in columns)])
+    for name, typ in columns:
+        print(f"  {name:<{width}} {typ:<24} {describe(name)}".rstrip())
+
+
+def _print_sample(table, rows: int) -> None:
+    """Up to ``rows`` rows of an Arrow table or record batch (``None`` or empty: nothing)."""
+    if table is None or not table.num_rows:
+        return
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print("sample:")
+        print(table.to_pandas().head(rows).to_string(index=False))
+
+
 def _show_view(wh, v, ctx, args) -> int:
     """``recfeat show`` of a view: its source's version, the derived schema and derived sample rows."""
     from pipelines.catalog import contract
 
     m = _manifest(wh, v.source, args.version, args.as_of)
-    current = wh.current_version(v.source)
-    note = "" if m.version == current else f", current: {current}"
-    print(f"table:        {v.table} (a view: derived on read from {v.source}, not stored)")
-    print(f"version:      {v.source} version {m.version} (kept: {', '.join(map(str, wh.versions(v.source)))}{note})")
-    print(f"committed_at: {m.committed_at}")
-    print(f"rows:         {m.row_count:,} (one per {v.source} row)")
-    print(f"partitioned:  {m.partition_column or 'no'}" + (f" ({len(m.partitions)} partitions: {min(m.partitions)} .. {max(m.partitions)})" if m.partition_column and m.partitions else ""))
-    print(f"path:         none (derived from {wh.table_path(v.source)})")
-    print("schema:")
-    describe = contract(v.table).column_description
-    schema = v.schema(ctx)
-    width = max([20, *(len(f.name) + 1 for f in schema)])
-    for f in schema:
-        print(f"  {f.name:<{width}} {str(f.type):<24} {describe(f.name)}".rstrip())
+    _print_header(wh, m, v.source, v.table, f" (a view: derived on read from {v.source}, not stored)",
+                  f" (one per {v.source} row)", f"none (derived from {wh.table_path(v.source)})")
+    _print_schema([(f.name, str(f.type)) for f in v.schema(ctx)], contract(v.table).column_description)
     if m.partitions and args.rows > 0:
-        import pandas as pd
-
-        sample = v.read_arrow(ctx, m.version, [min(m.partitions)]).slice(0, args.rows)
-        if sample.num_rows:
-            with pd.option_context("display.width", 200, "display.max_columns", 30):
-                print("sample:")
-                print(sample.to_pandas().to_string(index=False))
+        _print_sample(v.read_arrow(ctx, m.version, [min(m.partitions)]).slice(0, args.rows), args.rows)
     return 0
 
 
@@ -155,34 +171,19 @@ def cmd_show(args) -> int:
     if view is not None:
         return _show_view(wh, *view, args)
     m = _manifest(wh, args.table, args.version, args.as_of)
-    current = wh.current_version(args.table)
-    note = "" if m.version == current else f", current: {current}"
-    print(f"table:        {m.table}")
-    print(f"version:      {m.version} (kept: {', '.join(map(str, wh.versions(args.table)))}{note})")
-    print(f"committed_at: {m.committed_at}")
-    print(f"rows:         {m.row_count:,}")
-    print(f"partitioned:  {m.partition_column or 'no'}" + (f" ({len(m.partitions)} partitions: {min(m.partitions)} .. {max(m.partitions)})" if m.partition_column and m.partitions else ""))
-    print(f"path:         {wh.table_path(m.table)}")
-    print("schema:")
+    _print_header(wh, m, args.table, m.table)
     from pipelines.catalog import contract
 
     try:
         describe = contract(m.table).column_description
     except KeyError:  # a table outside the catalog: types only
         describe = lambda name: ""  # noqa: E731
-    width = max([20, *(len(name) + 1 for name, _ in m.schema)])
-    for name, typ in m.schema:
-        print(f"  {name:<{width}} {typ:<24} {describe(name)}".rstrip())
+    _print_schema(list(m.schema), describe)
     files = m.file_paths(wh.root)
     if files and args.rows > 0:
-        import pandas as pd
         import pyarrow.parquet as pq
 
-        batch = next(pq.ParquetFile(files[0], filesystem=wh.fs).iter_batches(batch_size=args.rows), None)
-        if batch is not None:
-            with pd.option_context("display.width", 200, "display.max_columns", 30):
-                print("sample:")
-                print(batch.to_pandas().head(args.rows).to_string(index=False))
+        _print_sample(next(pq.ParquetFile(files[0], filesystem=wh.fs).iter_batches(batch_size=args.rows), None), args.rows)
     return 0
 
 
