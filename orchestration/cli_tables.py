@@ -164,13 +164,19 @@ def _export_view(wh, v, ctx, args) -> int:
     return 0
 
 
-def cmd_show(args) -> int:
+def _table_or_view(args):
+    """``(warehouse, view or None, manifest or None)`` of ``args.table`` at ``--version`` /
+    ``--as-of``: a view (under the settings) is resolved by its own command's code."""
     settings = settings_for(args)
     wh = warehouse_for(settings)
     view = _view(settings, wh, args.table)
+    return wh, view, (None if view is not None else _manifest(wh, args.table, args.version, args.as_of))
+
+
+def cmd_show(args) -> int:
+    wh, view, m = _table_or_view(args)
     if view is not None:
         return _show_view(wh, *view, args)
-    m = _manifest(wh, args.table, args.version, args.as_of)
     _print_header(wh, m, args.table, m.table)
     from pipelines.catalog import contract
 
@@ -188,12 +194,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_export(args) -> int:
-    settings = settings_for(args)
-    wh = warehouse_for(settings)
-    view = _view(settings, wh, args.table)
+    wh, view, m = _table_or_view(args)
     if view is not None:
         return _export_view(wh, *view, args)
-    m = _manifest(wh, args.table, args.version, args.as_of)
     rows = wh.export(args.table, args.out, version=m.version)
     print(f"exported {args.table} v{m.version}: {rows:,} rows to {args.out}")
     return 0
