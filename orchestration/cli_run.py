@@ -70,7 +70,9 @@ def cmd_demo(args) -> int:
 
     print(f"  dagster runs:    {os.environ['DAGSTER_HOME']}")
     print(f"  quality reports: {reports_root(wh, settings.quality)}")
-    print("\n" + report(wh, settings.quality))
+    from pipelines.catalog import view_sources
+
+    print("\n" + report(wh, settings.quality, views=view_sources(settings)))
     from pipelines.lookalike import lsh_recall_summary
 
     lookalike_line = lsh_recall_summary(wh, settings.lookalike)

@@ -235,5 +235,7 @@ def cmd_report(args) -> int:
     from pipelines.quality import report
 
     settings = settings_for(args)
-    print(report(warehouse_for(settings), settings.quality))
+    from pipelines.catalog import view_sources
+
+    print(report(warehouse_for(settings), settings.quality, views=view_sources(settings)))
     return 0

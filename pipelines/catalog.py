@@ -64,6 +64,11 @@ def family_of(table: str) -> Family:
     raise KeyError(f"no family builds a table named {table!r}")
 
 
+def view_sources(settings) -> dict[str, str]:
+    """Table -> source table of every view under the settings (``Family.views``)."""
+    return {v.table: v.source for family in families() if family.enabled(settings) for v in family.views(settings)}
+
+
 def view(table: str, settings) -> tuple[Family, View] | None:
     """``(family, view)`` when the settings make ``table`` a view (derived on read), else ``None``."""
     for family in families():

@@ -15,20 +15,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipelines.warehouse import Warehouse
 
 NOT_CHECKED = "-"
+#: The status of a table that the settings make a view (not stored, derived on read).
+VIEW = "view"
 
 
-def report(warehouse: "Warehouse", quality_settings=None, tables: list[str] | None = None) -> str:
-    """The text of ``recfeat report``: every table of the catalog (or ``tables``), checked or not."""
+def report(warehouse: "Warehouse", quality_settings=None, tables: list[str] | None = None,
+           views: dict[str, str] | None = None) -> str:
+    """The text of ``recfeat report``: every table of the catalog (or ``tables``), checked or not.
+    ``views``: table -> source of the tables that the settings make views (derived on read)."""
     reports = reports_root(warehouse, quality_settings)
-    return render_report(load_results(reports), reports, tables=table_names() if tables is None else tables)
+    return render_report(load_results(reports), reports, tables=table_names() if tables is None else tables, views=views)
 
 
-def render_report(results: dict[str, TableCheckResult], reports: str, tables: list[str] | None = None) -> str:
+def render_report(results: dict[str, TableCheckResult], reports: str, tables: list[str] | None = None,
+                  views: dict[str, str] | None = None) -> str:
     """Per table the last verdict, its GX and invariant results, failures, warnings and pages.
 
     ``tables``: the tables to list, in order (a table never checked gets a ``-`` line); default
     the tables that have a result. Tables with a result but not in ``tables`` are listed last.
+    ``views`` (table -> source): these are not stored, so they have no check of their own; each
+    gets a ``view`` line naming the source whose check covers it (a result left by an earlier
+    build that stored the table is not shown).
     """
+    views = dict(views or {})
     none = f"no quality reports in {reports} (they are written when the Dagster checks run)"
     if not results and not tables:
         return none
@@ -40,6 +49,10 @@ def render_report(results: dict[str, TableCheckResult], reports: str, tables: li
     ]
     for table in names:
         r = results.get(table)
+        if table in views:
+            lines.append(f"{table:<{width}} {VIEW:<7} {NOT_CHECKED:>7} {NOT_CHECKED:>12}  derived on read from "
+                         f"{views[table]}, checked by {views[table]}'s checks")
+            continue
         if r is None:
             lines.append(f"{table:<{width}} {NOT_CHECKED:<7} {NOT_CHECKED:>7} {NOT_CHECKED:>12}  {'not checked'}")
             continue

@@ -278,6 +278,12 @@ def test_invariants_are_checked_recorded_and_reported(spark, tmp_path):
     text = render_report({"user_sequences": stored}, reports_root(wh), tables=["events", "user_sequences"])
     assert "invariant: hist_after_target: 2 violations" in text
     assert "1/2 failed" in text and text.splitlines()[1].split()[:2] == ["events", "-"]
+    # a view (derived on read) has no check of its own: its line names the source that covers it,
+    # and a result left by an earlier build that stored it is not shown as its verdict
+    text = render_report({"user_sequences": stored, "rote_features": stored}, reports_root(wh),
+                         tables=["user_sequences", "rote_features"], views={"rote_features": "user_sequences"})
+    line = next(row for row in text.splitlines() if row.startswith("rote_features"))
+    assert line.split()[1] == "view" and "derived on read from user_sequences" in line
 
 
 def test_a_counter_that_raises_fails_the_check(spark, tmp_path):
