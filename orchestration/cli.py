@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-epochs", type=int, default=2, metavar="N",
         help="epochs each model trains for in the demo (default 2; `recfeat train` uses the configured budget)",
     )
+    sp.add_argument(
+        "--train-threads", type=int, default=None, metavar="N",
+        help="torch intra-op threads of each model in the demo (default: this machine's cores, at most 4; "
+        "the same count reruns to the same model; `recfeat train` uses the configured `threads`, 1)",
+    )
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("generate", help="write a synthetic source data set (KuaiRand format + ground truth)")

@@ -33,10 +33,11 @@ def cmd_generate(args) -> int:
 
 
 def cmd_materialize(args) -> int:
-    from orchestration.materialize import materialize_assets
+    from orchestration.materialize import materialize_assets, warm_start_spark
 
     ensure_dagster_home()
     settings = settings_for(args)
+    warm_start_spark(settings, args.select)  # the JVM starts while the run is prepared
     start, end = args.start, args.end
     if args.partition:
         start = end = args.partition
@@ -45,14 +46,36 @@ def cmd_materialize(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from orchestration.materialize import materialize_assets
+#: The most torch threads the demo gives a model by default (more rarely pays on small data).
+DEMO_MAX_THREADS = 4
 
+
+def demo_threads() -> int:
+    """The demo's default torch threads per model: the cores this process may use, at most
+    :data:`DEMO_MAX_THREADS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, DEMO_MAX_THREADS))
+
+
+def cmd_demo(args) -> int:
+    from orchestration.materialize import materialize_assets, warm_start_spark
+
+    # The demo trains every model on a small budget (``--train-epochs``) with the machine's cores
+    # (``--train-threads``; a fixed thread count reruns to the same model) so it stays quick.
+    threads = args.train_threads if args.train_threads is not None else demo_threads()
+    if threads < 1:
+        raise CliError(f"--train-threads: must be at least 1, not {threads}")
     ensure_dagster_home()
+    # The JVM starts while the trainers are imported and the run is prepared (the training
+    # budget below changes no Spark setting, so these settings are the run's).
+    warm_start_spark(settings_for(args), None)
     from trainers.registry import model_names
 
-    # The demo trains every model on a small budget (``--train-epochs``) so it stays quick.
-    budget = {f"training.models.{m}.{k}": v for m in model_names() for k, v in (("epochs", args.train_epochs), ("patience", 1))}
+    budget = {f"training.models.{m}.{k}": v for m in model_names()
+              for k, v in (("epochs", args.train_epochs), ("patience", 1), ("threads", threads))}
     settings = settings_for(args, **budget)
     if settings.source.kind != "synthetic":
         print(f"note: the active source is {settings.active_source!r} ({settings.source.kind}), not the synthetic default")

@@ -19,6 +19,7 @@ Asset and check bodies only wire: they build a :class:`~pipelines.family.JobCont
 step or the quality entry point, and turn the result into metadata.
 """
 
+import dataclasses
 import datetime as dt
 import hashlib
 import importlib.util
@@ -246,12 +247,16 @@ def table_checks(family: Family, table: TableContract) -> dg.AssetChecksDefiniti
             return
         ctx = family.context(wh, s, spark_session=spark.get_session, run_id=context.run.run_id, log=context.log.info)
         lo, hi = event_window(s)
+        from pipelines.spark import LazySession
+
         result = check_table(
-            spark.get_session(), wh, table.name, s.quality,
+            # Spark only if the check needs it: a small table is checked on Arrow (docs/quality.md).
+            LazySession(spark.get_session, s.spark), wh, table.name, s.quality,
             params=family.expectation_params(s),
             # A partitioned family's run covers its days; an unpartitioned one rebuilt the whole table.
             partitions=run_partitions(context.run.tags) if table.partition_column and family.partitioned(s) else None,
-            invariants=(lambda: counter(ctx)) if counter is not None else None,
+            # The counter reads the checked table through the check's one read (docs/quality.md).
+            invariants=(lambda shared: counter(dataclasses.replace(ctx, warehouse=shared))) if counter is not None else None,
             min_event_ts=lo, max_event_ts=hi, run_name=context.run.run_id,
         )
         context.log.info(result.summary())

@@ -12,6 +12,15 @@ one run when the run is tagged with a partition range
 (``context.partition_key_range``) and records one materialization per day; each unpartitioned
 step runs once, unpartitioned. Only partitions definitions that differ from each other would
 force more runs (a job has one partitions definition), and the graph has none.
+
+Spark warm start: when the selection holds a step that needs Spark (a catalog step whose kinds
+include ``spark``: :func:`selection_needs_spark`), :func:`warm_start_spark` starts the run's
+session in a background thread as the command starts (``pipelines.spark.start_in_background``),
+so the JVM starts while the Dagster definitions are built and the Beam and Python steps run;
+the first Spark step's ``SparkResource`` then waits for it and gets that session (one session,
+never two). A failed start fails that step with the error it would have raised itself. A
+selection without Spark steps starts nothing here (its table checks still start Spark on
+first use, as before). The session is stopped when the run ends, whoever used it.
 """
 from __future__ import annotations
 
@@ -63,6 +72,38 @@ def resolve_selection(defs: dg.Definitions, select: str | None, settings=None) -
     return order
 
 
+def selection_needs_spark(settings, select: str | None) -> bool:
+    """Whether the selection (``None``: every asset) holds a catalog step that needs Spark.
+
+    Read from the catalog, without building the Dagster definitions, so that it can be asked
+    as the command starts: a step needs Spark when its kinds include ``spark``. A name that is
+    no catalog step or table (a model, a misspelling) needs none here.
+    """
+    from pipelines.catalog import families
+
+    asked = None if select is None else {s.strip() for s in select.split(",") if s.strip()}
+    for family in families():
+        if not family.enabled(settings):
+            continue
+        for step in family.steps:
+            if "spark" not in step.kinds:
+                continue
+            if asked is None or step.name in asked or asked & set(step.table_names):
+                return True
+    return False
+
+
+def warm_start_spark(settings, select: str | None):
+    """Start the run's Spark session in the background when the selection needs Spark
+    (:func:`selection_needs_spark`); return the start (``pipelines.spark.WarmStart``) or ``None``.
+    Asked again while a start is under way, it returns that start."""
+    if not selection_needs_spark(settings, select):
+        return None
+    from pipelines.spark import start_in_background
+
+    return start_in_background(settings.spark)
+
+
 def step_assets(defs: dg.Definitions) -> dict[str, list[str]]:
     """Step key -> the assets (or checks) it materializes (or evaluates)."""
     out: dict[str, list[str]] = {}
@@ -92,6 +133,15 @@ def materialize_assets(
     or blocking check raises :class:`CliError` with one line, a failed warning check is logged
     as ``warning: <check>: <description>`` and the run goes on.
     """
+    warm = warm_start_spark(settings, select)  # the one the command started, if it did
+    try:
+        return _materialize(settings, config_file, select, start, end, log, log_level, overrides)
+    finally:
+        if warm is not None:
+            warm.stop_if_created()
+
+
+def _materialize(settings, config_file, select, start, end, log, log_level, overrides) -> list[str]:
     from orchestration.automation import SOURCE_TAG, partition_range_tags
     from orchestration.definitions import build_definitions
     from orchestration.instance import cli_run_tags, pool_holders, release_dead_cli_runs

@@ -100,11 +100,37 @@ class CategoricalEncoder:
         return cls(data["vocab"], data.get("min_count", 1))
 
 
+def _float_text(v) -> str | None:
+    return None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v))
+
+
 def _as_text(values: pd.Series) -> pd.Series:
-    """Ids and categories as text; floats that hold integers lose their ``.0``."""
+    """Ids and categories as text (``None`` where missing); floats that hold integers lose their ``.0``.
+
+    A typed column (float, integer, bool, string) or an object column of only strings or only
+    integers is converted once per distinct value (ids repeat on many rows); any other object
+    column row by row, since equal Python objects of different types (``1``, ``1.0``,
+    ``True``) would share a distinct value but not a text.
+    Both give :func:`_as_text_rows`'s result.
+    """
+    dtype = values.dtype
+    typed = (pd.api.types.is_float_dtype(dtype) or pd.api.types.is_integer_dtype(dtype)
+             or pd.api.types.is_bool_dtype(dtype) or isinstance(dtype, pd.StringDtype))
+    if isinstance(dtype, pd.CategoricalDtype) or not (
+            typed or pd.api.types.infer_dtype(values, skipna=True) in ("string", "integer", "empty")):
+        return _as_text_rows(values)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    text = np.empty(len(uniques) + 1, dtype=object)  # the last slot: a missing value
+    convert = _float_text if pd.api.types.is_float_dtype(dtype) else str
+    text[:-1] = [convert(v) for v in np.asarray(uniques, dtype=object)]
+    text[-1] = None
+    return pd.Series(text[codes], index=values.index, name=values.name, dtype=object)
+
+
+def _as_text_rows(values: pd.Series) -> pd.Series:
+    """:func:`_as_text` one row at a time (the reference of its per-distinct-value form)."""
     if pd.api.types.is_float_dtype(values):
-        out = values.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
-        return out.astype("object")
+        return values.map(_float_text).astype("object")
     return values.astype("object").where(values.notna(), None).map(lambda v: None if v is None else str(v))
 
 
@@ -198,8 +224,17 @@ class FieldEncoder:
 
     def _transform(self, f: FieldSpec, values: pd.Series) -> pd.Series:
         if f.transform == "most_frequent_tag":
-            return values.map(self._pick_tag)
+            return self._pick_tags(values)
         return values
+
+    def _pick_tags(self, values: pd.Series) -> pd.Series:
+        """``values.map(self._pick_tag)``, computed once per distinct value (a tag list repeats
+        on every row of its item)."""
+        codes, uniques = pd.factorize(values.astype("object"), use_na_sentinel=True)
+        picked = np.empty(len(uniques) + 1, dtype=object)  # the last slot: a missing value
+        picked[:-1] = [self._pick_tag(v) for v in uniques]
+        picked[-1] = None
+        return pd.Series(picked[codes], index=values.index, dtype=object)
 
     def _pick_tag(self, v):
         if v is None or (isinstance(v, float) and np.isnan(v)):

@@ -115,29 +115,32 @@ def _commit_events(
     staged = to_events(_read_stage(spark, os.path.join(stage_dir, "accepted"), ACCEPTED_SCHEMA)).persist()
     cached = [staged]
     try:
+        # One aggregate gives the dates present and how many staged rows fall outside the window.
+        per_date = _rows_per_date(staged)
         if window is not None:
             inside = (F.col("event_date") >= F.lit(window.start)) & (F.col("event_date") < F.lit(window.end))
             in_window = staged.where(inside)
-            outside = staged.where(~inside).count()
+            in_dates = {d: n for d, n in per_date.items() if d is not None and window.start <= d < window.end}
         else:
-            in_window, outside = staged, 0
-        dates = sorted(r[0].isoformat() for r in in_window.select("event_date").distinct().collect())
+            in_window, in_dates = staged, per_date
+        outside = sum(per_date.values()) - sum(in_dates.values())
+        dates = sorted(d.isoformat() for d in in_dates)
         partitions = window.dates() if window is not None else dates
 
-        # The concurrency hook: one version read, the semi-join and the rewrite both against it,
+        # The concurrency hook: one version read, the anti-join and the rewrite both against it,
         # and the commit refused if another writer committed after it.
         base_version = warehouse.current_version(EVENTS.name)
         committed = None
         if base_version is not None and dates:
             committed = warehouse.read_spark(spark, EVENTS.name, version=base_version, partitions=dates)
-            ids = committed.select("event_id")
-            fresh = in_window.join(ids, "event_id", "left_anti")
-            already_present = in_window.join(ids, "event_id", "left_semi").count()
-        else:
-            fresh, already_present = in_window, 0
-        fresh = fresh.persist()
-        cached.append(fresh)
-        new_events = fresh.count()
+            fresh = in_window.join(committed.select("event_id"), "event_id", "left_anti").persist()
+            cached.append(fresh)
+            fresh_dates = _rows_per_date(fresh)
+        else:  # nothing committed on these dates: every row in the window is new
+            fresh, fresh_dates = in_window, in_dates
+        new_events = sum(fresh_dates.values())
+        # The anti-join and its semi-join split the window's rows in two: what is not new is present.
+        already_present = sum(in_dates.values()) - new_events
 
         accounted = new_events + already_present + outside
         if counts.accepted != accounted:
@@ -152,7 +155,7 @@ def _commit_events(
                 f"+ duplicates {counts.duplicates:,}; nothing was committed"
             )
 
-        gaining = sorted(r[0].isoformat() for r in fresh.select("event_date").distinct().collect()) if new_events else []
+        gaining = sorted(d.isoformat() for d, n in fresh_dates.items() if n)
         producer = {"job": "ingest_events", "source": adapter.name, "run_id": run_id, "repeated_lines": repeated_lines}
         if gaining or base_version is None:
             # A first run commits even when empty, so that readers always find the table.
@@ -187,6 +190,11 @@ def _commit_events(
         replaced_partitions=gaining,
         events_committed=events_committed,
     )
+
+
+def _rows_per_date(df) -> dict:
+    """``event_date`` -> rows of ``df`` (one Spark job; the dates are few: one row per UTC day)."""
+    return {r["event_date"]: int(r["n"]) for r in df.groupBy("event_date").count().withColumnRenamed("count", "n").collect()}
 
 
 def ingest_with_settings(spark, warehouse: Warehouse, adapter: SourceAdapter, settings, window: DateWindow | None = None, run_id: str | None = None) -> IngestResult:

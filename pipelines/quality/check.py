@@ -5,24 +5,28 @@ It runs the structural contract check (:mod:`pipelines.quality.contract`), the t
 invariant counter; it records all of it in the GX data docs (the counts as a validation of a
 one-row frame, ``<table>_invariants``) and in the result store read by ``recfeat report``.
 
-Engines: the validation frame is always prepared by Spark (partition pruning, derived columns,
-the referential-integrity join), then validated by GX either on the Spark DataFrame or, when it
-has at most ``pandas_max_rows`` rows, on its pandas copy (GX on Spark runs every metric as Spark
-jobs, seconds per validation; on pandas ~0.1 s). Both engines see the same values: NaN in float
-columns is turned into null first and timestamps stay UTC-aware.
+One read: the table is read once per check and that read serves the contract check, the GX
+frame and the counter (:mod:`pipelines.quality.shared`; the counter runs first and may choose
+Spark). Engines: GX validates on pandas when the frame has at most ``pandas_max_rows`` rows
+(~0.1 s; the frame is prepared on Arrow, without Spark, unless the read was Spark's), else on
+the Spark DataFrame (GX on Spark runs every metric as Spark jobs, seconds per validation).
+Both see the same values: NaN in float columns is turned into null first and timestamps stay
+UTC-aware.
 """
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pipelines.quality.contract import check_contract
 from pipelines.quality.expectations import ERROR, Expectation, SuiteContext, columns_used
-from pipelines.quality.frames import as_utc, nan_to_null, to_pandas
+from pipelines.quality.frames import arrow_to_pandas, as_utc, nan_to_null, to_pandas
 from pipelines.quality.gx_run import Batch, run_gx
 from pipelines.quality.results import INFO_COUNTS, TableCheckResult, reports_root, store_result, violations_ok
 from pipelines.quality.settings import QualitySettings, settings_params
+from pipelines.quality.shared import SharedRead, SharedReadWarehouse
 from pipelines.quality.suites import band_batches, declare_suite
 from pipelines.quality.tables import contract
 
@@ -73,33 +77,46 @@ def check_table(
     else:
         partitions, present, rows = [], None, manifest.row_count
 
-    outcome = check_contract(spark, warehouse, c, partitions=present)
     all_params = {**settings_params(settings), **(params or {})}
     ctx = SuiteContext(spark, warehouse, settings, lo, hi, all_params)
     suite = declare_suite(table, ctx)
     notes = list(suite.notes)
-
-    df = suite.prepare(warehouse.read_spark(spark, table, partitions=present))
-    df = nan_to_null(df.select(*columns_used(suite.expectations, df.columns)))
     engine = settings.engine
     if engine == "auto":
         engine = "pandas" if rows <= settings.pandas_max_rows else "spark"
 
+    # One read of the table serves the contract check, the GX frame and the invariant counter.
+    # The counter runs first: when it reads the table with Spark, that read (persisted) is the
+    # one; else the table is read with Arrow (engine pandas) or Spark (engine spark).
+    shared = SharedRead(warehouse, manifest, present)
+    whole = present is None or sorted(present) == sorted(manifest.partitions)
+    counter_notes: list[str] = []
+    counts = _count_invariants(invariants, counter_notes, SharedReadWarehouse(warehouse, shared, whole))
     batches: list[Batch] = []
     persisted = None
-    if engine == "pandas":
-        batches.append((table, f"{table}_quality", suite.expectations, to_pandas(spark, df)))
-    else:
-        persisted = df.persist()
-        batches.append((table, f"{table}_quality", suite.expectations, persisted))
-    batches += band_batches(warehouse, manifest, table, suite.bands, list(partitions), settings, notes)
-    counts = _count_invariants(invariants, notes)
-    if counts:
-        batches.append(_invariants_batch(table, counts))
-
-    reports = reports_root(warehouse, settings)
-    run_name = _safe_name(run_name or "manual")
     try:
+        if engine == "pandas" and shared.kind != "spark" and suite.arrow_ready:
+            frame = shared.arrow()
+            outcome = check_contract(spark, warehouse, c, partitions=present, frame=frame)
+            frame = suite.prepare_arrow(frame)
+            frame = arrow_to_pandas(frame.select(columns_used(suite.expectations, frame.column_names)))
+        else:
+            df = shared.spark(spark)
+            outcome = check_contract(spark, warehouse, c, partitions=present, frame=df)
+            df = suite.prepare(df)
+            df = nan_to_null(df.select(*columns_used(suite.expectations, df.columns)))
+            if engine == "pandas":
+                frame = to_pandas(spark, df)
+            else:
+                frame = persisted = df.persist()
+        batches.append((table, f"{table}_quality", suite.expectations, frame))
+        batches += band_batches(warehouse, manifest, table, suite.bands, list(partitions), settings, notes)
+        notes += counter_notes
+        if counts:
+            batches.append(_invariants_batch(table, counts))
+
+        reports = reports_root(warehouse, settings)
+        run_name = _safe_name(run_name or "manual")
         expectations, pages, index = run_gx(reports, batches, run_name, now, settings.keep_validations)
     finally:
         if persisted is not None:
@@ -153,12 +170,16 @@ def validate_table(
     )
 
 
-def _count_invariants(counter: Callable[[], dict[str, int]] | None, notes: list[str]) -> dict[str, int] | None:
-    """The counter's counts; a counter that raises counts as one violation ``counter_failed``."""
+def _count_invariants(counter: Callable[..., dict[str, int]] | None, notes: list[str], warehouse=None) -> dict[str, int] | None:
+    """The counter's counts; a counter that raises counts as one violation ``counter_failed``.
+
+    A counter that takes an argument gets ``warehouse`` (the check's shared read of the table).
+    """
     if counter is None:
         return None
     try:
-        counts = {str(k): int(v) for k, v in counter().items()}
+        raw = counter(warehouse) if _takes_argument(counter) else counter()
+        counts = {str(k): int(v) for k, v in raw.items()}
     except Exception as exc:  # noqa: BLE001 - reported in the result, which then fails
         notes.append(f"the invariant counter raised {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
         return {"counter_failed": 1}
@@ -166,6 +187,14 @@ def _count_invariants(counter: Callable[[], dict[str, int]] | None, notes: list[
         notes.append("the invariant counter returned no counts")
         return {"counter_returned_no_counts": 1}
     return counts
+
+
+def _takes_argument(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
 
 
 def _invariants_batch(table: str, counts: dict[str, int]) -> Batch:

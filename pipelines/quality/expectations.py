@@ -59,8 +59,10 @@ class TableSuite:
     """What the check of one table validates.
 
     ``derivations`` (from the contract) and then ``derive`` (a table's own builder) add derived
-    columns to the Spark frame before validation; ``bands`` are the contract's row-count bands;
-    ``notes`` explain skipped or adapted checks.
+    columns to the Spark frame before validation; ``derive_arrow`` is the builder's same step
+    on an Arrow table (the check of a small table prepares its frame on Arrow, without Spark,
+    when every step has an Arrow form: each derivation has one, a builder gives its own);
+    ``bands`` are the contract's row-count bands; ``notes`` explain skipped or adapted checks.
     """
 
     table: str
@@ -69,6 +71,7 @@ class TableSuite:
     notes: list[str] = field(default_factory=list)
     derivations: list[Callable[[Any], Any]] = field(default_factory=list)
     bands: list[ColumnExpectation] = field(default_factory=list)
+    derive_arrow: Callable[[Any], Any] | None = None
 
     def prepare(self, df):
         """The validation frame: ``df`` with every derived column."""
@@ -77,6 +80,19 @@ class TableSuite:
         if self.derive is not None:
             df = self.derive(df)
         return df
+
+    @property
+    def arrow_ready(self) -> bool:
+        """Every derivation step has an Arrow form (:meth:`prepare_arrow` can be used)."""
+        return all(hasattr(step, "arrow") for step in self.derivations) and (self.derive is None or self.derive_arrow is not None)
+
+    def prepare_arrow(self, table):
+        """:meth:`prepare` on an Arrow table (the same derived columns, computed by Arrow)."""
+        for step in self.derivations:
+            table = step.arrow(table)
+        if self.derive_arrow is not None:
+            table = self.derive_arrow(table)
+        return table
 
 
 @dataclass
@@ -191,22 +207,64 @@ def _resolve(bound, params: dict[str, Any]):
     return params[bound.name] if isinstance(bound, Param) else bound
 
 
-def _array_extreme(column: str, out: str, func: str) -> Callable[[Any], Any]:
+class _Derivation:
+    """One derived column: ``step(spark_df)`` adds it with Spark, ``step.arrow(table)`` with Arrow."""
+
+    def __init__(self, spark_fn: Callable[[Any], Any], arrow_fn: Callable[[Any], Any], out: str):
+        self._spark, self._arrow, self.out = spark_fn, arrow_fn, out
+
+    def __call__(self, df):
+        return self._spark(df)
+
+    def arrow(self, table):
+        column = self._arrow(table)
+        if self.out in table.column_names:
+            return table.set_column(table.column_names.index(self.out), self.out, column)
+        return table.append_column(self.out, column)
+
+
+def _array_extreme(column: str, out: str, func: str) -> _Derivation:
+    """``array_min`` / ``array_max`` of a list column (null for a null or empty list; null
+    elements skipped), in Spark and in Arrow."""
+
     def step(df):
         from pyspark.sql import functions as F
 
         return df.withColumn(out, getattr(F, func)(F.col(column)))
 
-    return step
+    def arrow(table):
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        lists = table.column(column).combine_chunks()
+        values = pc.list_flatten(lists)
+        parents = pc.list_parent_indices(lists)
+        agg = "min" if func == "array_min" else "max"
+        grouped = pa.table({"i": parents, "v": values}).group_by("i").aggregate([("v", agg)])
+        if grouped.num_rows == 0:
+            return pa.nulls(len(lists), values.type)
+        idx = grouped.column("i").to_numpy()
+        taker = np.full(len(lists), -1, dtype=np.int64)
+        taker[idx] = np.arange(len(idx))
+        picked = grouped.column(f"v_{agg}").take(pa.array(np.where(taker >= 0, taker, 0)))
+        return pc.if_else(pa.array(taker >= 0), picked, pa.nulls(len(lists), picked.type))
+
+    return _Derivation(step, arrow, out)
 
 
-def _utc_date(column: str, out: str, zone: str) -> Callable[[Any], Any]:
+def _utc_date(column: str, out: str, zone: str) -> _Derivation:
     def step(df):
         from pyspark.sql import functions as F
 
         return df.withColumn(out, F.to_date(F.to_utc_timestamp(F.col(column), zone)))
 
-    return step
+    def arrow(table):
+        from pipelines.quality.frames import arrow_utc_date
+
+        return arrow_utc_date(table.column(column))
+
+    return _Derivation(step, arrow, out)
 
 
 def column_of(kwargs: dict[str, Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""Preparing validation frames: NaN as null, Spark to pandas with UTC-aware timestamps, times."""
+"""Preparing validation frames: NaN as null, Spark or Arrow to pandas with UTC-aware timestamps, times."""
 from __future__ import annotations
 
 import datetime as dt
@@ -32,6 +32,35 @@ def to_pandas(spark, df):
                 col = col.dt.tz_localize(zone)
             pdf[f.name] = col.dt.tz_convert("UTC")
     return pdf
+
+
+def arrow_to_pandas(table):
+    """Arrow to pandas as :func:`to_pandas` gives it from Spark: UTC-aware timestamps in ns.
+
+    Float NaN and null are both missing in pandas (as after :func:`nan_to_null` and
+    ``toPandas``); integers with nulls become float64, dates ``datetime.date`` objects.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    pdf = table.to_pandas()
+    for f in table.schema:
+        if pa.types.is_timestamp(f.type):
+            col = pd.to_datetime(pdf[f.name])
+            pdf[f.name] = col.dt.tz_localize("UTC") if col.dt.tz is None and f.type.tz else col
+            pdf[f.name] = pdf[f.name].astype("datetime64[ns, UTC]" if f.type.tz else "datetime64[ns]")
+    return pdf
+
+
+def arrow_utc_date(column):
+    """The UTC date (date32) of an Arrow timestamp column (aware or naive-as-UTC)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    typ = column.type
+    if typ.tz is not None:
+        column = pc.cast(column, pa.timestamp(typ.unit))  # the same instants, as UTC wall time
+    return pc.cast(pc.floor_temporal(column, unit="day"), pa.date32())
 
 
 def is_pandas(frame: Any) -> bool:

@@ -68,6 +68,12 @@ def declare_suite(table: str, ctx: SuiteContext) -> TableSuite:
 
 
 def session_zone(spark) -> str:
+    """The session time zone; a ``pipelines.spark.LazySession`` not yet started answers from its
+    settings, without starting Spark."""
+    from pipelines.spark import LazySession
+
+    if isinstance(spark, LazySession) and not spark.started:
+        return spark.time_zone
     return spark.conf.get("spark.sql.session.timeZone") or "UTC"
 
 
@@ -114,7 +120,19 @@ def _events_suite(ctx: SuiteContext, suite: TableSuite) -> None:
             )
         return df
 
+    def derive_arrow(table):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        for key, dim, out in dims:
+            keys = ctx.warehouse.read_arrow(dim, columns=[key]).column(key).drop_null().unique()
+            ids = table.column(key)
+            unknown = pc.and_(pc.is_valid(ids), pc.invert(pc.is_in(ids, value_set=keys)))
+            table = table.append_column(out, pc.if_else(unknown, ids, pa.nulls(len(ids), ids.type)))
+        return table
+
     suite.derive = derive
+    suite.derive_arrow = derive_arrow
 
 
 @suite_for("ingest_runs", warning_check="rejection_rate")
@@ -156,7 +174,29 @@ def _ingest_runs_suite(ctx: SuiteContext, suite: TableSuite) -> None:
             "rejection_rate", F.when(F.col("finished_at") == F.lit(latest), rate) if latest is not None else F.lit(None).cast("double")
         )
 
+    def derive_arrow(table):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parts = ("new_events", "already_present", "outside_window", "rejected", "duplicates")
+        accounted = table.column(parts[0])
+        for c in parts[1:]:
+            accounted = pc.add(accounted, table.column(c))
+        n = table.num_rows
+        latest = pc.max(table.column("finished_at"))
+        records, rejected = pc.cast(table.column("records_in"), pa.float64()), pc.cast(table.column("rejected"), pa.float64())
+        rate = pc.if_else(pc.greater(records, 0), pc.divide(rejected, records), pa.nulls(n, pa.float64()))
+        if latest.is_valid:
+            # Spark's F.when: a null condition (finished_at null) gives null
+            is_latest = pc.fill_null(pc.equal(table.column("finished_at"), latest), False)
+            rate = pc.if_else(is_latest, rate, pa.nulls(n, pa.float64()))
+        else:
+            rate = pa.nulls(n, pa.float64())
+        table = table.append_column("unaccounted_records", pc.subtract(table.column("records_in"), accounted))
+        return table.append_column("rejection_rate", rate)
+
     suite.derive = derive
+    suite.derive_arrow = derive_arrow
 
 
 # ---- row-count bands ---------------------------------------------------------------------

@@ -7,15 +7,27 @@ from features.events import EVENTS
 from features.lookalike.kernels import positive_column
 from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS
 from features.recall.kernels import build_item_neighbors, build_recall_items, popular_items
+from features.timeutil import as_utc
 from pipelines.cutoffs import committed_cutoffs, read_input, require_cutoff
 from pipelines.family import JobContext, JobResult
 from pipelines.recall.params import RecallSettings
 from pipelines.warehouse import Warehouse
 
 
+def window_dates(start: dt.datetime, end: dt.datetime) -> list[str]:
+    """The ``events`` partitions (UTC dates, ISO) that hold the instants of ``[start, end)``."""
+    first, last = as_utc(start).date(), (as_utc(end) - dt.timedelta(microseconds=1)).date()
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
 def build_item_neighbors_table(spark, warehouse: Warehouse, settings: RecallSettings) -> JobResult:
-    """Rebuild ``item_neighbors`` as of ``settings.cutoff_ts``."""
-    events = warehouse.read_spark(spark, EVENTS.name)
+    """Rebuild ``item_neighbors`` as of ``settings.cutoff_ts``.
+
+    Only the ``events`` partitions of the window ``[cutoff - window_days, cutoff)`` are read
+    (the kernel uses no other event; ``event_date`` is the UTC date of ``event_ts``)."""
+    cutoff = as_utc(settings.cutoff_ts)
+    days = window_dates(cutoff - dt.timedelta(days=settings.window_days), cutoff)
+    events = warehouse.read_spark(spark, EVENTS.name, partitions=days)
     df = build_item_neighbors(events, settings.cutoff_ts, settings.params())
     producer = {
         "job": "build_item_neighbors_table", "cutoff_ts": settings.cutoff_ts.isoformat(),

@@ -12,7 +12,16 @@ by ``user_sequences_invariants`` on a derived sample (:func:`check_rote_view`).
 from features.events import EVENTS
 from features.sequences import ROTE_FEATURES, USER_SEQUENCES
 from pipelines.family import Family, JobContext, Step
-from pipelines.sequences.checks import ROTE_VIEW_SAMPLE_ROWS, check_coverage, check_rote, check_rote_view, check_sequences
+from pipelines.sequences.checks import (
+    ARROW_MAX_ROWS,
+    ROTE_VIEW_SAMPLE_ROWS,
+    check_coverage,
+    check_rote,
+    check_rote_view,
+    check_rote_view_arrow,
+    check_sequences,
+    check_sequences_arrow,
+)
 from pipelines.sequences.job import (
     FINGERPRINTS_KEY,
     SETTINGS_KEY,
@@ -31,9 +40,15 @@ from pipelines.sequences.view import derive_rote_spark, read_rote_arrow, read_ro
 
 
 def _sequences_invariants(ctx: JobContext) -> dict[str, int]:
-    counts = check_sequences(ctx.spark, ctx.warehouse, ctx.params)
+    # A small table is counted on Arrow (no Spark); a large one on Spark (docs/sequences.md).
+    small = ctx.warehouse.manifest(USER_SEQUENCES.name).row_count <= ARROW_MAX_ROWS
+    if small:
+        counts = check_sequences_arrow(ctx.warehouse, ctx.params)
+    else:
+        counts = check_sequences(ctx.spark, ctx.warehouse, ctx.params)
     if ctx.params.rote_storage == "view":  # the view has no check of its own: check a derived sample here
-        counts.update(check_rote_view(ctx.spark, ctx.warehouse, ctx.params))
+        counts.update(check_rote_view_arrow(ctx.warehouse, ctx.params) if small
+                      else check_rote_view(ctx.spark, ctx.warehouse, ctx.params))
     return counts
 
 
@@ -65,6 +80,7 @@ FAMILY = Family(
 __all__ = [
     "FAMILY", "FINGERPRINTS_KEY", "ROTE_VIEW_SAMPLE_ROWS", "SETTINGS_KEY", "SIDE_COLUMNS", "KCoreSettings",
     "SequenceSettings", "build_sequences_table", "build_signature", "check_coverage", "check_rote", "check_rote_view",
+    "ARROW_MAX_ROWS", "check_rote_view_arrow", "check_sequences_arrow",
     "check_sequences", "current_fingerprints", "derive_rote_spark", "events_fingerprints", "flag_filter",
     "read_rote_arrow", "read_rote_spark", "run", "stored_fingerprints", "stored_tables", "views",
 ]

@@ -6,6 +6,8 @@ check of the table blocks downstream assets on any non-zero count (docs/sequence
 """
 from __future__ import annotations
 
+import pyarrow as pa
+
 from features.events import EVENTS
 from features.sequences import ROTE_FEATURES, USER_SEQUENCES
 from features.sequences.rote import rote_table_schema
@@ -92,6 +94,135 @@ def check_coverage(spark, warehouse: Warehouse, settings: SequenceSettings, seqs
     }
 
 
+#: ``user_sequences`` tables up to this many rows are counted on Arrow in the driver (no Spark:
+#: the check step's one Arrow read serves GX and the counter), larger ones on Spark. At 500,000
+#: rows with ``max_len`` 50 the three history lists take about 0.6 GB in memory.
+ARROW_MAX_ROWS = 500_000
+
+#: The columns of ``user_sequences`` :func:`check_sequences_arrow` reads.
+_SEQ_COLUMNS = ["event_id", "user_id", "seq_pos", "hist_len", "hist_item_ids", "hist_ts", "hist_play_time_ms",
+                "target_ts", "target_item_id", "target_date", "split"]
+
+
+def check_sequences_arrow(warehouse: Warehouse, settings: SequenceSettings) -> dict[str, int]:
+    """:func:`check_sequences` (with :func:`check_coverage`) on Arrow and NumPy in this process:
+    the same violations, counted with Spark SQL's null rules (a comparison with a null counts
+    as not violated; ``least`` skips a null ``seq_pos``; null keys group together but never
+    join). For tables up to :data:`ARROW_MAX_ROWS` rows."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    t = warehouse.read_arrow(USER_SEQUENCES.name, columns=_SEQ_COLUMNS)
+    n = t.num_rows
+
+    def total(mask) -> int:
+        return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
+
+    ts = pa.timestamp("us", tz="UTC")
+    hist_ts = t.column("hist_ts").combine_chunks() if n else pa.array([], pa.list_(ts))
+    flat = pc.cast(pc.cast(pc.list_flatten(hist_ts), ts), pa.int64())
+    parents = pc.list_parent_indices(hist_ts)
+    target = pc.cast(pc.cast(t.column("target_ts"), ts), pa.int64()).combine_chunks() if n else pa.array([], pa.int64())
+    after = pc.fill_null(pc.greater(flat, pc.take(target, parents)), False).to_numpy(zero_copy_only=False)
+    future = np.zeros(n, dtype=bool)
+    future[parents.to_numpy(zero_copy_only=False)[after]] = True
+
+    hist_len = t.column("hist_len")
+    misaligned = None
+    for c in ("hist_item_ids", "hist_ts", "hist_play_time_ms"):
+        differs = pc.not_equal(pc.list_value_length(t.column(c)), hist_len)
+        misaligned = differs if misaligned is None else pc.or_kleene(misaligned, differs)
+    least = pc.min_element_wise(t.column("seq_pos"), pa.scalar(settings.max_len, pa.int64()), skip_nulls=True)
+    out = {
+        "rows": n,
+        "history_after_target": int(future.sum()),
+        "hist_len_over_max": total(pc.greater(hist_len, settings.max_len)),
+        "arrays_misaligned": total(misaligned) if misaligned is not None else 0,
+        "hist_len_not_min_seq_pos_max_len": total(pc.not_equal(pc.cast(hist_len, pa.int64()), least)),
+    }
+    user = _group_ids(t.column("user_id"))
+    if settings.split == "leave_one_out":
+        split = t.column("split")
+        per_user = np.bincount(user, minlength=user.max(initial=-1) + 1)
+        tests = np.bincount(user, weights=pc.fill_null(pc.equal(split, "test"), False).to_numpy(zero_copy_only=False),
+                            minlength=len(per_user))
+        valids = np.bincount(user, weights=pc.fill_null(pc.equal(split, "valid"), False).to_numpy(zero_copy_only=False),
+                             minlength=len(per_user))
+        cnt, te, va = per_user[user], tests[user], valids[user]
+        bad = ((cnt >= 4) & ((te != 1) | (va != 1))) | ((cnt < 4) & ((te + va) > 0))
+        out["rows_of_users_with_bad_split_counts"] = int(bad.sum())
+    out.update(_coverage_arrow(warehouse, settings, t, user))
+    return out
+
+
+def _group_ids(col):
+    """Dense int ids of ``col``'s values, nulls one group of their own (Spark's groupBy)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not len(col):
+        return np.zeros(0, dtype=np.int64)
+    enc = pc.dictionary_encode(col)
+    idx = enc.indices.to_numpy(zero_copy_only=False)
+    nulls = pc.is_null(enc).to_numpy(zero_copy_only=False)
+    idx = np.where(nulls, len(enc.dictionary), idx).astype(np.int64)
+    return idx
+
+
+def _coverage_arrow(warehouse: Warehouse, settings: SequenceSettings, seqs: pa.Table, user) -> dict[str, int]:
+    """:func:`check_coverage` on Arrow (``seqs``: the ``user_sequences`` read; ``user``: its
+    :func:`_group_ids` of ``user_id``)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    flags = list(settings.require_flags)
+    ev = warehouse.read_arrow(EVENTS.name, columns=["event_id", "user_id", "item_id", "event_date", *flags])
+    for flag in flags:  # flag_filter: a null flag is not true
+        ev = ev.filter(pc.fill_null(ev.column(flag), False))
+    if settings.k_core.enabled:  # semi-joins: a null key never matches
+        keep = pc.and_(pc.is_in(ev.column("user_id"), value_set=pc.unique(seqs.column("user_id")), skip_nulls=True),
+                       pc.is_in(ev.column("item_id"), value_set=pc.unique(seqs.column("target_item_id")), skip_nulls=True))
+        ev = ev.filter(keep)
+    ev_day, sq_day = ev.column("event_date"), seqs.column("target_date")
+    if settings.build == "incremental":  # days after the last built one are not built yet
+        last = pc.max(sq_day).as_py() if seqs.num_rows else None
+        ev = ev.filter(pc.fill_null(pc.less_equal(ev_day, pa.scalar(last, ev_day.type)), False)) if last is not None else ev.slice(0, 0)
+        ev_day = ev.column("event_date")
+
+    def per_day(days) -> tuple[dict, int]:
+        counts = pa.table({"d": days}).group_by("d").aggregate([([], "count_all")]).to_pylist()
+        named = {r["d"]: r["count_all"] for r in counts if r["d"] is not None}
+        return named, sum(r["count_all"] for r in counts if r["d"] is None)
+
+    e_days, e_null = per_day(ev_day)
+    s_days, s_null = per_day(sq_day)
+    # A full outer join on the day: a null day matches nothing, so each side's null group is a
+    # day of its own whose other side is 0.
+    days_bad = sum(e_days.get(d, 0) != s_days.get(d, 0) for d in set(e_days) | set(s_days)) + (e_null > 0) + (s_null > 0)
+    ev_ids, sq_ids = ev.column("event_id"), seqs.column("event_id")
+    missing = int(np.count_nonzero(~pc.is_in(ev_ids, value_set=sq_ids, skip_nulls=True).to_numpy(zero_copy_only=False)))
+    extra = int(np.count_nonzero(~pc.is_in(sq_ids, value_set=ev_ids, skip_nulls=True).to_numpy(zero_copy_only=False)))
+    pairs = pa.table({"u": user, "p": seqs.column("seq_pos")}).group_by(["u", "p"]).aggregate([([], "count_all")])
+    counts = pairs.column("count_all").to_numpy()
+    dup = int(counts[counts > 1].sum())
+    pos = seqs.column("seq_pos")
+    by_user = pa.table({"u": user, "p": pos}).group_by("u").aggregate(
+        [([], "count_all"), ("p", "count_distinct"), ("p", "min"), ("p", "max")])
+    cnt = by_user.column("count_all").to_numpy()
+    distinct = by_user.column("p_count_distinct").to_numpy()
+    lo, hi = by_user.column("p_min"), by_user.column("p_max")
+    bad = pc.or_kleene(pc.or_kleene(pc.not_equal(lo, 0), pc.not_equal(hi, pa.array(cnt - 1, hi.type))),
+                       pa.array(distinct != cnt))
+    return {
+        "days_where_target_rows_differ_from_events": int(days_bad),
+        "events_without_target_row": missing,
+        "target_rows_without_event": extra,
+        "seq_pos_duplicated": dup,
+        "users_with_seq_pos_gaps": int(pc.sum(pc.cast(pc.fill_null(bad, False), pa.int64())).as_py() or 0),
+    }
+
+
 #: Rows of ``user_sequences`` the view check derives (a deterministic sample by ``event_id``).
 ROTE_VIEW_SAMPLE_ROWS = 100_000
 
@@ -132,28 +263,134 @@ def check_rote_view(spark, warehouse: Warehouse, settings: SequenceSettings, ver
 
     Derives the view's rows of a deterministic sample of about ``sample_rows`` rows of
     ``user_sequences`` at ``version`` (every row when it has no more; otherwise the rows whose
-    ``pmod(xxhash64(event_id), 2^20)`` falls below the sampled fraction) with the read path's
-    own code (:func:`pipelines.sequences.view.derive_rote_spark`) and counts the same
-    violations as :func:`check_rote` on them, prefixed ``rote_view_``, plus
-    ``rote_view_schema_differs`` (1 when the derived columns are not the contract's schema).
-    The sample's row count is not returned (``rows`` stays the ``user_sequences`` count).
+    bucket, the first 20 bits of ``sha256(event_id)``, falls below the sampled fraction of
+    2^20) with the read path's
+    own kernel (:func:`features.sequences.rote.rote_batch`, on Arrow in the driver) and counts
+    the same violations as :func:`check_rote` on them (:func:`rote_violations_arrow`), prefixed
+    ``rote_view_``, plus ``rote_view_schema_differs`` (1 when the derived columns are not the
+    contract's schema). The sample's row count is not returned (``rows`` stays the
+    ``user_sequences`` count). Spark selects the sample from the table read (the check step's
+    one read of ``user_sequences``) and hands its columns to Arrow.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
 
-    from pipelines.sequences.view import derive_rote_spark
+    from pipelines.sequences.view import ROTE_INPUT_COLUMNS
 
     if sample_rows < 1:
         raise ValueError(f"sample_rows must be >= 1, not {sample_rows}")
     manifest = warehouse.manifest(USER_SEQUENCES.name, version)
     seqs = warehouse.read_spark(spark, USER_SEQUENCES.name, version=manifest.version)
     if manifest.row_count > sample_rows:
-        buckets = 1 << 20
-        below = -(-sample_rows * buckets // manifest.row_count)
-        seqs = seqs.where(F.pmod(F.xxhash64("event_id"), F.lit(buckets)) < below)
-    rote = derive_rote_spark(seqs, settings.rote_levels)
-    counts = rote_violations(rote, seqs, settings.rote_levels)
+        below = _sample_below(sample_rows, manifest.row_count)
+        seqs = seqs.where(F.conv(F.substring(F.sha2(F.col("event_id"), 256), 1, SAMPLE_HEX_DIGITS), 16, 10).cast("long") < below)
+    src = seqs.select(*ROTE_INPUT_COLUMNS, "hist_len").toArrow()
+    return _rote_view_counts(src, settings)
+
+
+def check_rote_view_arrow(warehouse: Warehouse, settings: SequenceSettings, version=None,
+                          sample_rows: int = ROTE_VIEW_SAMPLE_ROWS) -> dict[str, int]:
+    """:func:`check_rote_view` without Spark: the same sample (the same rule on the same
+    ``event_id`` values, computed with ``hashlib``) read with Arrow, the same counts."""
+    import hashlib
+
+    import numpy as np
+
+    from pipelines.sequences.view import ROTE_INPUT_COLUMNS
+
+    if sample_rows < 1:
+        raise ValueError(f"sample_rows must be >= 1, not {sample_rows}")
+    manifest = warehouse.manifest(USER_SEQUENCES.name, version)
+    src = warehouse.read_arrow(USER_SEQUENCES.name, version=manifest.version, columns=[*ROTE_INPUT_COLUMNS, "hist_len"])
+    if manifest.row_count > sample_rows:
+        below = _sample_below(sample_rows, manifest.row_count)
+        keep = np.fromiter(
+            (e is not None and int(hashlib.sha256(e.encode()).hexdigest()[:SAMPLE_HEX_DIGITS], 16) < below
+             for e in src.column("event_id").to_pylist()),
+            dtype=bool, count=src.num_rows,
+        )
+        src = src.filter(pa.array(keep))
+    return _rote_view_counts(src, settings)
+
+
+#: The view sample's bucket of a row: the first 5 hex digits (20 bits) of sha256(event_id), so
+#: Spark (``sha2``) and Python (``hashlib``) pick the same rows.
+SAMPLE_HEX_DIGITS = 5
+
+
+def _sample_below(sample_rows: int, rows: int) -> int:
+    """Buckets (of 2^20) below which a row is sampled, for about ``sample_rows`` of ``rows``."""
+    buckets = 1 << (4 * SAMPLE_HEX_DIGITS)
+    return -(-sample_rows * buckets // rows)
+
+
+def _rote_view_counts(src: pa.Table, settings: SequenceSettings) -> dict[str, int]:
+    from features.sequences.rote import rote_batch
+    from pipelines.sequences.view import ARROW_CHUNK_ROWS
+
+    levels = tuple(settings.rote_levels)
+    want = rote_table_schema(levels)
+    parts = [rote_batch(src.slice(i, ARROW_CHUNK_ROWS), levels) for i in range(0, src.num_rows, ARROW_CHUNK_ROWS)]
+    rote = pa.concat_tables(parts) if parts else want.empty_table()
+    counts = rote_violations_arrow(rote, src.select(["event_id", "hist_len"]), levels)
     counts.pop("rows")
-    want = from_arrow_schema(rote_table_schema(settings.rote_levels))
-    counts["schema_differs"] = int([(f.name, f.dataType) for f in rote.schema] != [(f.name, f.dataType) for f in want])
+    counts["schema_differs"] = int([(f.name, f.type) for f in rote.schema] != [(f.name, f.type) for f in want])
     return {f"rote_view_{k}": v for k, v in counts.items()}
+
+
+def rote_violations_arrow(rote: pa.Table, seqs: pa.Table, levels) -> dict[str, int]:
+    """:func:`rote_violations` on Arrow tables (the same counts, vectorised with Arrow/NumPy):
+    per ``rote`` row its flags, then a full outer join on ``event_id`` with ``seqs``
+    (``event_id``, ``hist_len``); a flag that is null (a null list or value) counts as Spark's
+    null does, not at all."""
+    import pyarrow.compute as pc
+
+    list_cols = [f.name for f in rote_table_schema(levels) if f.name.startswith(("hist_", "gap_")) and f.name != "hist_len"]
+    hist_len = rote.column("hist_len")
+    misaligned = pa.chunked_array([pa.array([False] * rote.num_rows, pa.bool_())]) if rote.num_rows else pa.chunked_array([], pa.bool_())
+    for c in list_cols:
+        misaligned = pc.or_kleene(misaligned, pc.not_equal(pc.list_value_length(rote.column(c)), hist_len))
+    flags = pa.table({
+        "event_id": rote.column("event_id"),
+        "hist_len": hist_len,
+        "misaligned": misaligned,
+        "neg_prev": _exists_negative(rote.column("gap_prev_s")),
+        "neg_target": _exists_negative(rote.column("gap_to_target_s")),
+        "query_after": pc.greater(rote.column("query_ts_s"), rote.column("target_ts_s")),
+    })
+    right = pa.table({"event_id": seqs.column("event_id"), "seq_hist_len": seqs.column("hist_len"),
+                      "_right": pa.chunked_array([pa.array([True] * seqs.num_rows)]) if seqs.num_rows else pa.chunked_array([], pa.bool_())})
+    flags = flags.append_column("_left", pa.chunked_array([pa.array([True] * flags.num_rows)]) if flags.num_rows else pa.chunked_array([], pa.bool_()))
+    joined = flags.join(right, "event_id", join_type="full outer", coalesce_keys=True)
+
+    def total(expr) -> int:
+        return int(pc.sum(pc.cast(expr, pa.int64())).as_py() or 0)
+
+    return {
+        "rows": joined.num_rows,
+        "rows_not_matching_user_sequences": total(pc.or_(pc.is_null(joined.column("hist_len")), pc.is_null(joined.column("seq_hist_len")))),
+        "hist_len_differs": total(pc.not_equal(joined.column("hist_len"), joined.column("seq_hist_len"))),
+        "lists_misaligned": total(joined.column("misaligned")),
+        "negative_gap_prev": total(joined.column("neg_prev")),
+        "negative_gap_to_target": total(joined.column("neg_target")),
+        "query_after_target": total(joined.column("query_after")),
+    }
+
+
+def _exists_negative(lists) -> pa.Array:
+    """Per list: true when an element is < 0, else null when an element is null, else false
+    (Spark's ``exists(l, g -> g < 0)``; a null list gives null)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    n = len(lists)
+    values = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    neg = pc.fill_null(pc.less(values, 0), False).to_numpy(zero_copy_only=False)
+    nul = pc.is_null(values).to_numpy(zero_copy_only=False)
+    any_neg = np.zeros(n, dtype=bool)
+    any_null = np.zeros(n, dtype=bool)
+    any_neg[parents[neg]] = True
+    any_null[parents[nul]] = True
+    mask = (~any_neg & any_null) | ~pc.is_valid(lists).to_numpy(zero_copy_only=False)
+    return pa.array(any_neg, pa.bool_(), mask=mask)

@@ -258,3 +258,17 @@ def test_a_worker_python_without_the_packages_fails_in_one_line(tmp_path):
         f"packages (ModuleNotFoundError: No module named 'pyarrow'): point PYSPARK_PYTHON at the project's environment "
         f"(for example {sys.executable}), or unset it to use the driver's interpreter"
     ]
+
+
+def test_demo_threads_flag_is_checked_before_anything_starts(tmp_path, capsys):
+    """A bad ``--train-threads`` fails in one line naming the flag, before Spark or Dagster start;
+    the default is this machine's cores, at most 4."""
+    import pipelines.spark as spark_module
+    from orchestration.cli_run import DEMO_MAX_THREADS, demo_threads
+
+    before = spark_module._WARM
+    assert main(["demo", "--warehouse", str(tmp_path / "w"), "--train-threads", "0"]) != 0
+    assert "--train-threads: must be at least 1, not 0" in capsys.readouterr().err
+    assert spark_module._WARM is before and not (tmp_path / "w").exists()
+    assert 1 <= demo_threads() <= min(DEMO_MAX_THREADS, os.cpu_count() or 1)
+    assert build_parser().parse_args(["demo"]).train_threads is None

@@ -269,3 +269,38 @@ def test_engine_settings_are_validated_naming_the_field(tmp_path):
     assert LookalikeSettings(k=200, candidates="simhash", lsh={"window": 100}).hnsw.ef_search == 128
     with pytest.raises(ValueError, match="lsh.window"):
         LookalikeSettings(k=200, candidates="simhash", hnsw={"ef_search": 256})
+
+
+# ---------------------------------------------------------------------------------------------
+# item_neighbors reads only the partitions of its window
+
+
+def test_window_dates_cover_the_utc_days_of_the_half_open_window():
+    from pipelines.recall.job import window_dates
+
+    assert window_dates(T0, T0 + dt.timedelta(days=2)) == ["2022-04-08", "2022-04-09"]  # midnight end: excluded
+    assert window_dates(T0 + dt.timedelta(hours=23), T0 + dt.timedelta(days=1, hours=1)) == ["2022-04-08", "2022-04-09"]
+    naive = dt.datetime(2022, 4, 8, 12)  # read as UTC
+    assert window_dates(naive, naive + dt.timedelta(hours=1)) == ["2022-04-08"]
+    plus2 = dt.timezone(dt.timedelta(hours=2))  # 01:00 at UTC+2 is 23:00 UTC the day before
+    assert window_dates(dt.datetime(2022, 4, 9, 1, tzinfo=plus2), dt.datetime(2022, 4, 9, 3, tzinfo=plus2)) == [
+        "2022-04-08", "2022-04-09"]
+
+
+def test_item_neighbors_from_the_window_partitions_equal_those_from_every_event(spark, warehouse):
+    """The job reads only the window's partitions; the rows are those the kernel gives on the
+    whole table (events before, inside and after a window that starts and ends mid-day)."""
+    from features.recall import ITEM_NEIGHBORS
+    from features.recall.kernels import build_item_neighbors
+    from pipelines.recall import build_item_neighbors_table
+
+    warehouse.write_arrow(EVENTS, events_table(1500, 7, 0, 200))
+    cutoff = T0 + dt.timedelta(days=5, hours=7)
+    settings = small_recall(cutoff, window_days=2)
+    build_item_neighbors_table(spark, warehouse, settings)
+    got = warehouse.read_arrow(ITEM_NEIGHBORS.name)
+    want = build_item_neighbors(warehouse.read_spark(spark, EVENTS.name), cutoff, settings.params())
+    want = pa.Table.from_pandas(want.select(*ITEM_NEIGHBORS.columns).toPandas(), preserve_index=False)
+    keys = [("item_id", "ascending"), ("rank", "ascending")]
+    assert got.num_rows > 0
+    assert got.sort_by(keys).to_pylist() == want.cast(got.schema).sort_by(keys).to_pylist()

@@ -336,3 +336,213 @@ def test_the_rote_features_view_of_good_user_sequences_passes_the_contract_suite
     r = check_table(spark, out, "rote_features", QualitySettings(), params=PARAMS)
     assert r.passed, r.summary()
     assert not {k: v for k, v in check_rote_view(spark, wh, settings).items() if v}
+
+
+# ---- one read per check -----------------------------------------------------------------------
+class CountingWarehouse(Warehouse):
+    """A real warehouse that counts the data reads of each table (Arrow, Spark, batches)."""
+
+    def __init__(self, root: str):
+        super().__init__(root)
+        self.reads: dict[str, int] = {}
+
+    def _count(self, table: str) -> None:
+        self.reads[table] = self.reads.get(table, 0) + 1
+
+    def read_arrow(self, table, *args, **kwargs):
+        self._count(table)
+        return super().read_arrow(table, *args, **kwargs)
+
+    def read_spark(self, spark, table, *args, **kwargs):
+        self._count(table)
+        return super().read_spark(spark, table, *args, **kwargs)
+
+    def iter_batches(self, table, *args, **kwargs):
+        self._count(table)
+        return super().iter_batches(table, *args, **kwargs)
+
+
+def _spark_counter(spark):
+    def count(warehouse):
+        df = warehouse.read_spark(spark, "user_sequences")
+        return {"rows": df.count(), "negative_hist_len": df.where("hist_len < 0").count()}
+
+    return count
+
+
+def _arrow_counter(warehouse):
+    t = warehouse.read_arrow("user_sequences", columns=["hist_len"])
+    return {"rows": t.num_rows, "negative_hist_len": sum(v < 0 for v in t.column("hist_len").to_pylist())}
+
+
+@pytest.mark.parametrize("engine", ["auto", "spark"])
+@pytest.mark.parametrize("counter", ["none", "arrow", "spark"])
+def test_a_check_reads_its_table_once(spark, tmp_path, engine, counter):
+    """The contract check, the GX frame and the invariant counter share one read of the table,
+    whatever the engine and whichever API the counter reads with; the outcome is the same."""
+    wh = CountingWarehouse(str(tmp_path / "warehouse"))
+    write(wh, "user_sequences", good_tables()["user_sequences"])
+    wh.reads.clear()
+    invariants = {"none": None, "arrow": _arrow_counter, "spark": _spark_counter(spark)}[counter]
+    r = check_table(spark, wh, "user_sequences", QualitySettings(engine=engine), params=PARAMS, invariants=invariants)
+    assert wh.reads == {"user_sequences": 1}
+    assert r.passed, r.summary()
+    assert r.contract_details == {"rows": 3, "null_event_id": 0, "distinct_keys": 3}
+    if counter != "none":
+        assert r.invariants == {"rows": 3, "negative_hist_len": 0}
+
+
+def test_the_events_check_reads_events_once_and_each_dimension_once(spark, tmp_path):
+    wh = CountingWarehouse(str(tmp_path / "warehouse"))
+    for name in ("events", "users", "items"):
+        write(wh, name, good_tables()[name])
+    wh.reads.clear()
+    r = check_table(spark, wh, "events", QualitySettings())
+    assert r.passed and r.engine == "pandas", r.summary()
+    assert wh.reads == {"events": 1, "users": 1, "items": 1}
+
+
+def test_a_counter_reading_another_version_or_table_reads_it_itself(spark, tmp_path):
+    wh = CountingWarehouse(str(tmp_path / "warehouse"))
+    write(wh, "users", {"user_id": ["u0"], "source": ["test"]})
+    write(wh, "users", good_tables()["users"])
+    write(wh, "items", good_tables()["items"])
+    wh.reads.clear()
+
+    def counter(warehouse):
+        old = warehouse.read_arrow("users", version=wh.versions("users")[0])
+        return {"rows": warehouse.read_arrow("users").num_rows, "old_rows": old.num_rows,
+                "items": warehouse.read_arrow("items").num_rows - 2}
+
+    r = check_table(spark, wh, "users", QualitySettings(), invariants=counter)
+    assert r.invariants == {"rows": 2, "old_rows": 1, "items": 0}
+    assert wh.reads == {"users": 2, "items": 1}  # the current version once, the old one once
+
+
+def _defective_tables() -> dict[str, dict[str, list]]:
+    """events, ingest_runs and user_sequences with defects in their derived columns."""
+    g = good_tables()
+    ev = dict(g["events"], user_id=["u0", "u9", "u0", "u1"], item_id=["i0", "i1", "i7", None],
+              event_date=[D0, D0, D0, D1])
+    seqs = dict(g["user_sequences"], hist_play_time_ms=[[], [-5], [1000, None]], target_date=[D0, D0, D1])
+    runs = run_rows([("run1", 100, 2), ("run2", 100, 40)])
+    runs["duplicates"] = [1, 0]
+    return {"events": ev, "user_sequences": seqs, "ingest_runs": runs, "users": g["users"], "items": g["items"]}
+
+
+@pytest.mark.parametrize("table", ["events", "user_sequences", "ingest_runs"])
+def test_arrow_and_spark_preparation_find_the_same_defects(spark, tmp_path, table):
+    """Small tables are prepared on Arrow (derived columns, referential integrity, contract
+    counts); the Spark path (engine spark, or a counter that read with Spark) finds the same."""
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    for name, cols in _defective_tables().items():
+        write(wh, name, cols)
+    runs = {
+        "arrow": check_table(spark, wh, table, QualitySettings(), params=PARAMS),
+        "spark": check_table(spark, wh, table, QualitySettings(engine="spark"), params=PARAMS),
+        "spark-read, pandas": check_table(spark, wh, table, QualitySettings(), params=PARAMS,
+                                          invariants=lambda w: {"rows": w.read_spark(spark, table).count()}),
+    }
+    outcome = {k: sorted((e.batch, e.expectation, str(e.column), e.severity, e.success, e.unexpected_count, tuple(sorted(e.unexpected_sample)))
+                         for e in r.expectations) for k, r in runs.items()}
+    assert outcome["arrow"] == outcome["spark-read, pandas"]  # pandas both: the same sample values too
+    assert [e[:-1] for e in outcome["arrow"]] == [e[:-1] for e in outcome["spark"]]  # Spark prints longs as longs
+    assert any(not e[4] for e in outcome["arrow"])  # the defects were found
+    assert runs["arrow"].engine == "pandas" and runs["spark"].engine == "spark"
+    details = {k: r.contract_details for k, r in runs.items()}
+    assert details["arrow"] == details["spark"] == details["spark-read, pandas"]
+    assert runs["arrow"].passed == runs["spark"].passed
+
+
+def test_rote_view_invariants_on_arrow_count_what_spark_counts(spark):
+    """The view check counts on Arrow/NumPy; on defective rows it agrees with the Spark counts."""
+    from pipelines.sequences.checks import rote_violations, rote_violations_arrow
+
+    levels = ("day",)
+    from features.sequences.rote import rote_table_schema
+
+    schema = rote_table_schema(levels)
+    cols = {
+        "event_id": ["e0", "e1", "e2", "e3"], "user_id": ["u0"] * 4, "hist_len": [0, 2, 1, 1],
+        "target_date": [D0] * 4,
+    }
+    rows = pa.table({f.name: cols.get(f.name) or _list_or_scalar(f, 4) for f in schema}, schema=schema)
+    rows = rows.set_column(schema.names.index("gap_prev_s"), schema.field("gap_prev_s"),
+                           pa.array([[], [0, -1], [5], [None]], schema.field("gap_prev_s").type))
+    rows = rows.set_column(schema.names.index("query_ts_s"), schema.field("query_ts_s"), pa.array([0, 9, 1, 2], schema.field("query_ts_s").type))
+    rows = rows.set_column(schema.names.index("target_ts_s"), schema.field("target_ts_s"), pa.array([1, 1, 1, 1], schema.field("target_ts_s").type))
+    seqs = pa.table({"event_id": ["e0", "e1", "e2", "e9"], "hist_len": pa.array([0, 2, 3, 0], pa.int32())})
+    want = rote_violations(spark.createDataFrame(rows), spark.createDataFrame(seqs), levels)
+    got = rote_violations_arrow(rows, seqs, levels)
+    assert got == want
+    assert got["negative_gap_prev"] == 1 and got["query_after_target"] == 2 and got["rows_not_matching_user_sequences"] == 2
+
+
+def _list_or_scalar(f: pa.Field, n: int) -> pa.Array:
+    if pa.types.is_list(f.type):
+        return pa.array([[]] + [[0, 0]] + [[0]] * (n - 2), f.type)
+    return pa.array([0] * n, f.type)
+
+
+@pytest.mark.parametrize("table", ["users", "events", "user_sequences"])
+def test_a_small_table_is_checked_without_asking_for_spark(spark, tmp_path, table):
+    """Given a session only on first use (``LazySession``, what a Dagster check step passes), a
+    table small enough for the Arrow path never asks for it: its check neither starts nor waits
+    for the JVM. With the Spark engine the session is asked for, once, and the result agrees."""
+    from pipelines.spark import LazySession
+
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    for name in ("events", "users", "items", "user_sequences"):
+        write(wh, name, good_tables()[name])
+    asked: list[int] = []
+
+    def get():
+        asked.append(1)
+        return spark
+
+    lazy = LazySession(get)
+    r = check_table(lazy, wh, table, QualitySettings(), params=PARAMS)
+    assert r.passed, r.summary()
+    assert (asked, lazy.started) == ([], False)
+    on_spark = check_table(LazySession(get), wh, table, QualitySettings(engine="spark"), params=PARAMS)
+    assert asked == [1]
+    assert on_spark.passed and on_spark.contract_details == r.contract_details
+
+
+def test_a_lazy_session_knows_its_time_zone_without_starting():
+    from pipelines.settings import SparkSettings
+    from pipelines.spark import LazySession
+
+    def never():
+        raise AssertionError("the session was asked for")
+
+    assert LazySession(never).time_zone == "UTC"
+    zoned = SparkSettings(conf={"spark.sql.session.timeZone": "Europe/Paris"})
+    assert LazySession(never, zoned).time_zone == "Europe/Paris"
+
+
+def test_data_docs_templates_are_compiled_once_per_process(spark, tmp_path, monkeypatch):
+    """GX builds a new Jinja environment per view; the shared bytecode cache means a second
+    check compiles no template again, and its pages still render."""
+    import jinja2
+
+    from pipelines.quality.gx_run import TEMPLATE_CACHE
+
+    compiled: list[str] = []
+    original = jinja2.Environment.compile
+
+    def counting(self, source, name=None, *args, **kwargs):
+        compiled.append(name)
+        return original(self, source, name, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    write(wh, "users", good_tables()["users"])
+    TEMPLATE_CACHE.clear()
+    first = check_table(spark, wh, "users", QualitySettings())
+    assert compiled, "the first check renders its pages from compiled templates"
+    compiled.clear()
+    second = check_table(spark, wh, "users", QualitySettings())
+    assert compiled == []
+    page = Path(second.validation_page).read_text()
+    assert first.passed and second.passed and "users_quality" in page

@@ -108,3 +108,54 @@ def test_trainers_never_import_pyspark():
         "assert 'pyspark' not in sys.modules, 'pyspark was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_most_frequent_tag_once_per_distinct_value_equals_the_row_map():
+    import pandas as pd
+
+    from trainers.data import FieldEncoder
+
+    enc = FieldEncoder([], "events", {})
+    enc.tag_rank = {"a": 3, "b": 3, "c": 1}
+    values = pd.Series(["a,b", None, "c", " ,", "b, c", np.nan, "a,b", "", "zz,c"], index=[5, 3, 1, 0, 2, 4, 6, 7, 8])
+    got = enc._pick_tags(values)
+    assert got.tolist() == values.map(enc._pick_tag).tolist() == ["a", None, "c", None, "b", None, "a", None, "c"]
+    assert list(got.index) == list(values.index)
+
+
+TEXT_VALUES = [
+    [1.0, None, 2.5, 1.0, -0.0],
+    [3, 1, 3, 2, 0],
+    [True, False, True, True, False],
+    ["a", None, "b", "a", ""],
+    ["x", None, "y", "x", float("nan")],
+    ["a", None, 1, 1.0, True],  # mixed objects: equal values, different texts
+    ["1", 1, "1", None, 1],
+    [None, None, None, None, None],
+]
+
+
+def _text_series(values, dtype):
+    import pandas as pd
+
+    return pd.Series(values, index=[4, 2, 9, 1, 0], dtype=dtype, name="c")
+
+
+def _fits(values, dtype) -> bool:
+    try:
+        _text_series(values, dtype)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("values,dtype", [
+    (v, d) for v in TEXT_VALUES for d in (None, "object", "Int64", "string", "float32") if _fits(v, d)
+])
+def test_text_once_per_distinct_value_equals_the_row_by_row_text(values, dtype):
+    from trainers.data import _as_text, _as_text_rows
+
+    series = _text_series(values, dtype)
+    got, ref = _as_text(series), _as_text_rows(series)
+    assert got.tolist() == ref.tolist()
+    assert list(got.index) == list(ref.index) and got.dtype == object

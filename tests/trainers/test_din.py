@@ -3,6 +3,7 @@ CAPE as target attention, the point-in-time histories (no history item at or aft
 impression), gAUC and logloss by hand, and a small training run that learns."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import math
@@ -412,3 +413,39 @@ def test_cape_din_trains_end_to_end(warehouse, tmp_path):
     m = train(small_config(warehouse.uri, tmp_path, epochs=3, patience=3, lr=1e-2, cape=True, item_fields=())).metrics
     assert m["test"]["auc"] > 0.6 and m["fields"] == ["item_id"]
     assert all(math.isfinite(h["logloss"]) for h in m["history"])
+
+
+@pytest.mark.parametrize("units,activation", [((64,), "dice"), ((8, 4), "prelu"), ((), "dice"), ((5, 3), "dice")])
+def test_packed_split_first_layer_scores_equal_the_concatenation(units, activation):
+    """The attention unit on the real items only, its first Linear split into the h, t, h - t and
+    h * t blocks, gives the scores (and gradients) of the plain concatenation."""
+    torch.manual_seed(0)
+    att = TargetAttention(6, units, activation)
+    target, history = torch.randn(5, 6), torch.randn(5, 7, 6)
+    mask = torch.rand(5, 7) > 0.4
+    mask[0] = False  # a row without history
+    for mode in ("train", "eval"):
+        getattr(att, mode)()
+        ref_att = copy.deepcopy(att)
+        got, ref = att.scores(target, history, mask), ref_att.scores_reference(target, history, mask)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        assert (got[~mask] == 0).all()
+        got.square().sum().backward()
+        ref.square().sum().backward()
+        for (name, p), q in zip(att.named_parameters(), ref_att.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+        for b, rb in zip(att.buffers(), ref_att.buffers()):  # Dice's running statistics moved alike
+            torch.testing.assert_close(b, rb)
+        att.zero_grad()
+
+
+def test_dice_in_fewer_operations_is_the_paper_formula():
+    torch.manual_seed(1)
+    dice = Dice(4)
+    with torch.no_grad():
+        dice.alpha.normal_()
+    x, mask = torch.randn(9, 4) * 2 + 1, torch.rand(9) > 0.3
+    rows = x[mask]
+    mean, var = rows.mean(0), rows.var(0, unbiased=False)
+    p = torch.sigmoid((x - mean) / torch.sqrt(var + dice.eps))
+    torch.testing.assert_close(dice(x, mask), p * x + dice.alpha * (1 - p) * x, rtol=1e-5, atol=1e-6)

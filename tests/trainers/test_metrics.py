@@ -240,3 +240,37 @@ def test_full_ranking_matches_brute_force(n_users, n_items, seed):
             gains.append(1 / np.log2(rank + 2) if rank < k else 0.0)
         assert out[f"hr@{k}"] == pytest.approx(np.mean(hits))
         assert out[f"ndcg@{k}"] == pytest.approx(np.mean(gains))
+
+
+# --------------------------------------------------------------------------- vectorised forms vs the per-user loops
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(0, 80), n_users=st.integers(1, 9), tied=st.booleans())
+def test_vectorised_ndcg_and_xgauc_equal_the_per_user_loops(seed, n, n_users, tied):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n).astype(str)
+    truth = rng.integers(0, 4, n).astype(float) * (rng.random(n) < 0.8)  # some all-zero users
+    scores = np.round(rng.random(n) * 3) / 3 if tied else rng.random(n)
+
+    def same(a, b):
+        return a == b or (np.isnan(a) and np.isnan(b))
+
+    fractional = truth * rng.random(n)
+    for k in (1, 3, 5, 10):  # the same sums in the same order; array kernels may round the last bit
+        for rel in (truth, fractional):
+            got, ref = M.ndcg_at_k(users, rel, scores, k), M._ndcg_at_k_loop(users, rel, scores, k)
+            assert same(got, ref) or got == pytest.approx(ref, rel=1e-12, abs=1e-15)
+    for ties in M.XAUC_TIES:  # integer pair counts: exact
+        assert same(M.xgauc(users, truth, scores, ties), M._xgauc_loop(users, truth, scores, ties))
+
+
+def test_xgauc_pair_chunks_and_large_users_change_nothing(monkeypatch):
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 6, 300)
+    truth, scores = rng.integers(0, 5, 300).astype(float), np.round(rng.random(300), 1)
+    ref = {ties: M._xgauc_loop(users, truth, scores, ties) for ties in M.XAUC_TIES}
+    for chunk in (1, 40, 2_000):  # 1: every user through xauc; 40: several chunks
+        monkeypatch.setattr(M, "XGAUC_PAIR_CHUNK", chunk)
+        for ties in M.XAUC_TIES:
+            assert M.xgauc(users, truth, scores, ties) == ref[ties]
