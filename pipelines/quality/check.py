@@ -86,8 +86,9 @@ def check_table(
         engine = "pandas" if rows <= settings.pandas_max_rows else "spark"
 
     # One read of the table serves the contract check, the GX frame and the invariant counter.
-    # The counter runs first: when it reads the table with Spark, that read (persisted) is the
-    # one; else the table is read with Arrow (engine pandas) or Spark (engine spark).
+    # The counter runs first: when it reads the table with Spark, that DataFrame is the one
+    # (not persisted, docs/quality.md); else the table is read with Arrow (engine pandas) or
+    # Spark (engine spark).
     shared = SharedRead(warehouse, manifest, present)
     whole = present is None or sorted(present) == sorted(manifest.partitions)
     counter_notes: list[str] = []

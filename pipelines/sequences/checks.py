@@ -115,9 +115,7 @@ def check_sequences_arrow(warehouse: Warehouse, settings: SequenceSettings) -> d
     t = warehouse.read_arrow(USER_SEQUENCES.name, columns=_SEQ_COLUMNS)
     n = t.num_rows
 
-    def total(mask) -> int:
-        return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
-
+    total = _count_true
     ts = pa.timestamp("us", tz="UTC")
     hist_ts = t.column("hist_ts").combine_chunks() if n else pa.array([], pa.list_(ts))
     flat = pc.cast(pc.cast(pc.list_flatten(hist_ts), ts), pa.int64())
@@ -153,6 +151,14 @@ def check_sequences_arrow(warehouse: Warehouse, settings: SequenceSettings) -> d
         out["rows_of_users_with_bad_split_counts"] = int(bad.sum())
     out.update(_coverage_arrow(warehouse, settings, t, user))
     return out
+
+
+def _count_true(mask) -> int:
+    """How many values of a boolean array are true (a null counts as not true, as a null
+    comparison does in Spark's ``sum``)."""
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
 
 
 def _group_ids(col):
@@ -219,7 +225,7 @@ def _coverage_arrow(warehouse: Warehouse, settings: SequenceSettings, seqs: pa.T
         "events_without_target_row": missing,
         "target_rows_without_event": extra,
         "seq_pos_duplicated": dup,
-        "users_with_seq_pos_gaps": int(pc.sum(pc.cast(pc.fill_null(bad, False), pa.int64())).as_py() or 0),
+        "users_with_seq_pos_gaps": _count_true(bad),
     }
 
 
@@ -362,8 +368,7 @@ def rote_violations_arrow(rote: pa.Table, seqs: pa.Table, levels) -> dict[str, i
     flags = flags.append_column("_left", pa.chunked_array([pa.array([True] * flags.num_rows)]) if flags.num_rows else pa.chunked_array([], pa.bool_()))
     joined = flags.join(right, "event_id", join_type="full outer", coalesce_keys=True)
 
-    def total(expr) -> int:
-        return int(pc.sum(pc.cast(expr, pa.int64())).as_py() or 0)
+    total = _count_true
 
     return {
         "rows": joined.num_rows,
