@@ -53,11 +53,9 @@ DEMO_MAX_THREADS = 4
 def demo_threads() -> int:
     """The demo's default torch threads per model: the cores this process may use, at most
     :data:`DEMO_MAX_THREADS`."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, DEMO_MAX_THREADS))
+    from orchestration.executor import usable_cores
+
+    return min(usable_cores(), DEMO_MAX_THREADS)
 
 
 def cmd_demo(args) -> int:

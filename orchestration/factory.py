@@ -33,6 +33,7 @@ import dagster as dg
 from features.contracts import TableContract
 from orchestration.columns import column_schema
 from orchestration.commits import commit_conflicts, materialize_result, table_pool
+from orchestration.executor import lane_tags
 from orchestration.metadata import figure_metadata, table_metadata
 from orchestration.resources import SettingsResource, SparkResource, WarehouseResource
 from features.timeutil import DateWindow, as_utc_or_none
@@ -143,6 +144,7 @@ def step_asset(family: Family, step: Step, settings: Settings, known: set[str]) 
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run() if partitions is not None else None,
         pool=table_pool(names[0]),  # one writer per table: the step writes all its tables
+        op_tags=lane_tags("beam") if "beam" in step.kinds else None,  # one Beam pipeline at a time
     )
     def _step(context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource,
               spark: SparkResource):
@@ -231,7 +233,8 @@ def table_checks(family: Family, table: TableContract) -> dg.AssetChecksDefiniti
             description=f"{table.name}: warning-level expectations of the quality suite (never blocks).",
         ))
 
-    @dg.multi_asset_check(specs=specs, name=f"{table.name}_checks", compute_kind="great_expectations")
+    @dg.multi_asset_check(specs=specs, name=f"{table.name}_checks", compute_kind="great_expectations",
+                          op_tags=lane_tags("checks"))  # one GX validation at a time
     def _check(context: dg.AssetCheckExecutionContext, settings: SettingsResource, warehouse: WarehouseResource,
                spark: SparkResource):
         from pipelines.quality import ERROR, check_table

@@ -30,6 +30,7 @@ from typing import Callable
 import dagster as dg
 
 from orchestration.cli_common import CliError
+from orchestration.executor import INTERRUPTED, concurrent_steps, threaded_executor
 from orchestration.progress import PROGRESS_LOGGER, RunProgress, progress_logger
 
 #: The name of the job a ``recfeat materialize`` run executes.
@@ -104,6 +105,28 @@ def warm_start_spark(settings, select: str | None):
     return start_in_background(settings.spark)
 
 
+def execute_run(job_def: dg.JobDefinition, instance: dg.DagsterInstance, tags: dict[str, str], run_config: dict):
+    """Run ``job_def`` in this process with **its own executor** and return the result.
+
+    ``JobDefinition.execute_in_process`` is the same call except that it swaps the job's
+    executor for Dagster's one-step-at-a-time in-process executor; this keeps the job's
+    (:func:`orchestration.executor.threaded_executor`). Outputs are not captured: every step
+    here returns only materializations and check results, which the result's events hold.
+    """
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.execute_in_process import core_execute_in_process
+
+    return core_execute_in_process(
+        run_config=run_config,
+        job=InMemoryJob(job_def=job_def),
+        instance=instance,
+        output_capturing_enabled=False,
+        raise_on_error=False,
+        run_tags={**job_def.run_tags, **tags},
+        asset_selection=frozenset(),
+    )
+
+
 def step_assets(defs: dg.Definitions) -> dict[str, list[str]]:
     """Step key -> the assets (or checks) it materializes (or evaluates)."""
     out: dict[str, list[str]] = {}
@@ -173,7 +196,7 @@ def _materialize(settings, config_file, select, start, end, log, log_level, over
     job = dg.define_asset_job(
         MATERIALIZE_JOB,
         selection=dg.AssetSelection.assets(*keys),
-        executor_def=dg.in_process_executor,
+        executor_def=threaded_executor(concurrent_steps(settings)),
         description="A `recfeat materialize` selection: one run, checks included.",
     )
     run_defs = dg.Definitions(
@@ -184,19 +207,20 @@ def _materialize(settings, config_file, select, start, end, log, log_level, over
         loggers={"console": dg.colored_console_logger, PROGRESS_LOGGER: progress_logger(progress)},
     )
     t0 = time.perf_counter()
-    log(f"run: {len(order)} asset(s){label}")
-    result = run_defs.resolve_job_def(MATERIALIZE_JOB).execute_in_process(
-        instance=instance,
-        tags=tags,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}, PROGRESS_LOGGER: {}}},
-    )
+    log(f"run: {len(order)} asset(s){label}, up to {concurrent_steps(settings)} step(s) at a time")
+    result = execute_run(run_defs.resolve_job_def(MATERIALIZE_JOB), instance, tags, run_config={
+        "loggers": {"console": {"config": {"log_level": log_level}}, PROGRESS_LOGGER: {}},
+    })
     evaluations = result.get_asset_check_evaluations() or progress.check_evaluations
     blocking = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
     if blocking:
         e = blocking[0]
         raise CliError(f"{e.asset_key.to_user_string()}: blocking check failed: {e.check_name}: {e.description}")
     if not result.success:
+        if progress.failed_step is None and any(
+                e.event_type_value == "ENGINE_EVENT" and (e.message or "").startswith(INTERRUPTED) for e in result.all_events):
+            raise CliError("interrupted: the steps in flight were abandoned; what they had not committed is not "
+                           "committed (each table keeps its last good version)")
         failed = progress.failed_step
         names = progress.step_assets.get(failed or "", [failed or "the run"])
         first = next((n for n in order if n in names), names[0])

@@ -30,6 +30,7 @@ from typing import Any
 
 import dagster as dg
 
+from orchestration.executor import lane_tags, shares_process
 from orchestration.extensions import Extension
 from orchestration.resources import SettingsResource
 from pipelines.settings import Settings
@@ -165,16 +166,21 @@ def _model_asset(name: str, spec, tables: list[str], code_version: str):
         deps=[dg.AssetKey(t) for t in tables],
         description=spec.description,
         kinds={"pytorch"},
+        op_tags=lane_tags("torch"),  # one model trains at a time (torch's generator and threads are per process)
         owners=[MODELS_OWNER],
         code_version=code_version,
         automation_condition=RETRAIN_CONDITION,
     )
     def _model(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.MaterializeResult:
+        from orchestration.training_process import train_in_child
         from trainers.registry import get_model
 
         cfg = model_config(settings.get(), name, {"progress": False})
-        with training_log_to(context.log):
-            result = get_model(name).train(cfg)
+        if shares_process():  # other steps run beside this one: train in a child process
+            result = train_in_child(name, cfg, context.log.info)
+        else:
+            with training_log_to(context.log):
+                result = get_model(name).train(cfg)
         context.log.info(f"{name}: run directory {result.run_dir}")
         return dg.MaterializeResult(metadata=run_metadata(result))
 

@@ -49,6 +49,17 @@ def secret_conf_keys(conf: dict[str, str]) -> list[str]:
     return sorted(k for k in conf if any(re.search(p, k, re.IGNORECASE) for p in SECRET_CONF_PATTERNS))
 
 
+class RunSettings(StrictModel):
+    """How ``recfeat materialize`` and ``recfeat demo`` run a selection's steps (docs/orchestration.md)."""
+
+    concurrent_steps: Annotated[int, Field(ge=1, le=64)] = Field(
+        1,
+        description="steps of one run that may run at once, in threads of the command's process (one model "
+        "training, in a child process, one Beam pipeline and one quality validation at a time, whatever the "
+        "limit); 1 (the default) runs them one after another, which is the fastest on 2 cores",
+    )
+
+
 class SparkSettings(StrictModel):
     master: str = Field("local[*]", description="Spark master URL: local[*], local[N], spark://host:7077, yarn, k8s://...")
     app_name: str = "recfeat"

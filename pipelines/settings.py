@@ -32,6 +32,7 @@ from pipelines.sections import (  # noqa: F401  (re-exported: each is defined on
     IngestRules,
     IngestSettings,
     PartitionSettings,
+    RunSettings,
     SourceConfig,
     SparkSettings,
     SyntheticSettings,
@@ -56,6 +57,7 @@ class CoreSettings(StrictModel):
 
     warehouse: WarehouseSettings = WarehouseSettings()
     spark: SparkSettings = SparkSettings()
+    run: RunSettings = Field(default_factory=RunSettings, description="how a run's steps are executed")
     sources_root: str = Field("var/sources", description="where generated sources are written")
     sources: dict[str, SourceConfig] = Field(
         default_factory=lambda: {"synthetic": SourceConfig(kind="synthetic", path="var/sources/synthetic")}
