@@ -166,7 +166,7 @@ def _model_asset(name: str, spec, tables: list[str], code_version: str):
         deps=[dg.AssetKey(t) for t in tables],
         description=spec.description,
         kinds={"pytorch"},
-        op_tags=lane_tags("torch"),  # one model trains at a time (torch's generator and threads are per process)
+        op_tags=lane_tags("torch"),  # one training at a time in a run (orchestration/executor.py, lanes)
         owners=[MODELS_OWNER],
         code_version=code_version,
         automation_condition=RETRAIN_CONDITION,
