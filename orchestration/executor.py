@@ -40,6 +40,7 @@ import queue
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import dagster as dg
 
@@ -193,60 +194,58 @@ def _threaded_iterator(job_context, execution_plan, max_concurrent: int) -> Iter
                 instance_concurrency_context=concurrency,
                 step_dependency_config=job_context.step_dependency_config,
             ) as active:
-        capture = None
-        try:
-            log_key = compute_log_manager.build_log_key_for_run(job_context.run_id, create_compute_log_file_key())
-            capture = compute_log_manager.capture_logs(log_key)
-            log_context = capture.__enter__()
-            yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
-        except Exception:  # noqa: BLE001 - as Dagster's loop does: the run goes on without capture
-            capture = None
-            yield from _handle_compute_log_setup_error(job_context, sys.exc_info())
+        with ExitStack() as capture:  # closed on the way out, an interrupt included (as Dagster's loop does)
+            try:
+                log_key = compute_log_manager.build_log_key_for_run(job_context.run_id, create_compute_log_file_key())
+                log_context = capture.enter_context(compute_log_manager.capture_logs(log_key))
+                yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
+            except Exception:  # noqa: BLE001 - as Dagster's loop does: the run goes on without capture
+                yield from _handle_compute_log_setup_error(job_context, sys.exc_info())
 
-        while not active.is_complete or running:
-            if active.check_for_interrupts():  # Ctrl-C / SIGTERM, captured by Dagster for the run
-                active.mark_interrupted()
-                yield DagsterEvent.engine_event(
-                    job_context, f"{INTERRUPTED}: abandoning the steps in flight ({', '.join(sorted(running)) or 'none'})",
-                    EngineEventData.interrupted(sorted(running)),
-                )
-                storage = job_context.instance.event_log_storage
-                if storage.supports_global_concurrency_limits:  # their threads go with the process
-                    for key in running:
-                        storage.free_concurrency_slot_for_step(job_context.run_id, key)
-                raise DagsterExecutionInterruptedError()
-            if not active.is_complete:
-                for step in active.get_steps_to_execute(limit=max_concurrent - len(running)):
-                    step_context = job_context.for_step(step, active.get_known_state())
-                    running[step.key] = (step_context, [])
-                    threading.Thread(target=_run_step, args=(step_context, events, max_concurrent > 1), daemon=True,
-                                     name=f"recfeat-step-{step.key}").start()
-                yield from active.concurrency_event_iterator(job_context)
-            if not running:
+            while not active.is_complete or running:
+                if active.check_for_interrupts():  # Ctrl-C / SIGTERM, captured by Dagster for the run
+                    active.mark_interrupted()
+                    in_flight = sorted(running)
+                    yield DagsterEvent.engine_event(
+                        job_context, f"{INTERRUPTED}: abandoning the steps in flight ({', '.join(in_flight) or 'none'})",
+                        EngineEventData.interrupted(in_flight),
+                    )
+                    storage = job_context.instance.event_log_storage
+                    if storage.supports_global_concurrency_limits:  # their threads go with the process
+                        for key in running:
+                            storage.free_concurrency_slot_for_step(job_context.run_id, key)
+                    raise DagsterExecutionInterruptedError()
                 if not active.is_complete:
-                    active.sleep_til_ready()
-                continue
-            try:
-                key, item = events.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-            step_context, step_events = running[key]
-            if isinstance(item, DagsterEvent):
-                step_events.append(item)
-                yield item
-                active.handle_event(item)
-                continue
-            del running[key]
-            if item is not _DONE:  # the step's thread failed outside the step's own code
-                raise item[1].with_traceback(item[2])
-            active.verify_complete(job_context, key)
-            for event in active.plan_events_iterator(job_context):  # skips after failures
-                step_events.append(event)
-                yield event
-            yield from _trigger_hook(step_context, step_events)
+                    for step in active.get_steps_to_execute(limit=max_concurrent - len(running)):
+                        step_context = job_context.for_step(step, active.get_known_state())
+                        running[step.key] = (step_context, [])
+                        threading.Thread(target=_run_step, args=(step_context, events, max_concurrent > 1), daemon=True,
+                                         name=f"recfeat-step-{step.key}").start()
+                    yield from active.concurrency_event_iterator(job_context)
+                if not running:
+                    if not active.is_complete:
+                        active.sleep_til_ready()
+                    continue
+                try:
+                    key, item = events.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                step_context, step_events = running[key]
+                if isinstance(item, DagsterEvent):
+                    step_events.append(item)
+                    yield item
+                    active.handle_event(item)
+                    continue
+                del running[key]
+                if item is not _DONE:  # the step's thread failed outside the step's own code
+                    raise item[1].with_traceback(item[2])
+                active.verify_complete(job_context, key)
+                for event in active.plan_events_iterator(job_context):  # skips after failures
+                    step_events.append(event)
+                    yield event
+                yield from _trigger_hook(step_context, step_events)
 
-        if capture is not None:
             try:
-                capture.__exit__(None, None, None)
+                capture.close()
             except Exception:  # noqa: BLE001
                 yield from _handle_compute_log_teardown_error(job_context, sys.exc_info())
