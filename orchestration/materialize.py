@@ -21,20 +21,27 @@ the first Spark step's ``SparkResource`` then waits for it and gets that session
 never two). A failed start fails that step with the error it would have raised itself. A
 selection without Spark steps starts nothing here (its table checks still start Spark on
 first use, as before). The session is stopped when the run ends, whoever used it.
+
+Startup: this module imports Dagster only when a run is prepared, so the command starts the
+JVM before it imports Dagster, and a selection of tables only is built without the model assets
+(:func:`selection_definitions`: neither torch nor the trainers are imported).
 """
 from __future__ import annotations
 
 import time
-from typing import Callable
-
-import dagster as dg
+from typing import TYPE_CHECKING, Callable
 
 from orchestration.cli_common import CliError
-from orchestration.executor import INTERRUPTED, concurrent_steps, threaded_executor
-from orchestration.progress import PROGRESS_LOGGER, RunProgress, progress_logger
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 #: The name of the job a ``recfeat materialize`` run executes.
 MATERIALIZE_JOB = "recfeat_materialize"
+
+
+class RunInterrupted(CliError):
+    """The run ended on Ctrl-C or SIGTERM (reported like any :class:`CliError`)."""
 
 
 def resolve_selection(defs: dg.Definitions, select: str | None, settings=None) -> list[str]:
@@ -42,6 +49,8 @@ def resolve_selection(defs: dg.Definitions, select: str | None, settings=None) -
     step, in the order the step declares them (``events`` brings ``rejected_events``: one
     ingestion step writes both). ``settings`` only improve the error for a table that is a
     view under them (derived on read, no asset)."""
+    import dagster as dg
+
     graph = defs.resolve_asset_graph()
     keys = [k.to_user_string() for k in graph.toposorted_asset_keys]
     wanted = set(keys)
@@ -97,12 +106,30 @@ def selection_needs_spark(settings, select: str | None) -> bool:
 def warm_start_spark(settings, select: str | None):
     """Start the run's Spark session in the background when the selection needs Spark
     (:func:`selection_needs_spark`); return the start (``pipelines.spark.WarmStart``) or ``None``.
-    Asked again while a start is under way, it returns that start."""
+    Asked again while a start is under way, it returns that start at once: the run is prepared
+    while the JVM starts, and its steps that need no Spark run meanwhile."""
     if not selection_needs_spark(settings, select):
         return None
-    from pipelines.spark import start_in_background
+    from pipelines.spark import start_in_background, start_under_way
 
-    return start_in_background(settings.spark)
+    return start_under_way() or start_in_background(settings.spark)
+
+
+def selection_definitions(settings, config_file: str | None, select: str | None, overrides: dict | None = None):
+    """The definitions a run of ``select`` is built from: the tables' only
+    (``build_definitions(..., include_models=False)``) when every selected name is a table asset, else
+    every asset. No table asset depends on a model, so the tables' steps, checks and order are
+    the same either way; the model assets import torch and every trainer (about 1.5 s on two
+    cores). A model, a misspelling or no selection gets every asset (the error for an unknown
+    name lists them all)."""
+    from orchestration.definitions import build_definitions
+
+    asked = None if select is None else {s.strip() for s in select.split(",") if s.strip()}
+    if asked:
+        tables = build_definitions(settings, config_file, overrides, include_models=False)
+        if asked <= {k.to_user_string() for k in tables.resolve_asset_graph().get_all_asset_keys()}:
+            return tables
+    return build_definitions(settings, config_file, overrides)
 
 
 def execute_run(job_def: dg.JobDefinition, instance: dg.DagsterInstance, tags: dict[str, str], run_config: dict):
@@ -129,6 +156,8 @@ def execute_run(job_def: dg.JobDefinition, instance: dg.DagsterInstance, tags: d
 
 def step_assets(defs: dg.Definitions) -> dict[str, list[str]]:
     """Step key -> the assets (or checks) it materializes (or evaluates)."""
+    import dagster as dg
+
     out: dict[str, list[str]] = {}
     for a in list(defs.assets or []) + list(defs.asset_checks or []):
         if not isinstance(a, dg.AssetsDefinition) or a.node_def is None:
@@ -159,17 +188,26 @@ def materialize_assets(
     warm = warm_start_spark(settings, select)  # the one the command started, if it did
     try:
         return _materialize(settings, config_file, select, start, end, log, log_level, overrides)
+    except (KeyboardInterrupt, RunInterrupted):
+        if warm is not None and not warm.done:
+            # Ctrl-C while the JVM starts: not waited for (the JVM exits with this process, when
+            # its stdin closes), so that the command ends at once, as it does before the run.
+            warm = None
+        raise
     finally:
         if warm is not None:
             warm.stop_if_created()
 
 
 def _materialize(settings, config_file, select, start, end, log, log_level, overrides) -> list[str]:
-    from orchestration.automation import SOURCE_TAG, partition_range_tags
-    from orchestration.definitions import build_definitions
-    from orchestration.instance import cli_run_tags, pool_holders, release_dead_cli_runs
+    import dagster as dg
 
-    defs = build_definitions(settings, config_file, overrides)
+    from orchestration.automation import SOURCE_TAG, partition_range_tags
+    from orchestration.executor import INTERRUPTED, concurrent_steps, threaded_executor
+    from orchestration.instance import cli_run_tags, pool_holders, release_dead_cli_runs
+    from orchestration.progress import PROGRESS_LOGGER, RunProgress, progress_logger
+
+    defs = selection_definitions(settings, config_file, select, overrides)
     order = resolve_selection(defs, select, settings)
     graph = defs.resolve_asset_graph()
     instance = dg.DagsterInstance.get()
@@ -219,8 +257,8 @@ def _materialize(settings, config_file, select, start, end, log, log_level, over
     if not result.success:
         if progress.failed_step is None and any(
                 e.event_type_value == "ENGINE_EVENT" and (e.message or "").startswith(INTERRUPTED) for e in result.all_events):
-            raise CliError("interrupted: the steps in flight were abandoned; what they had not committed is not "
-                           "committed (each table keeps its last good version)")
+            raise RunInterrupted("interrupted: the steps in flight were abandoned; what they had not committed is "
+                                 "not committed (each table keeps its last good version)")
         failed = progress.failed_step
         names = progress.step_assets.get(failed or "", [failed or "the run"])
         first = next((n for n in order if n in names), names[0])

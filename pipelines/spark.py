@@ -280,6 +280,13 @@ def start_in_background(settings: SparkSettings | None = None) -> WarmStart:
     return warm
 
 
+def start_under_way() -> "WarmStart | None":
+    """The background start still under way, if any; never waits (:func:`start_in_background`
+    takes the creation lock, which that start's thread holds until its session is up)."""
+    warm = _WARM
+    return warm if warm is not None and not warm.done else None
+
+
 class LazySession:
     """A Spark session made on first use: ``get`` (e.g. a Dagster ``SparkResource``'s
     ``get_session``, which waits for a warm start) is called the first time any session

@@ -5,8 +5,13 @@ counters, ``figures`` the report figures (docs/labels.md). :data:`FAMILY` is the
 """
 from features.events import EVENTS
 from features.labels import DURATION_STATS, WATCH_TIME_LABELS
-from pipelines.family import Family, Step
-from pipelines.labels.checks import check_duration_stats, check_watch_time_labels
+from pipelines.family import Family, JobContext, Step
+from pipelines.labels.checks import (
+    check_duration_stats,
+    check_duration_stats_arrow,
+    check_watch_time_labels,
+    check_watch_time_labels_arrow,
+)
 from pipelines.labels.job import (
     build_duration_stats,
     build_watch_time_labels,
@@ -17,6 +22,21 @@ from pipelines.labels.job import (
 from pipelines.labels.params import LabelSettings
 
 KINDS = frozenset({"spark", "sklearn", "delta"})
+
+
+# Each counter runs where the check validates: on Arrow in the process, or on Spark
+# (quality.engine, quality.pandas_max_rows; docs/labels.md). The stats' counter scans events.
+def _duration_stats_invariants(ctx: JobContext) -> dict[str, int]:
+    if ctx.settings.quality.in_process(ctx.warehouse.manifest(EVENTS.name).row_count):
+        return check_duration_stats_arrow(ctx.warehouse, ctx.params)
+    return check_duration_stats(ctx.spark, ctx.warehouse, ctx.params)
+
+
+def _labels_invariants(ctx: JobContext) -> dict[str, int]:
+    if ctx.settings.quality.in_process(ctx.warehouse.manifest(WATCH_TIME_LABELS.name).row_count):
+        return check_watch_time_labels_arrow(ctx.warehouse, ctx.params)
+    return check_watch_time_labels(ctx.spark, ctx.warehouse, ctx.params)
+
 
 FAMILY = Family(
     name="labels",
@@ -39,15 +59,12 @@ FAMILY = Family(
             description="Every event with a duration in range, labelled from the committed statistics.",
         ),
     ),
-    invariants={
-        DURATION_STATS.name: lambda ctx: check_duration_stats(ctx.spark, ctx.warehouse, ctx.params),
-        WATCH_TIME_LABELS.name: lambda ctx: check_watch_time_labels(ctx.spark, ctx.warehouse, ctx.params),
-    },
+    invariants={DURATION_STATS.name: _duration_stats_invariants, WATCH_TIME_LABELS.name: _labels_invariants},
     docs="docs/labels.md",
 )
 
 __all__ = [
     "FAMILY", "LabelSettings", "build_duration_stats", "build_watch_time_labels", "check_duration_stats",
-    "check_watch_time_labels", "compute_duration_stats", "run_duration_stats",
-    "run_watch_time_labels",
+    "check_duration_stats_arrow", "check_watch_time_labels", "check_watch_time_labels_arrow",
+    "compute_duration_stats", "run_duration_stats", "run_watch_time_labels",
 ]

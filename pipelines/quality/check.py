@@ -8,7 +8,8 @@ one-row frame, ``<table>_invariants``) and in the result store read by ``recfeat
 One read: the table is read once per check and that read serves the contract check, the GX
 frame and the counter (:mod:`pipelines.quality.shared`; the counter runs first and may choose
 Spark). Engines: GX validates on pandas when the frame has at most ``pandas_max_rows`` rows
-(~0.1 s; the frame is prepared on Arrow, without Spark, unless the read was Spark's), else on
+(``QualitySettings.in_process``, the rule the families' counters follow too; the frame is
+prepared on Arrow, without Spark, unless the read was Spark's), else on
 the Spark DataFrame (GX on Spark runs every metric as Spark jobs, seconds per validation).
 Both see the same values: NaN in float columns is turned into null first and timestamps stay
 UTC-aware.
@@ -81,9 +82,7 @@ def check_table(
     ctx = SuiteContext(spark, warehouse, settings, lo, hi, all_params)
     suite = declare_suite(table, ctx)
     notes = list(suite.notes)
-    engine = settings.engine
-    if engine == "auto":
-        engine = "pandas" if rows <= settings.pandas_max_rows else "spark"
+    engine = "pandas" if settings.in_process(rows) else "spark"
 
     # One read of the table serves the contract check, the GX frame and the invariant counter.
     # The counter runs first: when it reads the table with Spark, that DataFrame is the one

@@ -237,18 +237,35 @@ def _array_extreme(column: str, out: str, func: str) -> _Derivation:
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        # One reduceat over the values, a segment per non-empty list (from the offsets); null
+        # elements are replaced by the operation's neutral value, and a list with no non-null
+        # element (or a null list) gives null.
         lists = table.column(column).combine_chunks()
-        values = pc.list_flatten(lists)
-        parents = pc.list_parent_indices(lists)
-        agg = "min" if func == "array_min" else "max"
-        grouped = pa.table({"i": parents, "v": values}).group_by("i").aggregate([("v", agg)])
-        if grouped.num_rows == 0:
-            return pa.nulls(len(lists), values.type)
-        idx = grouped.column("i").to_numpy()
+        offsets = lists.offsets.to_numpy(zero_copy_only=False)
+        values = lists.values.slice(offsets[0], offsets[-1] - offsets[0])
+        offsets = offsets - offsets[0]
+        typ = values.type
+        out = pa.nulls(len(lists), typ)
+        starts = np.flatnonzero(np.diff(offsets) > 0)
+        if not len(starts):
+            return out
+        has_value = lists.is_valid().to_numpy(zero_copy_only=False)[starts]
+        if values.null_count:  # a list whose elements are all null has no extreme
+            seen = np.r_[0, np.cumsum(pc.is_valid(values).to_numpy(zero_copy_only=False), dtype=np.int64)]
+            has_value &= seen[offsets[starts + 1]] - seen[offsets[starts]] > 0
+        numbers = values.cast(pa.int64()) if pa.types.is_timestamp(typ) or pa.types.is_date(typ) else values
+        floating = pa.types.is_floating(typ)
+        bounds = None if floating else np.iinfo(numbers.type.to_pandas_dtype())
+        if func == "array_min":  # fmin skips NaN (null here) unless every value is NaN, as Spark's NaN is the largest
+            reduce, neutral = np.fmin, np.nan if floating else bounds.max
+        else:  # maximum keeps NaN: Spark's NaN is above every number
+            reduce, neutral = np.maximum, -np.inf if floating else bounds.min
+        filled = pc.fill_null(numbers, pa.scalar(neutral, numbers.type)).to_numpy(zero_copy_only=False)
+        picked = reduce.reduceat(filled, offsets[starts])
         taker = np.full(len(lists), -1, dtype=np.int64)
-        taker[idx] = np.arange(len(idx))
-        picked = grouped.column(f"v_{agg}").take(pa.array(np.where(taker >= 0, taker, 0)))
-        return pc.if_else(pa.array(taker >= 0), picked, pa.nulls(len(lists), picked.type))
+        taker[starts[has_value]] = np.flatnonzero(has_value)
+        picked = pa.array(picked, numbers.type).cast(typ)
+        return pc.if_else(pa.array(taker >= 0), picked.take(pa.array(np.maximum(taker, 0))), out)
 
     return _Derivation(step, arrow, out)
 

@@ -1,8 +1,18 @@
-"""Preparing validation frames: NaN as null, Spark or Arrow to pandas with UTC-aware timestamps, times."""
+"""Preparing validation frames: NaN as null, Spark or Arrow to pandas with UTC-aware timestamps,
+times; :func:`count_true` for the Arrow invariant counters."""
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+
+
+def count_true(mask) -> int:
+    """How many values of a boolean Arrow array are true; a null counts as not true, as a null
+    comparison does in Spark's ``sum`` (the Arrow invariant counters count with this)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0) if len(mask) else 0
 
 
 def nan_to_null(df):

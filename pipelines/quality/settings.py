@@ -37,14 +37,24 @@ class QualitySettings(StrictModel):
         description="highest rejected / records_in of the latest ingestion run before ingest_runs warns (never blocks)",
     )
     engine: Literal["auto", "spark", "pandas"] = Field(
-        "auto", description="where GX validates: auto = pandas up to pandas_max_rows rows, else Spark"
+        "auto",
+        description="where checks run: auto = in the process (GX on pandas, invariant counters on Arrow) for tables "
+        "up to pandas_max_rows rows, else on Spark; spark = always Spark; pandas = always in the process",
     )
-    pandas_max_rows: int = Field(500_000, ge=0, description="engine auto: largest frame validated on pandas")
+    pandas_max_rows: int = Field(
+        2_000_000, ge=0, description="engine auto: largest table checked in the process, without Spark"
+    )
     keep_validations: int = Field(20, ge=1, description="validation results (and data docs pages) kept per suite")
     reports_dir: str | None = Field(
         None,
         description="local folder for reports; default <warehouse root>/reports (a remote warehouse: ./var/reports)",
     )
+
+    def in_process(self, rows: int) -> bool:
+        """Whether a table of ``rows`` rows is checked in this process (GX on pandas, the family's
+        invariant counter on Arrow) rather than on Spark: ``engine`` pandas, or auto and at most
+        ``pandas_max_rows`` rows. The driver then holds the table (docs/quality.md)."""
+        return self.engine == "pandas" or (self.engine == "auto" and rows <= self.pandas_max_rows)
 
     @model_validator(mode="after")
     def _ordered(self) -> "QualitySettings":

@@ -13,7 +13,6 @@ from features.events import EVENTS
 from features.sequences import ROTE_FEATURES, USER_SEQUENCES
 from pipelines.family import Family, JobContext, Step
 from pipelines.sequences.checks import (
-    ARROW_MAX_ROWS,
     ROTE_VIEW_SAMPLE_ROWS,
     check_coverage,
     check_rote,
@@ -40,8 +39,8 @@ from pipelines.sequences.view import derive_rote_spark, read_rote_arrow, read_ro
 
 
 def _sequences_invariants(ctx: JobContext) -> dict[str, int]:
-    # A small table is counted on Arrow (no Spark); a large one on Spark (docs/sequences.md).
-    small = ctx.warehouse.manifest(USER_SEQUENCES.name).row_count <= ARROW_MAX_ROWS
+    # Counted where the check validates: on Arrow in the process, or on Spark (docs/sequences.md).
+    small = ctx.settings.quality.in_process(ctx.warehouse.manifest(USER_SEQUENCES.name).row_count)
     if small:
         counts = check_sequences_arrow(ctx.warehouse, ctx.params)
     else:
@@ -80,7 +79,7 @@ FAMILY = Family(
 __all__ = [
     "FAMILY", "FINGERPRINTS_KEY", "ROTE_VIEW_SAMPLE_ROWS", "SETTINGS_KEY", "SIDE_COLUMNS", "KCoreSettings",
     "SequenceSettings", "build_sequences_table", "build_signature", "check_coverage", "check_rote", "check_rote_view",
-    "ARROW_MAX_ROWS", "check_rote_view_arrow", "check_sequences_arrow",
+    "check_rote_view_arrow", "check_sequences_arrow",
     "check_sequences", "current_fingerprints", "derive_rote_spark", "events_fingerprints", "flag_filter",
     "read_rote_arrow", "read_rote_spark", "run", "stored_fingerprints", "stored_tables", "views",
 ]

@@ -11,6 +11,7 @@ import pyarrow as pa
 from features.events import EVENTS
 from features.sequences import ROTE_FEATURES, USER_SEQUENCES
 from features.sequences.rote import rote_table_schema
+from pipelines.quality.frames import count_true
 from pipelines.sequences.job import flag_filter
 from pipelines.sequences.params import SequenceSettings
 from pipelines.warehouse import Warehouse
@@ -94,10 +95,9 @@ def check_coverage(spark, warehouse: Warehouse, settings: SequenceSettings, seqs
     }
 
 
-#: ``user_sequences`` tables up to this many rows are counted on Arrow in the driver (no Spark:
-#: the check step's one Arrow read serves GX and the counter), larger ones on Spark. At 500,000
-#: rows with ``max_len`` 50 the three history lists take about 0.6 GB in memory.
-ARROW_MAX_ROWS = 500_000
+#: Rows of ``user_sequences`` whose history lists :func:`check_sequences_arrow` flattens at once
+#: (its temporaries stay a few tens of MB whatever the table's size).
+ARROW_CHECK_CHUNK_ROWS = 65_536
 
 #: The columns of ``user_sequences`` :func:`check_sequences_arrow` reads.
 _SEQ_COLUMNS = ["event_id", "user_id", "seq_pos", "hist_len", "hist_item_ids", "hist_ts", "hist_play_time_ms",
@@ -108,22 +108,17 @@ def check_sequences_arrow(warehouse: Warehouse, settings: SequenceSettings) -> d
     """:func:`check_sequences` (with :func:`check_coverage`) on Arrow and NumPy in this process:
     the same violations, counted with Spark SQL's null rules (a comparison with a null counts
     as not violated; ``least`` skips a null ``seq_pos``; null keys group together but never
-    join). For tables up to :data:`ARROW_MAX_ROWS` rows."""
+    join). The table is read whole (the check step's one read); the history lists are
+    flattened :data:`ARROW_CHECK_CHUNK_ROWS` rows at a time. Used for tables the check validates
+    in the process (``quality.pandas_max_rows``)."""
     import numpy as np
     import pyarrow.compute as pc
 
     t = warehouse.read_arrow(USER_SEQUENCES.name, columns=_SEQ_COLUMNS)
     n = t.num_rows
 
-    total = _count_true
-    ts = pa.timestamp("us", tz="UTC")
-    hist_ts = t.column("hist_ts").combine_chunks() if n else pa.array([], pa.list_(ts))
-    flat = pc.cast(pc.cast(pc.list_flatten(hist_ts), ts), pa.int64())
-    parents = pc.list_parent_indices(hist_ts)
-    target = pc.cast(pc.cast(t.column("target_ts"), ts), pa.int64()).combine_chunks() if n else pa.array([], pa.int64())
-    after = pc.fill_null(pc.greater(flat, pc.take(target, parents)), False).to_numpy(zero_copy_only=False)
-    future = np.zeros(n, dtype=bool)
-    future[parents.to_numpy(zero_copy_only=False)[after]] = True
+    total = count_true
+    future = sum(_rows_with_future_history(t.slice(i, ARROW_CHECK_CHUNK_ROWS)) for i in range(0, n, ARROW_CHECK_CHUNK_ROWS))
 
     hist_len = t.column("hist_len")
     misaligned = None
@@ -133,7 +128,7 @@ def check_sequences_arrow(warehouse: Warehouse, settings: SequenceSettings) -> d
     least = pc.min_element_wise(t.column("seq_pos"), pa.scalar(settings.max_len, pa.int64()), skip_nulls=True)
     out = {
         "rows": n,
-        "history_after_target": int(future.sum()),
+        "history_after_target": int(future),
         "hist_len_over_max": total(pc.greater(hist_len, settings.max_len)),
         "arrays_misaligned": total(misaligned) if misaligned is not None else 0,
         "hist_len_not_min_seq_pos_max_len": total(pc.not_equal(pc.cast(hist_len, pa.int64()), least)),
@@ -153,12 +148,19 @@ def check_sequences_arrow(warehouse: Warehouse, settings: SequenceSettings) -> d
     return out
 
 
-def _count_true(mask) -> int:
-    """How many values of a boolean array are true (a null counts as not true, as a null
-    comparison does in Spark's ``sum``)."""
+def _rows_with_future_history(part: pa.Table) -> int:
+    """Rows of ``part`` with an element of ``hist_ts`` after ``target_ts`` (a null compares as
+    not after, as in Spark's ``exists``)."""
+    import numpy as np
     import pyarrow.compute as pc
 
-    return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
+    ts = pa.timestamp("us", tz="UTC")
+    hist_ts = part.column("hist_ts").combine_chunks()
+    flat = pc.cast(pc.cast(pc.list_flatten(hist_ts), ts), pa.int64())
+    parents = pc.list_parent_indices(hist_ts)
+    target = pc.cast(pc.cast(part.column("target_ts"), ts), pa.int64()).combine_chunks()
+    after = pc.fill_null(pc.greater(flat, pc.take(target, parents)), False).to_numpy(zero_copy_only=False)
+    return int(np.unique(parents.to_numpy(zero_copy_only=False)[after]).size)
 
 
 def _group_ids(col):
@@ -225,7 +227,7 @@ def _coverage_arrow(warehouse: Warehouse, settings: SequenceSettings, seqs: pa.T
         "events_without_target_row": missing,
         "target_rows_without_event": extra,
         "seq_pos_duplicated": dup,
-        "users_with_seq_pos_gaps": _count_true(bad),
+        "users_with_seq_pos_gaps": count_true(bad),
     }
 
 
@@ -368,7 +370,7 @@ def rote_violations_arrow(rote: pa.Table, seqs: pa.Table, levels) -> dict[str, i
     flags = flags.append_column("_left", pa.chunked_array([pa.array([True] * flags.num_rows)]) if flags.num_rows else pa.chunked_array([], pa.bool_()))
     joined = flags.join(right, "event_id", join_type="full outer", coalesce_keys=True)
 
-    total = _count_true
+    total = count_true
 
     return {
         "rows": joined.num_rows,

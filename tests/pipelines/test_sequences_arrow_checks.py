@@ -24,6 +24,8 @@ from pipelines.sequences import (
     check_sequences_arrow,
 )
 from pipelines.warehouse import Warehouse
+from pipelines.settings import Settings
+from tests.pipelines.test_check_engine import assert_counter_runs_where_its_check_validates
 from tests.pipelines.test_sequences import events_table
 
 UTC = dt.timezone.utc
@@ -149,3 +151,8 @@ def test_the_view_sample_is_the_same_rows_on_both_engines(spark, built):
         F.conv(F.substring(F.sha2(F.col("event_id"), 256), 1, SAMPLE_HEX_DIGITS), 16, 10).cast("long") < below
     ).select("event_id").collect()}
     assert mine == theirs and 10 <= len(mine) <= 60
+
+
+def test_the_counter_runs_where_its_check_validates(spark, built):
+    wh, settings, _ = built["leave_one_out_k_core"]
+    assert_counter_runs_where_its_check_validates(spark, wh, Settings(sequences=settings), "user_sequences")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from features.contracts import TableContract
 from pipelines.quality import ERROR, WARNING, QualitySettings, TableCheckResult, check_table, load_results, report
@@ -546,3 +547,49 @@ def test_data_docs_templates_are_compiled_once_per_process(spark, tmp_path, monk
     assert compiled == []
     page = Path(second.validation_page).read_text()
     assert first.passed and second.passed and "users_quality" in page
+
+
+def _spark_extreme(values, func: str):
+    """Spark's ``array_min`` / ``array_max`` of one list, written out: null for a null or empty
+    list or one of nulls only, nulls skipped, NaN above every number."""
+    import math
+
+    if values is None:
+        return None
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    nan = [v for v in present if isinstance(v, float) and math.isnan(v)]
+    numbers = [v for v in present if not (isinstance(v, float) and math.isnan(v))]
+    if func == "array_max":
+        return nan[0] if nan else max(numbers)
+    return min(numbers) if numbers else nan[0]
+
+
+_ELEMENTS = {
+    "int64": st.integers(-2**62, 2**62),
+    "int32": st.integers(-2**31, 2**31 - 1),
+    "float64": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(float("nan"))),
+}
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(data=st.data(), kind=st.sampled_from(sorted(_ELEMENTS)), func=st.sampled_from(["array_min", "array_max"]))
+def test_the_arrow_list_extreme_equals_spark_rules(data, kind, func):
+    """The Arrow derivation of ``<col>_min_element`` / ``_max_element`` (one reduceat over the
+    list values) against the rule written out, on sliced arrays with null and empty lists and
+    null elements (hypothesis)."""
+    import math
+
+    from pipelines.quality.expectations import _array_extreme
+
+    element = st.one_of(st.none(), _ELEMENTS[kind])
+    rows = data.draw(st.lists(st.one_of(st.none(), st.lists(element, max_size=6)), max_size=12))
+    start = data.draw(st.integers(0, len(rows)))
+    lists = pa.array(rows, pa.list_(getattr(pa, kind)())).slice(start)
+    got = _array_extreme("c", "o", func).arrow(pa.table({"c": lists})).column("o")
+    assert got.type == getattr(pa, kind)()
+    want = [_spark_extreme(r, func) for r in rows[start:]]
+    same = [(g is None and w is None) or (g is not None and w is not None and (g == w or (math.isnan(g) and math.isnan(w))))
+            for g, w in zip(got.to_pylist(), want)]
+    assert len(got) == len(want) and all(same), (rows[start:], got.to_pylist(), want)
