@@ -7,14 +7,12 @@ The checks that depend on what a process has imported run in a fresh interpreter
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import dagster as dg
 import pytest
 
 from pipelines.settings import load_settings
+from tests.orchestration.test_spark_warm_start import _fresh
 
 CONFIG = """
 warehouse: {{root: {root}/warehouse}}
@@ -30,14 +28,6 @@ def config(tmp_path):
     path = tmp_path / "recfeat.yaml"
     path.write_text(CONFIG.format(root=tmp_path))
     return path
-
-
-def _fresh(code: str, cwd) -> str:
-    """Run ``code`` in a fresh interpreter (this environment); return its stdout, fail on error."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          cwd=cwd, env=dict(os.environ), timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
 
 
 def test_the_command_reaches_the_spark_start_without_importing_dagster(config, tmp_path):
