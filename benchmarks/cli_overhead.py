@@ -179,7 +179,13 @@ def breakdown(stdout: str) -> list[str]:
     return keep
 
 
-def write_config(path: str, warehouse: str, src: str, sources_root: str, args) -> None:
+def write_config(path: str, warehouse: str, src: str, sources_root: str, *, events: int, seed: int,
+                 days: int = 14, **sections) -> None:
+    """A ``recfeat.yaml`` (written as JSON, which is YAML) for a fresh warehouse on one synthetic source.
+
+    ``days`` UTC days from the generator's start date set both the source and the daily
+    partitions; ``sections`` are further top-level sections (``spark``, ``ingest``) as dicts.
+    """
     from pipelines.settings import SyntheticSettings
 
     start = SyntheticSettings().start_date
@@ -188,11 +194,12 @@ def write_config(path: str, warehouse: str, src: str, sources_root: str, args) -
         "sources_root": sources_root,
         "sources": {"synthetic": {"kind": "synthetic", "path": src}},
         "active_source": "synthetic",
-        "partitions": {"start_date": start.isoformat(), "end_date": (start + dt.timedelta(days=args.days)).isoformat()},
-        "synthetic": {"events": args.events, "seed": args.seed, "days": args.days},
+        "partitions": {"start_date": start.isoformat(), "end_date": (start + dt.timedelta(days=days)).isoformat()},
+        "synthetic": {"events": events, "seed": seed, "days": days},
+        **sections,
     }
     with open(path, "w") as fh:
-        json.dump(config, fh, indent=2)  # JSON is YAML
+        json.dump(config, fh, indent=2)
 
 
 def recfeat_command() -> list[str]:
@@ -233,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         cli_cfg, job_cfg = os.path.join(work, "cli", "recfeat.yaml"), os.path.join(work, "job", "recfeat.yaml")
         for side, wh, cfg in (("cli", cli_wh, cli_cfg), ("job", job_wh, job_cfg)):
             os.makedirs(os.path.join(work, side, "dagster"))
-            write_config(cfg, wh, src, os.path.join(work, side, "sources"), args)
+            write_config(cfg, wh, src, os.path.join(work, side, "sources"),
+                         events=args.events, seed=args.seed, days=args.days)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECFEAT_")}
         env.update(DAGSTER_HOME=os.path.join(work, "cli", "dagster"),
                    PYTHONPATH=os.pathsep.join(x for x in (REPO, env.get("PYTHONPATH")) if x))

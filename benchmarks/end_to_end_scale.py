@@ -27,7 +27,6 @@ its output and the run stops there: the stages before it are the largest size th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -39,7 +38,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.cli_overhead import TreeCpu, recfeat_command  # noqa: E402
+from benchmarks.cli_overhead import TreeCpu, recfeat_command, write_config  # noqa: E402
 
 STAGES = ("generate", "ingest", "sequences", "labels", "lookalikes", "training_set")
 SELECT = {
@@ -127,25 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work folder afterwards")
     args = p.parse_args(argv)
 
-    from pipelines.settings import SyntheticSettings
-
     work = os.path.abspath(args.dir)
     if args.stages[0] == STAGES[0]:
         shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(work, "dagster"), exist_ok=True)
     src, warehouse = os.path.join(work, "source"), os.path.join(work, "warehouse")
     config, spine, ts_out = (os.path.join(work, x) for x in ("recfeat.yaml", "spine.parquet", "training_set"))
-    start = SyntheticSettings().start_date
-    with open(config, "w") as fh:  # JSON is YAML
-        json.dump({
-            "warehouse": {"root": warehouse},
-            "sources_root": os.path.join(work, "sources"),
-            "sources": {"synthetic": {"kind": "synthetic", "path": src}},
-            "active_source": "synthetic",
-            "synthetic": {"events": args.events, "seed": args.seed},
-            "spark": {"driver_memory": args.driver_memory, "shuffle_partitions": args.shuffle_partitions},
-            "ingest": {"engine": args.ingest_engine},
-        }, fh, indent=2)
+    write_config(config, warehouse, src, os.path.join(work, "sources"), events=args.events, seed=args.seed,
+                 spark={"driver_memory": args.driver_memory, "shuffle_partitions": args.shuffle_partitions},
+                 ingest={"engine": args.ingest_engine})
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECFEAT_")}
     env.update(DAGSTER_HOME=os.path.join(work, "dagster"),
                PYTHONPATH=os.pathsep.join(x for x in (REPO, env.get("PYTHONPATH")) if x))

@@ -18,54 +18,96 @@ from pipelines.warehouse import Warehouse
 
 
 def check_sequences(spark, warehouse: Warehouse, settings: SequenceSettings) -> dict[str, int]:
-    """Count violations of ``user_sequences``' invariants (all zero when it is correct)."""
-    from pyspark.sql import Window
+    """Count violations of ``user_sequences``' invariants (all zero when it is correct).
+
+    Three Spark queries: the row and user counters in one (the history lists are reduced to
+    per-row flags before the table is shuffled by user, so the shuffle carries a few bytes per
+    row; :func:`_user_counts`), then the coverage against ``events`` by day and by id, each one
+    grouping of the union of both sides (:func:`_event_coverage`).
+    """
+    df = warehouse.read_spark(spark, USER_SEQUENCES.name)
+    return {**_user_counts(df, settings), **_event_coverage(warehouse, settings, df)}
+
+
+def _user_counts(seqs, settings: SequenceSettings) -> dict[str, int]:
+    """The per-row and per-user counters of :func:`check_sequences` (the last two are also
+    :func:`check_coverage`'s).
+
+    One shuffle, by ``user_id``, of a narrow projection (the user, the position, the split as
+    two 0/1 columns and the row flags); then both groupings (``(user_id, seq_pos)`` and
+    ``user_id``) run where the rows already are, and a single-row aggregate sums the users.
+    Null keys group together, as in a ``GROUP BY``; ``countDistinct`` semantics for the gaps (a
+    null position is not a position), SQL sums for the split counts (null when every split of a
+    user is null, which then counts as no violation).
+    """
     from pyspark.sql import functions as F
 
-    df = warehouse.read_spark(spark, USER_SEQUENCES.name)
-    per_user = Window.partitionBy("user_id")
-    flagged = df.select(
-        F.exists("hist_ts", lambda t: t > F.col("target_ts")).alias("future"),
-        (F.col("hist_len") > settings.max_len).alias("too_long"),
+    rows = seqs.select(
+        "user_id", "seq_pos",
+        (F.col("split") == "test").cast("int").alias("t"),
+        (F.col("split") == "valid").cast("int").alias("v"),
+        F.exists("hist_ts", lambda t: t > F.col("target_ts")).cast("long").alias("future"),
+        (F.col("hist_len") > settings.max_len).cast("long").alias("too_long"),
         ((F.size("hist_item_ids") != F.col("hist_len")) | (F.size("hist_ts") != F.col("hist_len"))
-         | (F.size("hist_play_time_ms") != F.col("hist_len"))).alias("misaligned"),
-        (F.col("hist_len") != F.least(F.col("seq_pos"), F.lit(settings.max_len))).alias("bad_len"),
-        F.count(F.lit(1)).over(per_user).alias("n"),
-        F.sum((F.col("split") == "test").cast("int")).over(per_user).alias("tests"),
-        F.sum((F.col("split") == "valid").cast("int")).over(per_user).alias("valids"),
+         | (F.size("hist_play_time_ms") != F.col("hist_len"))).cast("long").alias("misaligned"),
+        (F.col("hist_len") != F.least(F.col("seq_pos"), F.lit(settings.max_len))).cast("long").alias("bad_len"),
+    ).repartition("user_id")
+    flags = ["future", "too_long", "misaligned", "bad_len"]
+    per_pos = rows.groupBy("user_id", "seq_pos").agg(
+        F.count(F.lit(1)).alias("c"), F.sum("t").alias("t"), F.sum("v").alias("v"), *[F.sum(f).alias(f) for f in flags]
     )
-    loo_bad = (F.col("n") >= 4) & ((F.col("tests") != 1) | (F.col("valids") != 1))
-    loo_bad = loo_bad | ((F.col("n") < 4) & ((F.col("tests") + F.col("valids")) > 0))
+    per_user = per_pos.groupBy("user_id").agg(
+        F.sum("c").alias("n"), F.count("seq_pos").alias("d"),
+        F.min("seq_pos").alias("lo"), F.max("seq_pos").alias("hi"),
+        F.sum("t").alias("tests"), F.sum("v").alias("valids"),
+        F.sum(F.when(F.col("c") > 1, F.col("c"))).alias("dup"),
+        *[F.sum(f).alias(f) for f in flags],
+    )
+    n = F.col("n")
+    loo_bad = ((n >= 4) & ((F.col("tests") != 1) | (F.col("valids") != 1))) | (
+        (n < 4) & ((F.col("tests") + F.col("valids")) > 0))
+    gap = (F.col("lo") != 0) | (F.col("hi") != n - 1) | (F.col("d") != n)
     aggs = [
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(F.col("future").cast("long")).alias("history_after_target"),
-        F.sum(F.col("too_long").cast("long")).alias("hist_len_over_max"),
-        F.sum(F.col("misaligned").cast("long")).alias("arrays_misaligned"),
-        F.sum(F.col("bad_len").cast("long")).alias("hist_len_not_min_seq_pos_max_len"),
+        F.sum("n").alias("rows"),
+        F.sum("future").alias("history_after_target"),
+        F.sum("too_long").alias("hist_len_over_max"),
+        F.sum("misaligned").alias("arrays_misaligned"),
+        F.sum("bad_len").alias("hist_len_not_min_seq_pos_max_len"),
+        F.sum("dup").alias("seq_pos_duplicated"),
+        F.sum(F.when(gap, 1).otherwise(0)).alias("users_with_seq_pos_gaps"),
     ]
     if settings.split == "leave_one_out":
-        aggs.append(F.sum(loo_bad.cast("long")).alias("rows_of_users_with_bad_split_counts"))
-    row = flagged.agg(*aggs).collect()[0].asDict()
-    out = {k: int(v or 0) for k, v in row.items()}
-    out.update(check_coverage(spark, warehouse, settings, df))
-    return out
+        aggs.append(F.sum(F.when(loo_bad, n).otherwise(0)).alias("rows_of_users_with_bad_split_counts"))
+    row = per_user.agg(*aggs).collect()[0].asDict()
+    return {k: int(v or 0) for k, v in row.items()}
 
 
 def check_coverage(spark, warehouse: Warehouse, settings: SequenceSettings, seqs=None) -> dict[str, int]:
-    """Count coverage violations of ``user_sequences`` against the committed ``events``.
+    """Count coverage violations of ``user_sequences`` (``seqs``, default the committed table)
+    against the committed ``events``.
 
     * ``days_where_target_rows_differ_from_events``: UTC days whose number of target rows
       (``target_date``) differs from their number of events (after ``require_flags``; with the
       k-core filter, the events of the users and items the table kept, which is exactly what
       the filter keeps; for incremental builds, the days up to the last built one);
-    * ``events_without_target_row`` / ``target_rows_without_event``: by ``event_id``;
+    * ``events_without_target_row`` / ``target_rows_without_event``: by ``event_id`` (a null id
+      matches nothing);
     * ``seq_pos_duplicated``: rows sharing a ``(user_id, seq_pos)`` with another row;
     * ``users_with_seq_pos_gaps``: users whose positions are not exactly ``0 .. n - 1``.
     """
+    seqs = seqs if seqs is not None else warehouse.read_spark(spark, USER_SEQUENCES.name)
+    users = _user_counts(seqs, settings)
+    return {**_event_coverage(warehouse, settings, seqs),
+            **{k: users[k] for k in ("seq_pos_duplicated", "users_with_seq_pos_gaps")}}
+
+
+def _event_coverage(warehouse: Warehouse, settings: SequenceSettings, seqs) -> dict[str, int]:
+    """The three counters of :func:`check_coverage` against ``events``: the two id counters from
+    one grouping of the union of both sides' ids (one shuffle), the per-day counts from an
+    aggregate of the date columns alone."""
     from pyspark.sql import functions as F
 
-    seqs = seqs if seqs is not None else warehouse.read_spark(spark, USER_SEQUENCES.name)
-    events = flag_filter(warehouse.read_spark(spark, EVENTS.name), settings.require_flags)
+    events = flag_filter(warehouse.read_spark(seqs.sparkSession, EVENTS.name), settings.require_flags)
     if settings.k_core.enabled:
         events = events.join(seqs.select("user_id").distinct(), "user_id", "left_semi").join(
             seqs.select(F.col("target_item_id").alias("item_id")).distinct(), "item_id", "left_semi"
@@ -75,23 +117,27 @@ def check_coverage(spark, warehouse: Warehouse, settings: SequenceSettings, seqs
     if settings.build == "incremental":  # days after the last built one are not built yet
         last = sq.agg(F.max("day")).collect()[0][0]
         ev = ev.where(F.col("day") <= F.lit(last)) if last is not None else ev.limit(0)
-    per_day = ev.groupBy("day").count().withColumnRenamed("count", "e").join(
-        sq.groupBy("day").count().withColumnRenamed("count", "s"), "day", "full_outer"
-    )
-    days_bad = per_day.where(F.coalesce("e", F.lit(0)) != F.coalesce("s", F.lit(0))).count()
-    missing = ev.join(sq, "event_id", "left_anti").count()
-    extra = sq.join(ev, "event_id", "left_anti").count()
-    dup = seqs.groupBy("user_id", "seq_pos").count().where(F.col("count") > 1).agg(F.sum("count")).collect()[0][0]
-    gaps = seqs.groupBy("user_id").agg(
-        F.count(F.lit(1)).alias("n"), F.countDistinct("seq_pos").alias("d"),
-        F.min("seq_pos").alias("lo"), F.max("seq_pos").alias("hi"),
-    ).where((F.col("lo") != 0) | (F.col("hi") != F.col("n") - 1) | (F.col("d") != F.col("n"))).count()
+
+    def sides(key: str):
+        return ev.select(key, F.lit(1).alias("e"), F.lit(0).alias("s")).unionByName(
+            sq.select(key, F.lit(0).alias("e"), F.lit(1).alias("s"))
+        ).groupBy(key).agg(F.sum("e").alias("e"), F.sum("s").alias("s"))
+
+    # As a full outer join of the two sides' day counts: a null day matches nothing, so each
+    # side's null group is a day of its own whose other side is 0.
+    null_day = (F.col("e") > 0).cast("int") + (F.col("s") > 0).cast("int")
+    days_bad = sides("day").agg(
+        F.sum(F.when(F.col("day").isNull(), null_day).otherwise((F.col("e") != F.col("s")).cast("int")))
+    ).collect()[0][0]
+    unmatched = F.col("event_id").isNull()
+    row = sides("event_id").agg(
+        F.sum(F.when(unmatched | (F.col("s") == 0), F.col("e"))).alias("missing"),
+        F.sum(F.when(unmatched | (F.col("e") == 0), F.col("s"))).alias("extra"),
+    ).collect()[0]
     return {
-        "days_where_target_rows_differ_from_events": int(days_bad),
-        "events_without_target_row": int(missing),
-        "target_rows_without_event": int(extra),
-        "seq_pos_duplicated": int(dup or 0),
-        "users_with_seq_pos_gaps": int(gaps),
+        "days_where_target_rows_differ_from_events": int(days_bad or 0),
+        "events_without_target_row": int(row["missing"] or 0),
+        "target_rows_without_event": int(row["extra"] or 0),
     }
 
 
