@@ -176,12 +176,20 @@ def add_event_ids(staged, repeated_lines: str):
     else:
         occurrence_window = Window.partitionBy("source", "source_file", "record_key").orderBy("source_line")
         occurrence = (F.row_number().over(occurrence_window) - 1).cast("string")
-    event_id_col = F.substring(
+    return staged.withColumn("event_id", event_id_column(occurrence))
+
+
+def event_id_column(occurrence):
+    """Spark: the ``event_id`` of a staged row (columns ``source``, ``record_key``) with the
+    given occurrence (a string Column): the rule of :func:`event_id`, as a Column expression.
+    Row-local, so with occurrence ``"0"`` (``repeated_lines: duplicate``) it needs no shuffle."""
+    from pyspark.sql import functions as F
+
+    return F.substring(
         F.sha2(F.concat_ws(ID_SEPARATOR, F.col("source"), F.col("record_key"), occurrence), 256),
         1,
         EVENT_ID_HEX_CHARS,
     )
-    return staged.withColumn("event_id", event_id_col)
 
 
 def to_events(with_ids):

@@ -1,8 +1,10 @@
 """The same staging as the Beam pipeline, run as a plain Spark job.
 
 Each source file is read by one Spark task through the same adapter and the same rules
-(``SourceAdapter.read_records``), so validation is identical; occurrences, event ids and
-de-duplication use the window functions of ``features.events``. The output is the stage
+(``SourceAdapter.read_records``), so validation is identical; event ids and occurrences are
+``features.events``' rule, and the first copy of a repeated id (by file and line) is kept, as
+Beam keeps it. Nothing is cached in Spark's block manager: the reader's rows are written once
+as Parquet and read back (:func:`run_stage_spark`). The output is the stage
 directory layout of :mod:`pipelines.beam_ingest` (``accepted/``, ``rejected/``,
 ``counts.json``) and the same dead-letter messages, so the commit step does not care which
 engine staged the run. ``repeated_lines`` is honoured as in the Beam pipeline.
@@ -16,11 +18,16 @@ import os
 
 import pyarrow as pa
 
-from features.events import ID_SEPARATOR, STAGED_EVENT_SCHEMA, add_event_ids
+from features.events import ID_SEPARATOR, STAGED_EVENT_SCHEMA
 from features.rejections import REJECTED_RECORD_SCHEMA, Reason
 from pipelines.beam_ingest import ACCEPTED_SCHEMA, COUNTS_FILE, IngestBalanceError, StageCounts
 
 KIND = "_kind"  # accepted | rejected | count
+#: Intermediate folders of a stage directory, removed when the stage is written.
+PARSED_DIR, KEYED_DIR, REPEATED_DIR = "_parsed", "_keyed", "_repeated"
+#: Repeated ids up to which their table is broadcast to the join that marks later copies
+#: (about 60 bytes each); above it Spark plans the join itself.
+BROADCAST_REPEATED_IDS = 2_000_000
 
 
 def _combined_schema() -> pa.Schema:
@@ -34,6 +41,10 @@ def _combined_schema() -> pa.Schema:
 
 
 COMBINED = _combined_schema()
+#: The reader's rows as written to ``_parsed/``: :data:`COMBINED` and the accepted rows' ids.
+PARSED = COMBINED.append(pa.field("event_id", pa.string()))
+#: ``_repeated/``: each id staged more than once and its first copy's (file, line).
+REPEATED = pa.schema([("event_id", pa.string()), ("_first_file", pa.string()), ("_first_line", pa.int64())])
 
 
 def _as_combined(table: pa.Table, kind: str) -> pa.RecordBatch:
@@ -47,6 +58,19 @@ def _as_combined(table: pa.Table, kind: str) -> pa.RecordBatch:
         else:
             cols.append(pa.nulls(n, f.type))
     return pa.RecordBatch.from_arrays(cols, schema=COMBINED)
+
+
+def read_stage_dir(spark, path: str, schema: pa.Schema):
+    """The Parquet files of a local stage folder as a Spark DataFrame of ``schema`` (an empty
+    one when the folder is absent or holds no file, as a run with nothing to write leaves it)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from pipelines.spark import spark_path
+
+    files = [f for f in (os.listdir(path) if os.path.isdir(path) else []) if f.endswith(".parquet")]
+    if not files:
+        return spark.createDataFrame([], from_arrow_schema(schema))
+    return spark.read.schema(from_arrow_schema(schema)).parquet(*[spark_path(os.path.join(path, f)) for f in sorted(files)])
 
 
 def _reader(name, config, rules, chunk_rows, now, follow_symlinks=False):
@@ -78,49 +102,102 @@ def run_stage_spark(
 ) -> StageCounts:
     """Stage ``files`` with Spark into ``stage_dir``; raise if the counts do not balance.
 
-    ``repeated_lines``, ``follow_symlinks``: as for :func:`pipelines.beam_ingest.run_stage`."""
-    from pyspark.sql import Window
+    ``repeated_lines``, ``follow_symlinks``: as for :func:`pipelines.beam_ingest.run_stage`.
+
+    Passes, none of which caches a dataset in Spark's block manager (docs/ingestion.md):
+
+    1. the reader (Python, one task per file) runs once; its rows (accepted, rejected, and one
+       count per file) are written to ``_parsed/`` as Parquet, with the event ids of the
+       accepted rows (row-local under ``repeated_lines: duplicate``; under ``distinct`` the
+       occurrences need a window by file and key, so the accepted rows with their ids are
+       written once more, to ``_keyed/``);
+    2. the ids seen more than once, with their first copy's (file, line), from a grouping of
+       the ids, files and lines only (the one shuffle), written to ``_repeated/``;
+    3. ``accepted/``: every accepted row that is no later copy of a repeated id (its
+       ``_repeated`` match broadcast when small);
+    4. ``rejected/``: the reader's dead letters and the later copies, each with its reason
+       (with no repeated id, 3 and 4 are plain copies: no join).
+
+    The counts are read from the reader's per-file rows and the written outputs, and the
+    intermediate folders are removed before returning.
+    """
+    import shutil
+
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
+    from features.events import add_event_ids, check_repeated_lines, event_id_column
     from pipelines.spark import spark_path
 
+    row_local_ids = check_repeated_lines(repeated_lines) == "duplicate"
     os.makedirs(stage_dir, exist_ok=True)
-    file_df = spark.createDataFrame([(f,) for f in sorted(files)], "file string").repartition(max(1, len(files)))
-    reader = _reader(name, config, rules, chunk_rows, now, follow_symlinks)
-    combined = file_df.mapInArrow(reader, from_arrow_schema(COMBINED)).persist()
+    parsed_dir, keyed_dir, repeated_dir = (os.path.join(stage_dir, d) for d in (PARSED_DIR, KEYED_DIR, REPEATED_DIR))
     try:
-        staged = combined.where(F.col(KIND) == "accepted").select(*STAGED_EVENT_SCHEMA.names)
-        keyed = add_event_ids(staged, repeated_lines)
-        first = Window.partitionBy("event_id").orderBy("source_file", "source_line")
-        ranked = (
-            keyed.withColumn("_rank", F.row_number().over(first))
-            .withColumn("_first_file", F.first("source_file").over(first))
-            .withColumn("_first_line", F.first("source_line").over(first).cast("string"))
-            .persist()
+        # 1. Parse once.
+        file_df = spark.createDataFrame([(f,) for f in sorted(files)], "file string").repartition(max(1, len(files)))
+        reader = _reader(name, config, rules, chunk_rows, now, follow_symlinks)
+        combined = file_df.mapInArrow(reader, from_arrow_schema(COMBINED))
+        ids = event_id_column(F.lit("0")) if row_local_ids else F.lit(None).cast("string")
+        combined = combined.withColumn("event_id", F.when(F.col(KIND) == "accepted", ids))
+        combined.write.mode("overwrite").parquet(spark_path(parsed_dir))
+        parsed = read_stage_dir(spark, parsed_dir, PARSED)
+
+        def kind(k: str):
+            return parsed.where(F.col(KIND) == k)
+
+        by_file = {r.source_file: int(r.records) for r in kind("count").select("source_file", "records").collect()}
+        keyed = kind("accepted").select(*ACCEPTED_SCHEMA.names)
+        if not row_local_ids:
+            add_event_ids(keyed.drop("event_id"), repeated_lines).select(*ACCEPTED_SCHEMA.names).write.mode(
+                "overwrite"
+            ).parquet(spark_path(keyed_dir))
+            keyed = read_stage_dir(spark, keyed_dir, ACCEPTED_SCHEMA)
+
+        # 2. The repeated ids and their first copies: min (file, line) = the first by that order.
+        first = F.min(F.struct("source_file", "source_line"))
+        (
+            keyed.groupBy("event_id")
+            .agg(F.count(F.lit(1)).alias("_copies"), first.alias("_first"))
+            .where(F.col("_copies") > 1)
+            .select("event_id", F.col("_first.source_file").alias("_first_file"), F.col("_first.source_line").alias("_first_line"))
+            .write.mode("overwrite").parquet(spark_path(repeated_dir))
         )
-        accepted = ranked.where("_rank = 1").select(*ACCEPTED_SCHEMA.names)
-        dups = ranked.where("_rank > 1").select(
-            "source", "source_file", "source_line",
-            F.regexp_replace("record_key", ID_SEPARATOR, ",").alias("raw_record"),
-            F.lit(Reason.DUPLICATE.value).alias("reason_code"),
-            # The text of pipelines.beam_ingest.duplicate_reason.
-            F.when(
-                F.col("source_file") == F.col("_first_file"),
-                F.concat(F.lit("exact repeat of line "), F.col("_first_line"), F.lit(" of the same file")),
+        repeated = read_stage_dir(spark, repeated_dir, REPEATED)
+        repeated_ids = repeated.count()
+        reader_rejected = kind("rejected").select(*REJECTED_RECORD_SCHEMA.names)
+        if repeated_ids == 0:
+            accepted, rejected = keyed, reader_rejected
+        else:
+            # 3, 4. One left join marks the later copies; the small side is broadcast.
+            side = F.broadcast(repeated) if repeated_ids <= BROADCAST_REPEATED_IDS else repeated
+            marked = keyed.join(side, "event_id", "left")
+            later = F.col("_first_file").isNotNull() & ~(
+                (F.col("source_file") == F.col("_first_file")) & (F.col("source_line") == F.col("_first_line"))
             )
-            .otherwise(F.concat(F.lit("same event_id as "), F.col("_first_file"), F.lit(" line "), F.col("_first_line")))
-            .alias("reason"),
-        )
-        rejected = combined.where(F.col(KIND) == "rejected").select(*REJECTED_RECORD_SCHEMA.names).unionByName(dups)
-        accepted.write.mode("overwrite").parquet(spark_path(os.path.join(stage_dir, "accepted")))
-        rejected.write.mode("overwrite").parquet(spark_path(os.path.join(stage_dir, "rejected")))
-        by_file = {r.source_file: int(r.records) for r in combined.where(F.col(KIND) == "count").select("source_file", "records").collect()}
-        by_reason = {r.reason_code: int(r["count"]) for r in rejected.groupBy("reason_code").count().collect()}
-        n_accepted = accepted.count()
-        ranked.unpersist()
+            accepted = marked.where(~later).select(*ACCEPTED_SCHEMA.names)
+            first_line = F.col("_first_line").cast("string")
+            dups = marked.where(later).select(
+                "source", "source_file", "source_line",
+                F.regexp_replace("record_key", ID_SEPARATOR, ",").alias("raw_record"),
+                F.lit(Reason.DUPLICATE.value).alias("reason_code"),
+                # The text of pipelines.beam_ingest.duplicate_reason.
+                F.when(
+                    F.col("source_file") == F.col("_first_file"),
+                    F.concat(F.lit("exact repeat of line "), first_line, F.lit(" of the same file")),
+                )
+                .otherwise(F.concat(F.lit("same event_id as "), F.col("_first_file"), F.lit(" line "), first_line))
+                .alias("reason"),
+            )
+            rejected = reader_rejected.unionByName(dups)
+        accepted_path, rejected_path = (os.path.join(stage_dir, d) for d in ("accepted", "rejected"))
+        accepted.write.mode("overwrite").parquet(spark_path(accepted_path))
+        rejected.write.mode("overwrite").parquet(spark_path(rejected_path))
+        n_accepted = read_stage_dir(spark, accepted_path, ACCEPTED_SCHEMA).count()
+        written = read_stage_dir(spark, rejected_path, REJECTED_RECORD_SCHEMA)
+        by_reason = {r.reason_code: int(r["count"]) for r in written.groupBy("reason_code").count().collect()}
     finally:
-        combined.unpersist()
+        for d in (parsed_dir, keyed_dir, repeated_dir):
+            shutil.rmtree(d, ignore_errors=True)
     duplicates = by_reason.get(Reason.DUPLICATE.value, 0)
     result = StageCounts(
         records_in=sum(by_file.values()),

@@ -25,6 +25,7 @@ from pipelines.beam_ingest import (
 from pipelines.ingest.results import IngestModeError, IngestResult, _base
 from pipelines.ingest.stage import clean_stale_stage_dirs, new_stage_dir, stage_base
 from pipelines.sections import IngestRules
+from pipelines.spark_stage import read_stage_dir as _read_stage
 from pipelines.sources import SourceAdapter
 from pipelines.warehouse import CommitConflict, Warehouse
 
@@ -112,8 +113,10 @@ def _commit_events(
     """The commit step (module docstring, step 2); ``rejected_manifest`` is filled in later."""
     from pyspark.sql import functions as F
 
-    staged = to_events(_read_stage(spark, os.path.join(stage_dir, "accepted"), ACCEPTED_SCHEMA)).persist()
-    cached = [staged]
+    # Not cached: the staged Parquet is read again more cheaply than Spark's cache is built (the
+    # dates need only `event_ts`; a first run then reads it once more to write).
+    staged = to_events(_read_stage(spark, os.path.join(stage_dir, "accepted"), ACCEPTED_SCHEMA))
+    cached = []
     try:
         # One aggregate gives the dates present and how many staged rows fall outside the window.
         per_date = _rows_per_date(staged)
@@ -233,17 +236,6 @@ def _check_same_mode(warehouse: Warehouse, source: str, repeated_lines: str) -> 
             f"source {source!r} was ingested into {warehouse.uri} with ingest.repeated_lines: {recorded}; "
             f"this run uses {repeated_lines}: keep {recorded}, or ingest into a fresh warehouse"
         )
-
-
-def _read_stage(spark, path: str, schema: pa.Schema):
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    from pipelines.spark import spark_path
-
-    files = [f for f in (os.listdir(path) if os.path.isdir(path) else []) if f.endswith(".parquet")]
-    if not files:
-        return spark.createDataFrame([], from_arrow_schema(schema))
-    return spark.read.schema(from_arrow_schema(schema)).parquet(*[spark_path(os.path.join(path, f)) for f in sorted(files)])
 
 
 def _append_with_retry(table: str, write):

@@ -1,4 +1,5 @@
-"""The bucketed Beam pipeline against a brute-force Python reference of the ingestion rules.
+"""The bucketed Beam pipeline, and the Spark engine, against a brute-force Python reference of
+the ingestion rules.
 
 The reference reads every record with the source adapter (the same validation) and applies the
 rules one record at a time: the occurrence of a record is its rank, in line order, among the
@@ -7,7 +8,9 @@ records of its file with the same raw text (``distinct``) or 0 (``duplicate``); 
 ``(source_file, source_line)`` is accepted and every other one is a ``duplicate`` dead letter
 naming it. Generated files repeat lines within a file and across files, mix in bad lines, span
 several read chunks and the pipeline runs with one and with several buckets; the result must
-not depend on the bucket count nor on the DirectRunner's workers.
+not depend on the bucket count nor on the DirectRunner's workers. The Spark engine
+(``pipelines/spark_stage.py``) must give the same stage with its repeated ids broadcast to the
+join and with Spark planning that join itself.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from features.events import REPEATED_LINES, event_id
 from pipelines.beam_ingest import id_buckets, occurrence0_ids, run_stage
 from pipelines.settings import ConfigError, IngestRules, SourceConfig, load_settings
 from pipelines.sources import adapter_for
+from pipelines.spark_stage import run_stage_spark
 
 NOW = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 HEADER = (
@@ -83,10 +87,17 @@ def reference(adapter, files: list[str], mode: str) -> tuple[dict, dict, dict, i
     return accepted, duplicates, others, records
 
 
-def check_against_reference(src: Path, stage: Path, mode: str, **options) -> None:
+def check_against_reference(src: Path, stage: Path, mode: str, spark=None, **options) -> None:
+    """The stage written by the Beam pipeline (or, given ``spark``, by the Spark engine) equals
+    the reference: every accepted row, every dead letter with its reason, the counts."""
     adapter = adapter_for("gen", SourceConfig(kind="kuairand", path=str(src)))
     files = adapter.event_files()
-    counts = run_stage(files, str(stage), "gen", adapter.config, IngestRules(), now=NOW, repeated_lines=mode, **options)
+    if spark is None:
+        counts = run_stage(files, str(stage), "gen", adapter.config, IngestRules(), now=NOW, repeated_lines=mode, **options)
+    else:
+        counts = run_stage_spark(spark, files, str(stage), "gen", adapter.config, IngestRules(), now=NOW,
+                                 repeated_lines=mode, **options)
+        assert sorted(os.listdir(stage)) == ["accepted", "counts.json", "rejected"]  # no intermediate left
     accepted, duplicates, others, records = reference(adapter, files, mode)
 
     got = {(r["source_file"], r["source_line"]): r for r in read(stage, "accepted")}
@@ -139,6 +150,34 @@ def test_bucketed_pipeline_equals_a_brute_force_reference(tmp_path_factory, file
     src = tmp_path_factory.mktemp("gen")
     write_files(src, files)
     check_against_reference(src, src / "stage", mode, buckets=buckets, chunk_rows=chunk_rows)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    files=st.lists(st.lists(LINE, min_size=0, max_size=25), min_size=1, max_size=3),
+    mode=st.sampled_from(REPEATED_LINES),
+    broadcast=st.booleans(),
+    chunk_rows=st.sampled_from([3, 1000]),
+)
+@example(files=PINNED, mode="duplicate", broadcast=True, chunk_rows=3)
+@example(files=PINNED, mode="duplicate", broadcast=False, chunk_rows=3)
+@example(files=PINNED, mode="distinct", broadcast=False, chunk_rows=1000)
+@example(files=[[], []], mode="duplicate", broadcast=True, chunk_rows=1000)  # nothing to stage
+def test_the_spark_engine_equals_the_brute_force_reference(spark, tmp_path_factory, monkeypatch, files, mode, broadcast,
+                                                           chunk_rows):
+    import pipelines.spark_stage as spark_stage
+
+    # Above the limit Spark plans the join that marks later copies itself: with its own
+    # broadcast threshold off too, a shuffle join.
+    monkeypatch.setattr(spark_stage, "BROADCAST_REPEATED_IDS", 2_000_000 if broadcast else 0)
+    threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold if broadcast else "-1")
+    try:
+        src = tmp_path_factory.mktemp("gen")
+        write_files(src, files)
+        check_against_reference(src, src / "stage", mode, spark=spark, chunk_rows=chunk_rows)
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
 
 
 def test_the_pinned_case_has_repeats_within_and_across_files_in_several_buckets(tmp_path):
