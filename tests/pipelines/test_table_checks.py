@@ -455,6 +455,62 @@ def test_arrow_and_spark_preparation_find_the_same_defects(spark, tmp_path, tabl
     assert runs["arrow"].passed == runs["spark"].passed
 
 
+def _stored_results(wh: Warehouse, suite: str) -> list[dict]:
+    """The GX validation results of ``suite`` kept in the warehouse's result store (JSON)."""
+    import json
+
+    root = Path(reports_root(wh)) / "gx" / "_stores" / "validations" / suite
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))]
+
+
+def _spark_jobs(spark, group: str, fn):
+    """``fn()`` and the ids of the Spark jobs it ran (counted with a job group)."""
+    sc = spark.sparkContext
+    sc.setJobGroup(group, group)
+    try:
+        out = fn()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    return out, sc.statusTracker().getJobIdsForGroup(group)
+
+
+def test_on_spark_a_suite_that_holds_is_validated_without_fetching_unexpected_values(spark, tmp_path, monkeypatch):
+    """A Spark frame is validated pass-or-fail first (GX then runs no scan per map expectation
+    for unexpected values): fewer Spark jobs than a detailed validation, the same outcomes (a
+    strict map expectation that holds has 0 unexpected), and one stored result per run."""
+    from pipelines.quality import gx_run
+
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    for name, cols in good_tables().items():
+        write(wh, name, cols)
+    check = lambda run: check_table(spark, wh, "events", QualitySettings(engine="spark"), params=PARAMS, run_name=run)  # noqa: E731
+    first, jobs = _spark_jobs(spark, "pass-or-fail", lambda: check("first"))
+    monkeypatch.setattr(gx_run, "PASS_OR_FAIL", gx_run.DETAILED)  # every validation in detail, as before
+    detailed, detailed_jobs = _spark_jobs(spark, "detailed", lambda: check("detailed"))
+    assert first.passed and detailed.passed, first.summary()
+    outcome = lambda r: sorted((e.batch, e.expectation, str(e.column), e.success, e.unexpected_count) for e in r.expectations)  # noqa: E731
+    assert outcome(first) == outcome(detailed)
+    assert any(e.unexpected_count == 0 for e in first.expectations if e.batch == "events")
+    assert 0 < len(jobs) < len(detailed_jobs), (len(jobs), len(detailed_jobs))
+    stored = _stored_results(wh, "events_quality")
+    assert len(stored) == 2  # one per run
+
+
+def test_on_spark_a_suite_that_fails_is_validated_again_in_detail(spark, tmp_path):
+    """The failing suite's detailed result (counts, unexpected values) replaces the first one."""
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    for name, cols in _defective_tables().items():
+        write(wh, name, cols)
+    r = check_table(spark, wh, "user_sequences", QualitySettings(engine="spark"), params=PARAMS)
+    assert not r.passed and r.engine == "spark"
+    bad = {e.column: (e.unexpected_count, e.unexpected_sample) for e in r.failures}
+    assert bad["hist_play_time_ms_min_element"] == (1, ["-5"]), bad
+    assert bad["target_date,target_ts_utc_date"][0] == 1, bad
+    (stored,) = _stored_results(wh, "user_sequences_quality")  # the detailed result replaced the first
+    failing = [x for x in stored["results"] if not x["success"]]
+    assert failing and all("partial_unexpected_list" in x["result"] for x in failing)
+
+
 def test_rote_view_invariants_on_arrow_count_what_spark_counts(spark):
     """The view check counts on Arrow/NumPy; on defective rows it agrees with the Spark counts."""
     from pipelines.sequences.checks import rote_violations, rote_violations_arrow
