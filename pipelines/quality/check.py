@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.quality.contract import check_contract
 from pipelines.quality.expectations import ERROR, Expectation, SuiteContext, columns_used
-from pipelines.quality.frames import arrow_to_pandas, as_utc, nan_to_null, to_pandas
+from pipelines.quality.frames import arrow_to_pandas, as_utc, lists_as_lengths, nan_to_null, to_pandas
 from pipelines.quality.gx_run import Batch, run_gx
 from pipelines.quality.results import INFO_COUNTS, TableCheckResult, reports_root, store_result, violations_ok
 from pipelines.quality.settings import QualitySettings, settings_params
@@ -99,12 +99,13 @@ def check_table(
             frame = shared.arrow()
             outcome = check_contract(spark, warehouse, c, partitions=present, frame=frame)
             frame = suite.prepare_arrow(frame)
-            frame = arrow_to_pandas(frame.select(columns_used(suite.expectations, frame.column_names)))
+            frame = lists_as_lengths(frame.select(columns_used(suite.expectations, frame.column_names)), suite.expectations)
+            frame = arrow_to_pandas(frame)
         else:
             df = shared.spark(spark)
             outcome = check_contract(spark, warehouse, c, partitions=present, frame=df)
             df = suite.prepare(df)
-            df = nan_to_null(df.select(*columns_used(suite.expectations, df.columns)))
+            df = nan_to_null(lists_as_lengths(df.select(*columns_used(suite.expectations, df.columns)), suite.expectations))
             if engine == "pandas":
                 frame = to_pandas(spark, df)
             else:

@@ -511,6 +511,55 @@ def test_on_spark_a_suite_that_fails_is_validated_again_in_detail(spark, tmp_pat
     assert failing and all("partial_unexpected_list" in x["result"] for x in failing)
 
 
+@pytest.mark.parametrize("engine", ["auto", "spark"])
+def test_a_list_column_only_checked_for_nulls_reaches_gx_as_its_lengths(spark, tmp_path, monkeypatch, engine):
+    """Regression: the check of a 1,898,928-row ``user_vectors`` (in the process, under the row
+    limit) collected every vector to the driver and failed on ``spark.driver.maxResultSize``.
+    A list column that only a not-null expectation reads now reaches GX as its length."""
+    from pipelines.quality import check as check_module
+
+    frames = {}
+    real = check_module.run_gx
+
+    def spy(reports, batches, *args, **kwargs):
+        frames.update({name: frame for name, _, _, frame in batches})
+        return real(reports, batches, *args, **kwargs)
+
+    monkeypatch.setattr(check_module, "run_gx", spy)
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    for name in ("users", "user_vectors"):
+        write(wh, name, good_tables()[name])
+    r = check_table(spark, wh, "user_vectors", QualitySettings(engine=engine), params=PARAMS)
+    assert r.passed, r.summary()
+    frame = frames["user_vectors"]
+    columns = frame.columns if engine == "auto" else [f.name for f in frame.schema.fields]
+    assert "vector" in columns
+    vectors = list(frame["vector"]) if engine == "auto" else [row.vector for row in frame.collect()]
+    assert vectors == [2, 2]  # the lengths, not the lists
+    assert any(e.expectation == "expect_column_values_to_not_be_null" and e.column == "vector" and e.success
+               for e in r.expectations)
+
+
+def test_lists_as_lengths_keeps_nulls_and_other_columns(spark):
+    """A null list stays null (its not-null expectation still fails); a list column that another
+    expectation reads, or none, is left as it is; Arrow and Spark give the same lengths."""
+    from pipelines.quality.expectations import Expectation
+    from pipelines.quality.frames import lists_as_lengths
+
+    table = pa.table({"a": [[1, 2], None, []], "b": [[1], [2], None], "c": [[3], None, [4]], "n": [1, 2, 3]})
+    exps = [Expectation("ExpectColumnValuesToNotBeNull", {"column": "a"}),
+            Expectation("ExpectColumnValuesToNotBeNull", {"column": "b"}),
+            Expectation("ExpectColumnValuesToBeUnique", {"column": "b"}),
+            Expectation("ExpectColumnValuesToNotBeNull", {"column": "n"})]
+    out = lists_as_lengths(table, exps)
+    assert out.column("a").to_pylist() == [2, None, 0]
+    assert out.column("b").to_pylist() == [[1], [2], None] and out.column("c").to_pylist() == [[3], None, [4]]
+    assert out.column("n").to_pylist() == [1, 2, 3]
+    df = lists_as_lengths(spark.createDataFrame(table.to_pandas()), exps)
+    assert [r.a for r in df.orderBy("n").collect()] == [2, None, 0]
+    assert [r.b for r in df.orderBy("n").collect()] == [[1], [2], None]
+
+
 def test_rote_view_invariants_on_arrow_count_what_spark_counts(spark):
     """The view check counts on Arrow/NumPy; on defective rows it agrees with the Spark counts."""
     from pipelines.sequences.checks import rote_violations, rote_violations_arrow
