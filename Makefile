@@ -9,6 +9,10 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export DAGSTER_HOME ?= $(abspath var/dagster)
+# Processes the fast suite runs in (pytest-xdist, whole files to one process, so module
+# fixtures are built once; each process has its own Spark session and temporary folders):
+# `auto` is one per CPU; TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= auto
 
 .PHONY: help setup demo test test-slow test-cluster test-all dev defs clean
 help: ## list the targets
@@ -20,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(BIN)/python -m pip install $(PIP_QUIET) --upgrade pip==26.3 2>&1 | grep -v 'is ignored' || true
 	@$(BIN)/python -m pip install $(PIP_QUIET) -r requirements.lock 2>&1 | grep -v 'is ignored' || true
 	@$(BIN)/python -m pip install $(PIP_QUIET) --no-deps -e . 2>&1 | grep -v 'is ignored' || true
-	@$(BIN)/python -c "import pyspark, dagster, great_expectations, deltalake, polars, torch, hypothesis, pipelines.beam_ingest, features, orchestration, trainers" \
+	@$(BIN)/python -c "import pyspark, dagster, great_expectations, deltalake, polars, torch, hypothesis, xdist, pipelines.beam_ingest, features, orchestration, trainers" \
 		|| { echo "setup failed: the pinned stack did not install"; exit 1; }
 	@touch $(STAMP)
 
@@ -30,8 +34,8 @@ demo: $(STAMP) ## run the whole pipeline on the synthetic default; prints every 
 	@$(BIN)/python -m orchestration.instance > /dev/null  # $(DAGSTER_HOME)/dagster.yaml: telemetry off, one writer per table
 	$(BIN)/recfeat demo
 
-test: $(STAMP) ## run the default (fast) test suite
-	$(BIN)/python -m pytest
+test: $(STAMP) ## run the default (fast) test suite, one process per CPU (TEST_WORKERS=0: one process)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP) ## run the slow tests (large data, end-to-end CLI, dg, the UI in chromium)
 	$(BIN)/python -m pytest -m slow
