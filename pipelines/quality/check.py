@@ -91,7 +91,24 @@ def check_table(
     shared = SharedRead(warehouse, manifest, present)
     whole = present is None or sorted(present) == sorted(manifest.partitions)
     counter_notes: list[str] = []
-    counts = _count_invariants(invariants, counter_notes, SharedReadWarehouse(warehouse, shared, whole))
+    counter_wh = SharedReadWarehouse(warehouse, shared, whole)
+    counting: _Counting | None = None
+    counts: dict[str, int] | None = None
+    if invariants is not None and engine == "pandas":
+        # In the process, the counter (Arrow and NumPy, which release the GIL) counts in a thread
+        # beside GX on pandas; the check waits only for the kind of read it chose.
+        counting = _Counting(invariants, counter_notes, counter_wh, shared)
+        shared.wait_for_kind()
+    else:
+        counts = _count_invariants(invariants, counter_notes, counter_wh)
+
+    def counted() -> list[Batch]:
+        nonlocal counts
+        if counting is not None:
+            counts = counting.result()
+        notes.extend(counter_notes)
+        return [_invariants_batch(table, counts)] if counts else []
+
     batches: list[Batch] = []
     persisted = None
     try:
@@ -112,14 +129,13 @@ def check_table(
                 frame = persisted = df.persist()
         batches.append((table, f"{table}_quality", suite.expectations, frame))
         batches += band_batches(warehouse, manifest, table, suite.bands, list(partitions), settings, notes)
-        notes += counter_notes
-        if counts:
-            batches.append(_invariants_batch(table, counts))
 
         reports = reports_root(warehouse, settings)
         run_name = _safe_name(run_name or "manual")
-        expectations, pages, index = run_gx(reports, batches, run_name, now, settings.keep_validations)
+        expectations, pages, index = run_gx(reports, batches, run_name, now, settings.keep_validations, later=counted)
     finally:
+        if counting is not None:
+            counting.join()  # a failed validation still waits for the thread it started
         if persisted is not None:
             persisted.unpersist()
 
@@ -188,6 +204,38 @@ def _count_invariants(counter: Callable[..., dict[str, int]] | None, notes: list
         notes.append("the invariant counter returned no counts")
         return {"counter_returned_no_counts": 1}
     return counts
+
+
+class _Counting:
+    """:func:`_count_invariants` in a thread of its own, started at once; :meth:`result` waits
+    for its counts. Whatever way the counter ends, the shared read is settled, so a check
+    waiting for the kind of read (:meth:`SharedRead.wait_for_kind`) never waits forever."""
+
+    def __init__(self, counter, notes: list[str], warehouse, shared: SharedRead):
+        import threading
+
+        self._counts: dict[str, int] | None = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._counts = _count_invariants(counter, notes, warehouse)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+                self._error = exc
+            finally:
+                shared.settle()
+
+        self._thread = threading.Thread(target=run, name=f"recfeat-invariants-{shared.table}", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> dict[str, int] | None:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._counts
 
 
 def _takes_argument(fn: Callable) -> bool:

@@ -43,6 +43,9 @@ class Expectation:
         return column_of(self.kwargs)
 
     def to_gx(self):
+        from pipelines.quality.preload import wait_for_gx
+
+        wait_for_gx()
         import great_expectations as gx
 
         cls = getattr(gx.expectations, self.type)

@@ -8,9 +8,15 @@ invariant counter gets: it answers the counter's reads of the checked table at t
 read) from the shared read, and passes every other call to the real warehouse. A read of
 another table, of another version or of some partitions only is not the checked read and goes
 to the warehouse. ``reads`` counts the reads of the checked table (1 after a check).
+
+Threads: the counter may run in a thread of its own beside GX (:func:`pipelines.quality.check.check_table`).
+The read is made under a lock, so two threads asking at once get the one read, and
+:meth:`SharedRead.wait_for_kind` lets the check wait until the counter has chosen the read's kind
+(or ended without a read of the table).
 """
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,22 +43,48 @@ class SharedRead:
         self.reads = 0
         self._arrow: "pa.Table | None" = None
         self._spark = None
+        self._lock = threading.RLock()
+        self._asked = threading.Event()  # set when a kind was first asked for (or settled)
+        self._kind: str | None = None  # the kind first asked for
+
+    def wait_for_kind(self) -> str | None:
+        """Wait until a read kind was asked for, or :meth:`settle` was called (the counter ended
+        without reading the table); return the kind first asked for (``None``: none)."""
+        self._asked.wait()
+        return self._kind
+
+    def settle(self) -> None:
+        """No kind will be asked for by the one :meth:`wait_for_kind` waits on (it ended)."""
+        self._asked.set()
+
+    def _ask(self, kind: str) -> None:
+        if self._kind is None:
+            self._kind = kind
+            self._asked.set()
 
     @property
     def kind(self) -> str | None:
         """``"spark"`` or ``"arrow"``: what was read (``None`` before the read)."""
-        return "spark" if self._spark is not None else "arrow" if self._arrow is not None else None
+        with self._lock:
+            return "spark" if self._spark is not None else "arrow" if self._arrow is not None else None
 
     def arrow(self) -> "pa.Table":
-        if self._arrow is None:
-            if self._spark is not None:
-                self._arrow = _spark_to_arrow(self._spark, self._schema())
-            else:
-                self.reads += 1
-                self._arrow = self.warehouse.read_arrow(self.table, version=self.manifest.version, partitions=self.partitions)
-        return self._arrow
+        with self._lock:
+            self._ask("arrow")
+            if self._arrow is None:
+                if self._spark is not None:
+                    self._arrow = _spark_to_arrow(self._spark, self._schema())
+                else:
+                    self.reads += 1
+                    self._arrow = self.warehouse.read_arrow(self.table, version=self.manifest.version, partitions=self.partitions)
+            return self._arrow
 
     def spark(self, session):
+        with self._lock:
+            self._ask("spark")
+            return self._spark_read(session)
+
+    def _spark_read(self, session):
         if self._spark is None:
             if self._arrow is not None:
                 from pyspark.sql.pandas.types import from_arrow_schema

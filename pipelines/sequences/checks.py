@@ -317,8 +317,8 @@ def check_rote_view(spark, warehouse: Warehouse, settings: SequenceSettings, ver
 
     Derives the view's rows of a deterministic sample of about ``sample_rows`` rows of
     ``user_sequences`` at ``version`` (every row when it has no more; otherwise the rows whose
-    bucket, the first 20 bits of ``sha256(event_id)``, falls below the sampled fraction of
-    2^20) with the read path's
+    bucket, :func:`sample_bucket_spark`, falls below the sampled fraction of 2^20: about that
+    fraction of every user's rows) with the read path's
     own kernel (:func:`features.sequences.rote.rote_batch`, on Arrow in the driver) and counts
     the same violations as :func:`check_rote` on them (:func:`rote_violations_arrow`), prefixed
     ``rote_view_``, plus ``rote_view_schema_differs`` (1 when the derived columns are not the
@@ -336,7 +336,7 @@ def check_rote_view(spark, warehouse: Warehouse, settings: SequenceSettings, ver
     seqs = warehouse.read_spark(spark, USER_SEQUENCES.name, version=manifest.version)
     if manifest.row_count > sample_rows:
         below = _sample_below(sample_rows, manifest.row_count)
-        seqs = seqs.where(F.conv(F.substring(F.sha2(F.col("event_id"), 256), 1, SAMPLE_HEX_DIGITS), 16, 10).cast("long") < below)
+        seqs = seqs.where(sample_bucket_spark() < below)
     src = seqs.select(*ROTE_INPUT_COLUMNS, "hist_len").toArrow()
     return _rote_view_counts(src, settings)
 
@@ -344,37 +344,67 @@ def check_rote_view(spark, warehouse: Warehouse, settings: SequenceSettings, ver
 def check_rote_view_arrow(warehouse: Warehouse, settings: SequenceSettings, version=None,
                           sample_rows: int = ROTE_VIEW_SAMPLE_ROWS) -> dict[str, int]:
     """:func:`check_rote_view` without Spark: the same sample (the same rule on the same
-    ``event_id`` values, computed with ``hashlib``) read with Arrow, the same counts."""
-    import hashlib
-
-    import numpy as np
-
+    values, :func:`sample_bucket_arrow`) read with Arrow, the same counts."""
     from pipelines.sequences.view import ROTE_INPUT_COLUMNS
 
     if sample_rows < 1:
         raise ValueError(f"sample_rows must be >= 1, not {sample_rows}")
     manifest = warehouse.manifest(USER_SEQUENCES.name, version)
-    src = warehouse.read_arrow(USER_SEQUENCES.name, version=manifest.version, columns=[*ROTE_INPUT_COLUMNS, "hist_len"])
+    columns = [*ROTE_INPUT_COLUMNS, "hist_len"]
+    src = warehouse.read_arrow(USER_SEQUENCES.name, version=manifest.version, columns=[*columns, "seq_pos"])
     if manifest.row_count > sample_rows:
         below = _sample_below(sample_rows, manifest.row_count)
-        keep = np.fromiter(
-            (e is not None and int(hashlib.sha256(e.encode()).hexdigest()[:SAMPLE_HEX_DIGITS], 16) < below
-             for e in src.column("event_id").to_pylist()),
-            dtype=bool, count=src.num_rows,
-        )
-        src = src.filter(pa.array(keep))
-    return _rote_view_counts(src, settings)
+        src = src.filter(pa.array(sample_bucket_arrow(src) < below))
+    return _rote_view_counts(src.select(columns), settings)
 
 
-#: The view sample's bucket of a row: the first 5 hex digits (20 bits) of sha256(event_id), so
-#: Spark (``sha2``) and Python (``hashlib``) pick the same rows.
+#: The view sample's user hash: the first 5 hex digits (20 bits) of sha256(user_id), so Spark
+#: (``sha2``) and Python (``hashlib``) compute the same value.
 SAMPLE_HEX_DIGITS = 5
+#: The sample bucket's multiplier of ``seq_pos`` (odd, so that any 2^20 consecutive positions
+#: of one user fall in 2^20 different buckets; 2^32 / golden ratio).
+SAMPLE_POS_MULTIPLIER = 2_654_435_761
+SAMPLE_BUCKETS = 1 << (4 * SAMPLE_HEX_DIGITS)
+
+
+def sample_bucket_spark():
+    """The view sample's bucket of a ``user_sequences`` row, a Spark column in ``[0, 2^20)``:
+    ``(first 20 bits of sha256(user_id) + seq_pos * SAMPLE_POS_MULTIPLIER) mod 2^20``, null
+    when ``user_id`` or ``seq_pos`` is (a null bucket is never sampled).
+
+    One hash per user, not per row: a user's consecutive positions spread over the buckets,
+    so a sample of fraction ``f`` holds about ``f`` of each user's rows (all users, not a few
+    whole histories); :func:`sample_bucket_arrow` computes the same values."""
+    from pyspark.sql import functions as F
+
+    user = F.conv(F.substring(F.sha2(F.col("user_id"), 256), 1, SAMPLE_HEX_DIGITS), 16, 10).cast("long")
+    return F.pmod(user + F.col("seq_pos").cast("long") * F.lit(SAMPLE_POS_MULTIPLIER), F.lit(SAMPLE_BUCKETS))
+
+
+def sample_bucket_arrow(table: pa.Table):
+    """:func:`sample_bucket_spark` of ``table``'s rows (``user_id``, ``seq_pos``), a float64
+    NumPy array, NaN where either is null: ``hashlib`` once per distinct ``user_id``."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow.compute as pc
+
+    users = pc.dictionary_encode(table.column("user_id").combine_chunks())
+    digits = SAMPLE_HEX_DIGITS
+    per_user = np.array([int(hashlib.sha256(u.encode()).hexdigest()[:digits], 16) for u in users.dictionary.to_pylist()]
+                        + [0], dtype=np.int64)
+    idx = pc.fill_null(users.indices, len(users.dictionary)).to_numpy(zero_copy_only=False)
+    pos = table.column("seq_pos")
+    pos_np = pc.fill_null(pos, 0).to_numpy().astype(np.int64)
+    bucket = np.mod(per_user[idx] + pos_np * SAMPLE_POS_MULTIPLIER, SAMPLE_BUCKETS).astype(np.float64)
+    missing = pc.or_(pc.is_null(users), pc.is_null(pos)).to_numpy(zero_copy_only=False)
+    bucket[missing] = np.nan
+    return bucket
 
 
 def _sample_below(sample_rows: int, rows: int) -> int:
     """Buckets (of 2^20) below which a row is sampled, for about ``sample_rows`` of ``rows``."""
-    buckets = 1 << (4 * SAMPLE_HEX_DIGITS)
-    return -(-sample_rows * buckets // rows)
+    return -(-sample_rows * SAMPLE_BUCKETS // rows)
 
 
 def _rote_view_counts(src: pa.Table, settings: SequenceSettings) -> dict[str, int]:

@@ -134,23 +134,44 @@ def test_known_defects_are_counted_on_arrow(spark, built, tmp_path):
 
 
 def test_the_view_sample_is_the_same_rows_on_both_engines(spark, built):
-    """The sample rule (the first 20 bits of sha256(event_id)) picks the same rows in Spark and
-    in Python: equal counts on a sample, and the sampled fraction is about what was asked."""
+    """The sample rule (sha256(user_id)'s first 20 bits plus a multiple of seq_pos, mod 2^20)
+    picks the same rows in Spark and in Python, by a hand-written reference of the rule too; the
+    sampled fraction is about what was asked, and it takes rows of most users, not a few
+    users' whole histories."""
     import hashlib
 
-    from pyspark.sql import functions as F
-
-    from pipelines.sequences.checks import SAMPLE_HEX_DIGITS, _sample_below
+    from pipelines.sequences.checks import (
+        SAMPLE_HEX_DIGITS,
+        SAMPLE_POS_MULTIPLIER,
+        _sample_below,
+        sample_bucket_arrow,
+        sample_bucket_spark,
+    )
 
     wh, settings, seqs = built["temporal"]
-    below = _sample_below(30, seqs.num_rows)
-    ids = seqs.column("event_id").to_pylist()
-    mine = {e for e in ids if int(hashlib.sha256(e.encode()).hexdigest()[:SAMPLE_HEX_DIGITS], 16) < below}
+    below = _sample_below(seqs.num_rows // 3, seqs.num_rows)
+    rows = seqs.select(["event_id", "user_id", "seq_pos"]).to_pylist()
+    by_hand = {r["event_id"] for r in rows
+               if (int(hashlib.sha256(r["user_id"].encode()).hexdigest()[:SAMPLE_HEX_DIGITS], 16)
+                   + r["seq_pos"] * SAMPLE_POS_MULTIPLIER) % 2 ** 20 < below}
+    keep = sample_bucket_arrow(seqs) < below
+    mine = set(seqs.column("event_id").filter(pa.array(keep)).to_pylist())
     df = wh.read_spark(spark, USER_SEQUENCES.name)
-    theirs = {r[0] for r in df.where(
-        F.conv(F.substring(F.sha2(F.col("event_id"), 256), 1, SAMPLE_HEX_DIGITS), 16, 10).cast("long") < below
-    ).select("event_id").collect()}
-    assert mine == theirs and 10 <= len(mine) <= 60
+    theirs = {r[0] for r in df.where(sample_bucket_spark() < below).select("event_id").collect()}
+    assert mine == theirs == by_hand
+    assert seqs.num_rows // 6 <= len(mine) <= seqs.num_rows // 2
+    users = {r["user_id"] for r in rows}
+    sampled_users = {r["user_id"] for r in rows if r["event_id"] in mine}
+    assert len(sampled_users) >= len(users) // 2
+
+
+def test_the_view_sample_skips_rows_without_a_user_or_a_position():
+    from pipelines.sequences.checks import sample_bucket_arrow
+
+    t = pa.table({"user_id": pa.array(["u1", None, "u2", "u1"]), "seq_pos": pa.array([0, 1, None, 3], pa.int32())})
+    bucket = sample_bucket_arrow(t)
+    assert [b != b for b in bucket] == [False, True, True, False]  # NaN: never below any bound
+    assert all(0 <= b < 2 ** 20 for b in bucket[[0, 3]])
 
 
 def test_the_counter_runs_where_its_check_validates(spark, built):

@@ -339,6 +339,131 @@ def test_the_rote_features_view_of_good_user_sequences_passes_the_contract_suite
     assert not {k: v for k, v in check_rote_view(spark, wh, settings).items() if v}
 
 
+def test_on_pandas_a_suite_that_holds_is_validated_pass_or_fail(spark, tmp_path, monkeypatch):
+    """In the process too, a suite that holds keeps its pass-or-fail result: the same outcomes
+    as a detailed validation (0 unexpected for a strict map expectation), one stored result,
+    and no unexpected values computed."""
+    from pipelines.quality import gx_run
+
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    for name, cols in good_tables().items():
+        write(wh, name, cols)
+    first = check_table(spark, wh, "events", QualitySettings(), params=PARAMS, run_name="first")
+    (stored,) = _stored_results(wh, "events_quality")
+    assert first.engine == "pandas" and first.passed, first.summary()
+    assert not any("partial_unexpected_list" in x["result"] for x in stored["results"])
+    monkeypatch.setattr(gx_run, "PASS_OR_FAIL", gx_run.DETAILED)  # every validation in detail
+    detailed = check_table(spark, wh, "events", QualitySettings(), params=PARAMS, run_name="detailed")
+    outcome = lambda r: sorted((e.batch, e.expectation, str(e.column), e.success, e.unexpected_count) for e in r.expectations)  # noqa: E731
+    assert outcome(first) == outcome(detailed)
+    assert any(e.unexpected_count == 0 for e in first.expectations if e.batch == "events")
+
+
+def test_narrow_numbers_reach_gx_on_pandas_widened():
+    """GX compares on pandas with NumPy only int64 and float64 columns (any other dtype value by
+    value in Python): narrower ones are widened, with the same values; nulls, uint64 and
+    timestamps are left as they were."""
+    import numpy as np
+
+    from pipelines.quality.frames import arrow_to_pandas
+
+    t = pa.table({
+        "i8": pa.array([1, -2], pa.int8()), "i32": pa.array([2**31 - 1, -(2**31)], pa.int32()),
+        "u32": pa.array([2**32 - 1, 0], pa.uint32()), "u64": pa.array([2**64 - 1, 0], pa.uint64()),
+        "f32": pa.array([0.1, None], pa.float32()), "n32": pa.array([None, 3], pa.int32()),
+        "ts": pa.array([T0, None], pa.timestamp("us", tz="UTC")),
+    })
+    pdf = arrow_to_pandas(t)
+    assert {c: str(pdf[c].dtype) for c in pdf.columns} == {
+        "i8": "int64", "i32": "int64", "u32": "int64", "u64": "uint64", "f32": "float64", "n32": "float64",
+        "ts": "datetime64[ns, UTC]"}
+    assert pdf["i32"].tolist() == [2**31 - 1, -(2**31)] and pdf["u32"].tolist() == [2**32 - 1, 0]
+    assert pdf["f32"][0] == np.float64(np.float32(0.1)) and np.isnan(pdf["f32"][1])
+
+
+def test_in_the_process_the_counter_counts_beside_gx(spark, tmp_path, monkeypatch):
+    """A check validated in the process runs its counter in a thread of its own while GX
+    validates the suite: the counter here ends only after the suite was validated, which a
+    counter run before GX could not do. Its counts are still validated and recorded, and the
+    table is still read once."""
+    import threading
+
+    from pipelines.quality import check as check_module
+
+    suite_validated = threading.Event()
+    real = check_module.run_gx
+
+    def spy(reports, batches, *args, later=None, **kwargs):
+        def after_the_suite():
+            suite_validated.set()
+            return later()
+
+        return real(reports, batches, *args, later=after_the_suite, **kwargs)
+
+    monkeypatch.setattr(check_module, "run_gx", spy)
+    wh = CountingWarehouse(str(tmp_path / "warehouse"))
+    write(wh, "user_sequences", good_tables()["user_sequences"])
+    wh.reads.clear()
+    seen = {}
+
+    def counter(warehouse):
+        t = warehouse.read_arrow("user_sequences", columns=["hist_len"])
+        seen["thread"] = threading.current_thread()
+        seen["after_the_suite"] = suite_validated.wait(30)
+        return {"rows": t.num_rows, "negative_hist_len": 0}
+
+    r = check_table(spark, wh, "user_sequences", QualitySettings(), params=PARAMS, invariants=counter)
+    assert r.engine == "pandas" and r.passed, r.summary()
+    assert seen["thread"] is not threading.current_thread() and seen["after_the_suite"]
+    assert r.invariants == {"rows": 3, "negative_hist_len": 0} and wh.reads == {"user_sequences": 1}
+    (stored,) = _stored_results(wh, "user_sequences_invariants")
+    assert stored["success"] and len(stored["results"]) == 2
+
+
+def test_on_spark_the_counter_counts_first_in_the_calling_thread(spark, tmp_path):
+    import threading
+
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    write(wh, "user_sequences", good_tables()["user_sequences"])
+    seen = []
+    counter = lambda w: seen.append(threading.current_thread()) or {"rows": w.read_spark(spark, "user_sequences").count()}  # noqa: E731
+    r = check_table(spark, wh, "user_sequences", QualitySettings(engine="spark"), params=PARAMS, invariants=counter)
+    assert r.passed and seen == [threading.current_thread()] and r.invariants == {"rows": 3}
+
+
+def test_a_failing_counter_in_its_thread_fails_the_check_and_ends(spark, tmp_path):
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    write(wh, "user_sequences", good_tables()["user_sequences"])
+
+    def broken(warehouse):
+        raise RuntimeError("counter broke")
+
+    r = check_table(spark, wh, "user_sequences", QualitySettings(), params=PARAMS, invariants=broken)
+    assert not r.passed and r.invariants == {"counter_failed": 1}
+    assert any("RuntimeError: counter broke" in n for n in r.notes)
+
+
+def test_gx_imported_ahead_in_a_thread_is_waited_for():
+    """``preload_gx`` imports GX in a thread once per process; ``wait_for_gx`` waits for it (a
+    fresh interpreter, where GX is not imported yet)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pipelines.quality.preload import preload_gx, wait_for_gx\n"
+        "assert 'great_expectations' not in sys.modules\n"
+        "assert preload_gx() is True and preload_gx() is False\n"
+        "wait_for_gx()\n"
+        "import pipelines.quality.preload as p\n"
+        "assert p.SECONDS is not None and 'great_expectations.render.view.view' in sys.modules\n"
+        "print('ok')\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
 # ---- one read per check -----------------------------------------------------------------------
 class CountingWarehouse(Warehouse):
     """A real warehouse that counts the data reads of each table (Arrow, Spark, batches)."""
@@ -496,15 +621,18 @@ def test_on_spark_a_suite_that_holds_is_validated_without_fetching_unexpected_va
     assert len(stored) == 2  # one per run
 
 
-def test_on_spark_a_suite_that_fails_is_validated_again_in_detail(spark, tmp_path):
-    """The failing suite's detailed result (counts, unexpected values) replaces the first one."""
+@pytest.mark.parametrize("engine", ["auto", "spark"])
+def test_a_suite_that_fails_is_validated_again_in_detail(spark, tmp_path, engine):
+    """On either engine, the failing suite's detailed result (counts, unexpected values)
+    replaces the first, pass-or-fail one."""
     wh = Warehouse(str(tmp_path / "warehouse"))
     for name, cols in _defective_tables().items():
         write(wh, name, cols)
-    r = check_table(spark, wh, "user_sequences", QualitySettings(engine="spark"), params=PARAMS)
-    assert not r.passed and r.engine == "spark"
+    r = check_table(spark, wh, "user_sequences", QualitySettings(engine=engine), params=PARAMS)
+    assert not r.passed and r.engine == {"auto": "pandas", "spark": "spark"}[engine]
     bad = {e.column: (e.unexpected_count, e.unexpected_sample) for e in r.failures}
-    assert bad["hist_play_time_ms_min_element"] == (1, ["-5"]), bad
+    count, sample = bad["hist_play_time_ms_min_element"]
+    assert count == 1 and [float(v) for v in sample] == [-5.0], bad  # pandas holds it as a float (nulls)
     assert bad["target_date,target_ts_utc_date"][0] == 1, bad
     (stored,) = _stored_results(wh, "user_sequences_quality")  # the detailed result replaced the first
     failing = [x for x in stored["results"] if not x["success"]]
