@@ -10,8 +10,9 @@ one process:
   the cutoff check and the Delta commit of the result;
 * **job, simhash** (sizes up to ``--simhash-max-users``): the same with the SimHash engine
   (``lookalike_topk`` on the committed table read by Spark);
-* **reference**: faiss ``IndexHNSWFlat`` with the same parameters (m, ef_construction, ef_search,
-  inner product) built and searched directly on the NumPy matrix with ``--reference-threads``
+* **reference**: faiss ``IndexHNSWFlat`` with the same parameters (m, ef_construction, inner
+  product, and the ef_search the job searched with: its automatic choice, ``--auto-ef-search``)
+  built and searched directly on the NumPy matrix with ``--reference-threads``
   OpenMP threads, top ``k + 1`` with the user dropped: no Spark, no exact re-ranking, no rows.
 
 Printed for each: seconds, users per second, peak RSS (the high-water mark of the driver process
@@ -99,6 +100,10 @@ def main() -> None:
     ap.add_argument("--ef-construction", type=int, default=hd.ef_construction)
     ap.add_argument("--ef-search", type=int, default=hd.ef_search)
     ap.add_argument("--threads", type=int, default=hd.threads, help="the job's build threads (1: deterministic)")
+    ap.add_argument("--auto-ef-search", action=argparse.BooleanOptionalAction, default=hd.auto_ef_search,
+                    help="the job's automatic ef_search (default on, as lookalike.hnsw); the reference searches with the "
+                    "ef_search the job chose")
+    ap.add_argument("--max-ef-search", type=int, default=hd.max_ef_search)
     ap.add_argument("--reference-threads", type=int, default=2, help="OpenMP threads of the faiss reference")
     ap.add_argument("--bands", type=int, help="SimHash: override the default number of bands")
     ap.add_argument("--window", type=int, help="SimHash: override the default window")
@@ -106,7 +111,8 @@ def main() -> None:
     ap.add_argument("--scratch", help="scratch warehouse folder (default: a temporary one)")
     args = ap.parse_args()
     spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=8, driver_memory="8g"))
-    hp = HnswParams(k=args.k, m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search, threads=args.threads)
+    hp = HnswParams(k=args.k, m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search, threads=args.threads,
+                    auto_ef_search=args.auto_ef_search, max_ef_search=args.max_ef_search)
     lp = LshParams(k=args.k)
     lp = LshParams(k=args.k, bands=args.bands or lp.bands, window=args.window or lp.window, auto_bands=args.auto_bands)
     scratch = args.scratch or tempfile.mkdtemp(prefix="lookalike-scale-")
@@ -142,7 +148,9 @@ def main() -> None:
             out.unpersist()
             del uids, umat
         results["job hnsw"] = (secs, stats.get("recall_estimate"), rss.peak_mb, driver_peak_mb(),
-                               f"rows {rows:,}, pairs {pairs:,} ({pairs / n:.0f} per user), index {stats['index_bytes'] / 1e6:.0f} MB")
+                               f"rows {rows:,}, pairs {pairs:,} ({pairs / n:.0f} per user), index {stats['index_bytes'] / 1e6:.0f} MB, "
+                               f"ef_search {stats['ef_search']} (tried {stats.get('ef_search_tried', '-')})")
+        ef_search = int(stats["ef_search"])  # the reference searches as far as the job did
 
         if n <= args.simhash_max_users:
             with TreeRss() as rss:
@@ -158,9 +166,9 @@ def main() -> None:
                                       f"(tried {st.get('bands_tried', '-')}), window {lp.window}")
 
         with TreeRss() as rss:
-            secs, nb = reference_search(mat, args.k, hp.m, hp.ef_construction, hp.ef_search, args.reference_threads)
+            secs, nb = reference_search(mat, args.k, hp.m, hp.ef_construction, ef_search, args.reference_threads)
         results["reference"] = (secs, reference_recall(mat, nb, held_out, args.k), rss.peak_mb, driver_peak_mb(),
-                                f"faiss IndexHNSWFlat, {args.reference_threads} threads, no Spark")
+                                f"faiss IndexHNSWFlat, {args.reference_threads} threads, efSearch {ef_search}, no Spark")
         del nb
 
         ref_secs = results["reference"][0]

@@ -52,7 +52,13 @@ class HnswParams:
     bottom layer), built with ``ef_construction`` and searched with ``ef_search`` (the length of
     the search's candidate list; at least ``k``); ``threads`` OpenMP threads for the build in the
     driver (1: deterministic); the top ``k`` kept; ``recall_sample`` held-out users whose exact
-    top-k is brute-forced to estimate recall@k (0 = off)."""
+    top-k is brute-forced to estimate recall@k (0 = off).
+
+    ``auto_ef_search``: before the users are queried, ``ef_search`` is doubled until the recall@k
+    of a *selection* sample (``recall_sample`` other users, disjoint from the held-out ones)
+    reaches ``target_recall``, or until doubling would pass ``max_ef_search``; the graph is not
+    rebuilt (``ef_search`` is a search-time setting). The recall reported is the held-out
+    sample's, which chose nothing."""
 
     k: int = 50
     m: int = 32
@@ -61,6 +67,9 @@ class HnswParams:
     threads: int = 1
     seed: int = 20220408
     recall_sample: int = 1000
+    auto_ef_search: bool = True
+    max_ef_search: int = 512
+    target_recall: float = 0.95
 
     def validate(self) -> None:
         if self.k < 1 or self.m < 2 or self.ef_construction < 1 or self.threads < 1:
@@ -69,6 +78,8 @@ class HnswParams:
             raise ValueError(f"ef_search ({self.ef_search}) must be at least k ({self.k})")
         if self.recall_sample < 0:
             raise ValueError("recall_sample must be >= 0")
+        if self.auto_ef_search and (self.recall_sample == 0 or self.max_ef_search < self.ef_search):
+            raise ValueError("auto_ef_search needs recall_sample > 0 and max_ef_search >= ef_search")
 
 
 def vectors_matrix(table) -> tuple[object, np.ndarray]:
@@ -259,12 +270,41 @@ def hnsw_recall(mat: np.ndarray, index, entries: np.ndarray, groups: VectorGroup
     Exact for these users, since the job ranks them with the same search and the same function
     (:func:`rank_block`)."""
     kk = min(params.k, len(mat) - 1)
-    kth = exact_kth(mat.astype(np.float64), rows, kk)
-    found, step = 0, block_rows(len(entries), mat.shape[1], params)
+    return recall_against(exact_kth(mat.astype(np.float64), rows, kk), index, entries, groups, params, rows)
+
+
+def recall_against(kth: np.ndarray, index, entries: np.ndarray, groups: VectorGroups, params: HnswParams,
+                   rows: np.ndarray) -> float:
+    """:func:`hnsw_recall` given the users' exact ``k``-th cosines ``kth`` (one per row of ``rows``)."""
+    kk = min(params.k, len(groups.rep) - 1)
+    found, step = 0, block_rows(len(entries), entries.shape[1], params)
     for start in range(0, len(rows), step):
         _, sims, _ = rank_block(index, entries, groups, rows[start : start + step], params)
         found += int(np.count_nonzero(sims >= kth[start : start + step, None]))
     return round(found / (len(rows) * kk), 4)
+
+
+def choose_ef_search(mat: np.ndarray, index, entries: np.ndarray, groups: VectorGroups, params: HnswParams,
+                     selection: np.ndarray, stats: dict) -> HnswParams:
+    """``params`` with the ``ef_search`` the selection sample asks for (``auto_ef_search``):
+    from ``params.ef_search``, doubled while the selection's recall@k (:func:`hnsw_recall`'s
+    rule, against the exact ``k``-th cosine computed once) is below ``target_recall`` and the
+    doubled value is at most ``max_ef_search``. Records in ``stats``: ``ef_search_tried``
+    (``ef:recall`` for each try), ``selection_recall_estimate`` and ``selection_sample_users``."""
+    from dataclasses import replace
+
+    kth = exact_kth(mat.astype(np.float64), selection, min(params.k, len(mat) - 1))
+    tried = []
+    while True:
+        index.hnsw.efSearch = params.ef_search  # faiss searches as far as efSearch, whatever the results asked for
+        recall = recall_against(kth, index, entries, groups, params, selection)
+        tried.append(f"{params.ef_search}:{recall}")
+        if recall >= params.target_recall or 2 * params.ef_search > params.max_ef_search:
+            break
+        params = replace(params, ef_search=2 * params.ef_search)
+    stats.update(ef_search_tried=" ".join(tried), selection_recall_estimate=recall,
+                 selection_sample_users=int(len(selection)))
+    return params
 
 
 def hnsw_topk(spark, ids, mat: np.ndarray, params: HnswParams, cutoff_ts: dt.datetime | None = None):
@@ -284,7 +324,9 @@ def hnsw_topk(spark, ids, mat: np.ndarray, params: HnswParams, cutoff_ts: dt.dat
     share an entry, :func:`vector_groups`), ``largest_identical_group``, ``search_width``,
     ``index_bytes`` (the serialized index that is broadcast), and, when sampled, ``recall_estimate`` and ``recall_sample_users``: the recall@k
     (:func:`hnsw_recall`) on the same held-out sample the SimHash path reports on
-    (:func:`~features.lookalike.lsh.recall_samples`).
+    (:func:`~features.lookalike.lsh.recall_samples`). With ``auto_ef_search``, ``ef_search`` is
+    the value every user was searched with, and :func:`choose_ef_search` adds ``ef_search_tried``,
+    ``selection_recall_estimate`` and ``selection_sample_users``.
     """
     import faiss
     import pyarrow as pa
@@ -306,7 +348,12 @@ def hnsw_topk(spark, ids, mat: np.ndarray, params: HnswParams, cutoff_ts: dt.dat
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # queries (here and in the tasks) are single-threaded
     try:
-        _, held_out = recall_samples(n, params.recall_sample, params.seed)
+        selection, held_out = recall_samples(n, params.recall_sample, params.seed)
+        if params.auto_ef_search and len(selection):
+            params = choose_ef_search(mat, index, entries, groups, params, selection, stats)
+            stats["ef_search"] = params.ef_search
+            stats["search_width"] = search_width(groups.entries, params)
+            index.hnsw.efSearch = params.ef_search
         if len(held_out):
             stats["recall_sample_users"] = int(len(held_out))
             stats["recall_estimate"] = hnsw_recall(mat, index, entries, groups, params, held_out)

@@ -28,8 +28,11 @@ def recall_check(ctx: JobContext) -> CheckOutcome:
     estimate, sample = lsh_recall_estimate(ctx.warehouse)
     engine = ctx.warehouse.manifest(LOOKALIKE_USERS.name).producer.get("candidates", "simhash")
     if engine == "hnsw":
-        target, sample_key, remedy = s.hnsw.target_recall, "hnsw.recall_sample", "raise hnsw.ef_search (or hnsw.m)"
-        held = "held-out (a seeded sample; exact top-k by brute force)"
+        target, sample_key = s.hnsw.target_recall, "hnsw.recall_sample"
+        remedy = ("raise hnsw.max_ef_search, or hnsw.m and hnsw.ef_construction" if s.hnsw.auto_ef_search
+                  else "raise hnsw.ef_search (or hnsw.m), or set hnsw.auto_ef_search")
+        held = ("held-out (did not choose ef_search)" if s.hnsw.auto_ef_search
+                else "held-out (a seeded sample; exact top-k by brute force)")
     else:
         target, sample_key = s.lsh.target_recall, "lsh.recall_sample"
         remedy = "raise lsh.max_bands or lsh.window" if s.lsh.auto_bands else "raise lsh.bands, or set lsh.auto_bands"

@@ -88,8 +88,9 @@ def lsh_recall_summary(warehouse: Warehouse, settings: LookalikeSettings) -> str
     producer = warehouse.manifest(LOOKALIKE_USERS.name).producer
     if producer.get("candidates") == "hnsw":
         target, sample_key = settings.hnsw.target_recall, "hnsw.recall_sample"
+        chosen = f" chosen by hnsw.auto_ef_search ({producer['ef_search_tried']})" if "ef_search_tried" in producer else ""
         how = (f"HNSW candidates (m {producer.get('m', '?')}, ef_construction {producer.get('ef_construction', '?')}, "
-               f"ef_search {producer.get('ef_search', '?')})")
+               f"ef_search {producer.get('ef_search', '?')}{chosen})")
     else:  # simhash (a build before the engine was recorded was a SimHash one)
         target, sample_key = settings.lsh.target_recall, "lsh.recall_sample"
         chosen = f" chosen by lsh.auto_bands ({producer['bands_tried']})" if "bands_tried" in producer else ""

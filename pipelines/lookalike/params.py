@@ -92,8 +92,24 @@ class HnswSettings(StrictModel):
         "sample as lsh's held-out one; 0 = off; at most half the users)",
     )
     target_recall: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.95, description="the lookalike_users_recall check warns when the held-out recall@k is below this"
+        0.95, description="the lookalike_users_recall check warns when the held-out recall@k is below this; "
+        "auto_ef_search raises ef_search towards it"
     )
+    auto_ef_search: bool = Field(
+        True,
+        description="before the users are queried, double ef_search until a selection sample (recall_sample users, "
+        "disjoint from the held-out ones) reaches target_recall or doubling would pass max_ef_search; queries then "
+        "cost more where the vectors need it (false: ef_search as set)",
+    )
+    max_ef_search: Annotated[int, Field(ge=1, le=4096)] = Field(512, description="cap on the ef_search auto_ef_search may reach")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "HnswSettings":
+        if self.auto_ef_search and self.recall_sample == 0:
+            raise ValueError("auto_ef_search needs recall_sample > 0 (ef_search is chosen on a sampled recall)")
+        if self.auto_ef_search and self.max_ef_search < self.ef_search:
+            raise ValueError("max_ef_search must be at least ef_search")
+        return self
 
 
 class LookalikeSettings(StrictModel):
@@ -164,4 +180,4 @@ class LookalikeSettings(StrictModel):
     def hnsw_params(self) -> HnswParams:
         """The kernels' :class:`HnswParams`: ``k``, ``seed`` (the recall sample's) and the ``hnsw`` sub-section
         (``target_recall`` is the check's, not the kernel's)."""
-        return HnswParams(k=self.k, seed=self.seed, **self.hnsw.model_dump(exclude={"target_recall"}))
+        return HnswParams(k=self.k, seed=self.seed, **self.hnsw.model_dump())

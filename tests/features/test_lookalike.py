@@ -435,11 +435,54 @@ def test_hnsw_with_a_weak_graph_still_gives_k_neighbours_and_a_lower_estimate(sp
     """ef_search = k on a small graph misses some true neighbours: the estimate says so, and every
     user still gets k distinct neighbours."""
     ids, mat = synthetic_user_vectors(2000, dim=16, latent_dim=16, spread=1.0, noise=0.3, seed=2)
-    weak, ws = _hnsw(spark, ids, mat.astype(float), k=20, ef_search=20, m=4, ef_construction=8, recall_sample=500)
-    strong, ss = _hnsw(spark, ids, mat.astype(float), k=20, ef_search=400, m=32, recall_sample=500)
+    weak, ws = _hnsw(spark, ids, mat.astype(float), k=20, ef_search=20, m=4, ef_construction=8, recall_sample=500,
+                     auto_ef_search=False)
+    strong, ss = _hnsw(spark, ids, mat.astype(float), k=20, ef_search=400, m=32, recall_sample=500, auto_ef_search=False)
     assert weak.groupby("user_id")["neighbor_user_id"].nunique().eq(20).all() and len(weak) == 2000 * 20
     assert ws["recall_estimate"] < ss["recall_estimate"]
     assert ss["recall_estimate"] >= 0.99
+
+
+def test_hnsw_auto_ef_search_doubles_until_the_selection_reaches_the_target(spark):
+    """On a weak graph ``auto_ef_search`` doubles ef_search from 20 while the selection sample's
+    recall is below the target (up to the cap); every user is then searched with the chosen
+    value, so the rows are those of a fixed search at that value, and the held-out recall
+    (which chose nothing) beats the fixed starting value's."""
+    ids, mat = synthetic_user_vectors(2000, dim=16, latent_dim=16, spread=1.0, noise=0.3, seed=2)
+    weak = dict(k=20, m=4, ef_construction=8, recall_sample=500)
+    auto, sa = _hnsw(spark, ids, mat.astype(float), ef_search=20, auto_ef_search=True, target_recall=0.99,
+                     max_ef_search=320, **weak)
+    tried = [t.split(":") for t in sa["ef_search_tried"].split()]
+    steps = [int(ef) for ef, _ in tried]
+    assert steps[0] == 20 and steps == [20 * 2 ** i for i in range(len(steps))] and len(steps) >= 2
+    assert sa["ef_search"] == steps[-1] <= 320 and sa["selection_sample_users"] == 500
+    assert sa["selection_recall_estimate"] == float(tried[-1][1])
+    assert all(float(r) < 0.99 for _, r in tried[:-1])  # it stopped at the first that reached it, or at the cap
+    recalls = [float(r) for _, r in tried]  # each try searched further (regression: all tries searched at 20)
+    assert recalls == sorted(recalls) and recalls[-1] > recalls[0]
+    assert float(tried[-1][1]) >= 0.99 or 2 * steps[-1] > 320
+    fixed, sf = _hnsw(spark, ids, mat.astype(float), ef_search=sa["ef_search"], auto_ef_search=False, **weak)
+    pd.testing.assert_frame_equal(auto, fixed)
+    assert sa["recall_estimate"] == sf["recall_estimate"]
+    _, start = _hnsw(spark, ids, mat.astype(float), ef_search=20, auto_ef_search=False, **weak)
+    assert sa["recall_estimate"] > start["recall_estimate"] and "ef_search_tried" not in start
+
+
+def test_hnsw_auto_ef_search_keeps_ef_search_where_it_reaches_the_target(spark):
+    ids, mat = synthetic_user_vectors(1500, dim=16, seed=5)
+    got, stats = _hnsw(spark, ids, mat.astype(float), k=10, ef_search=64, recall_sample=300)
+    assert stats["ef_search"] == 64 and stats["ef_search_tried"].split()[0].startswith("64:")
+    assert len(stats["ef_search_tried"].split()) == 1 and stats["selection_recall_estimate"] >= 0.95
+
+
+def test_hnsw_auto_ef_search_is_validated():
+    from features.lookalike.kernels import HnswParams
+
+    with pytest.raises(ValueError, match="auto_ef_search"):
+        HnswParams(recall_sample=0).validate()
+    with pytest.raises(ValueError, match="auto_ef_search"):
+        HnswParams(ef_search=256, max_ef_search=128).validate()
+    HnswParams(recall_sample=0, auto_ef_search=False).validate()
 
 
 def test_hnsw_with_most_users_on_one_vector_keeps_everyone_s_neighbours(spark):
@@ -451,7 +494,7 @@ def test_hnsw_with_most_users_on_one_vector_keeps_everyone_s_neighbours(spark):
     blob = np.repeat(mat[-1:], n_blob, axis=0)
     all_ids = [f"x{i:05d}" for i in range(n_other + n_blob)]  # blob users get the larger ids
     full = np.vstack([mat[:n_other], blob]).astype(float)
-    got, stats = _hnsw(spark, all_ids, full, k=k, ef_search=64, recall_sample=0)
+    got, stats = _hnsw(spark, all_ids, full, k=k, ef_search=64, recall_sample=0, auto_ef_search=False)
     assert stats["index_entries"] == n_other + 1 and stats["largest_identical_group"] == n_blob
     stored = stats.pop("stored")
     assert _tie_aware_recall(got, all_ids, stored, k, range(n_other), normalize=False) >= 0.99
@@ -472,7 +515,8 @@ def test_hnsw_falls_back_to_brute_force_where_the_graph_reaches_too_few_users(sp
     import pyarrow as pa
 
     out, _ = hnsw_topk(spark, pa.array(sorted(ids)), mat[np.argsort(ids)], HnswParams(k=k, ef_search=20, m=2,
-                                                                                       ef_construction=1, recall_sample=0))
+                                                                                       ef_construction=1, recall_sample=0,
+                                                                                       auto_ef_search=False))
     got = out.toPandas()
     fallback = got[got["n_candidates"] == n - 1]
     assert fallback["user_id"].nunique() > 0

@@ -58,8 +58,8 @@ def test_lookalike_assets_and_checks_pass(spark, tmp_path, candidates):
 
     line = lsh_recall_summary(Warehouse(settings.warehouse.root), settings.lookalike)  # the demo's last screen
     assert line.startswith(f"look-alike users: held-out recall@5 {estimate:.3f} on ")
-    assert ("HNSW candidates (m 32, ef_construction 40, ef_search 128)" in line if candidates == "hnsw"
-            else "lsh.auto_bands" in line)
+    assert ("HNSW candidates (m 32, ef_construction 40, ef_search 128 chosen by hnsw.auto_ef_search (128:" in line
+            if candidates == "hnsw" else "lsh.auto_bands" in line)
 
 
 def test_cli_reports_a_failed_recall_warning_and_goes_on(spark, tmp_path):

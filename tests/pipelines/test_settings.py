@@ -91,6 +91,8 @@ def test_cli_overrides_win(tmp_path):
         ("sources: {x: {kind: csv, path: a, require_duration: true, mapping: {user_id: u, item_id: i, timestamp: t}}}\nactive_source: x\n", "sources.x", "needs mapping.duration_ms"),
         ("lookalike: {lsh: {auto_bands: true, recall_sample: 0}}\n", "lookalike.lsh", "auto_bands needs recall_sample > 0"),
         ("lookalike: {lsh: {auto_bands: true, bands: 64, max_bands: 32}}\n", "lookalike.lsh", "max_bands must be at least bands"),
+        ("lookalike: {hnsw: {recall_sample: 0}}\n", "lookalike.hnsw", "auto_ef_search needs recall_sample > 0"),
+        ("lookalike: {hnsw: {ef_search: 256, max_ef_search: 128}}\n", "lookalike.hnsw", "max_ef_search must be at least ef_search"),
         ("recall: {similarity: jaccard}\n", "recall.similarity", "Input should be"),
         ("recall: {fill: random}\n", "recall.fill", "Input should be"),
         ("lookalike: {recall_size: 10}\n", "lookalike", "lookalike.recall_size is now recall.size"),
