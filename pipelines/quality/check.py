@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import threading
+from concurrent.futures import wait
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -92,12 +94,12 @@ def check_table(
     whole = present is None or sorted(present) == sorted(manifest.partitions)
     counter_notes: list[str] = []
     counter_wh = SharedReadWarehouse(warehouse, shared, whole)
-    counting: _Counting | None = None
+    counting = None  # the future of the counts, when counted beside GX
     counts: dict[str, int] | None = None
     if invariants is not None and engine == "pandas":
         # In the process, the counter (Arrow and NumPy, which release the GIL) counts in a thread
         # beside GX on pandas; the check waits only for the kind of read it chose.
-        counting = _Counting(invariants, counter_notes, counter_wh, shared)
+        counting = _count_beside(invariants, counter_notes, counter_wh, shared)
         shared.wait_for_kind()
     else:
         counts = _count_invariants(invariants, counter_notes, counter_wh)
@@ -135,7 +137,7 @@ def check_table(
         expectations, pages, index = run_gx(reports, batches, run_name, now, settings.keep_validations, later=counted)
     finally:
         if counting is not None:
-            counting.join()  # a failed validation still waits for the thread it started
+            wait([counting])  # a failed validation still waits for the thread it started
         if persisted is not None:
             persisted.unpersist()
 
@@ -206,36 +208,24 @@ def _count_invariants(counter: Callable[..., dict[str, int]] | None, notes: list
     return counts
 
 
-class _Counting:
-    """:func:`_count_invariants` in a thread of its own, started at once; :meth:`result` waits
-    for its counts. Whatever way the counter ends, the shared read is settled, so a check
-    waiting for the kind of read (:meth:`SharedRead.wait_for_kind`) never waits forever."""
+def _count_beside(counter, notes: list[str], warehouse, shared: SharedRead):
+    """:func:`_count_invariants` started in a thread of its own; the future of its counts.
+    However the counter ends, the shared read is settled, so a check waiting for the kind of
+    read (:meth:`SharedRead.wait_for_kind`) never waits forever."""
+    from concurrent.futures import Future
 
-    def __init__(self, counter, notes: list[str], warehouse, shared: SharedRead):
-        import threading
+    future: Future = Future()
 
-        self._counts: dict[str, int] | None = None
-        self._error: BaseException | None = None
+    def run() -> None:
+        try:
+            future.set_result(_count_invariants(counter, notes, warehouse))
+        except BaseException as exc:  # noqa: BLE001 - raised by future.result()
+            future.set_exception(exc)
+        finally:
+            shared.settle()
 
-        def run() -> None:
-            try:
-                self._counts = _count_invariants(counter, notes, warehouse)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by result()
-                self._error = exc
-            finally:
-                shared.settle()
-
-        self._thread = threading.Thread(target=run, name=f"recfeat-invariants-{shared.table}", daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def result(self) -> dict[str, int] | None:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._counts
+    threading.Thread(target=run, name=f"recfeat-invariants-{shared.table}", daemon=True).start()
+    return future
 
 
 def _takes_argument(fn: Callable) -> bool:

@@ -77,7 +77,7 @@ def widen_numbers(pdf):
         dtype = pdf[name].dtype
         if not isinstance(dtype, np.dtype):
             continue
-        if (dtype.kind == "i" and dtype.itemsize < 8) or (dtype.kind == "u" and dtype.itemsize < 8):
+        if dtype.kind in "iu" and dtype.itemsize < 8:
             pdf[name] = pdf[name].astype(np.int64)
         elif dtype.kind == "f" and dtype.itemsize < 8:
             pdf[name] = pdf[name].astype(np.float64)
