@@ -30,7 +30,12 @@ def committed_cutoffs(spark, warehouse: Warehouse, table: str, version: int | No
         .limit(3)
         .collect()
     )
-    found = sorted(from_micros(r.us) for r in rows if r.us is not None)
+    return _cutoffs_or_recorded([r.us for r in rows], warehouse, table, version)
+
+
+def _cutoffs_or_recorded(micros, warehouse: Warehouse, table: str, version: int | None) -> list[dt.datetime]:
+    """:func:`committed_cutoffs` from the rows' distinct cutoffs in microseconds (nulls ignored)."""
+    found = sorted(from_micros(us) for us in set(micros) if us is not None)[:3]
     if found:
         return found
     recorded = warehouse.manifest(table, version).producer.get("cutoff_ts")
@@ -66,6 +71,25 @@ def read_input(spark, warehouse: Warehouse, table: str, cutoff_ts: dt.datetime):
         f"{table}_cutoff_ts": ", ".join(c.isoformat() for c in found),
     }
     return warehouse.read_spark(spark, table, version=version), provenance
+
+
+def read_input_arrow(warehouse: Warehouse, table: str, cutoff_ts: dt.datetime, columns: list[str] | None = None):
+    """:func:`read_input` without Spark: ``(Arrow table, provenance)``, one read of the version
+    for the cutoff check and the data (``columns``, plus ``cutoff_ts`` for the check)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    version = warehouse.current_version(table)
+    wanted = None if columns is None else list(dict.fromkeys([*columns, "cutoff_ts"]))
+    data = warehouse.read_arrow(table, version=version, columns=wanted)
+    micros = pc.unique(pc.cast(data["cutoff_ts"], pa.int64())).to_pylist()
+    found = _cutoffs_or_recorded(micros, warehouse, table, version)
+    require_cutoff(table, found, cutoff_ts)
+    provenance = {
+        f"{table}_version": str(version),
+        f"{table}_cutoff_ts": ", ".join(c.isoformat() for c in found),
+    }
+    return (data if columns is None else data.select(columns)), provenance
 
 
 def cutoff_provenance_violations(warehouse: Warehouse, table: str, cutoff_ts: dt.datetime, inputs: tuple[str, ...] = ()) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """Preparing validation frames: NaN as null, Spark or Arrow to pandas with UTC-aware timestamps,
-times; :func:`count_true` for the Arrow invariant counters."""
+times; :func:`count_true` and :func:`group_ids` for the Arrow invariant counters."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,6 +13,22 @@ def count_true(mask) -> int:
     import pyarrow.compute as pc
 
     return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0) if len(mask) else 0
+
+
+def group_ids(col):
+    """Dense int64 ids of an Arrow column's values, nulls one group of their own (as Spark's
+    ``groupBy`` groups them): the group keys of the Arrow invariant counters."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not len(col):
+        return np.zeros(0, dtype=np.int64)
+    enc = pc.dictionary_encode(col)
+    idx = enc.indices.to_numpy(zero_copy_only=False)
+    nulls = pc.is_null(enc).to_numpy(zero_copy_only=False)
+    return np.where(nulls, len(enc.dictionary), idx).astype(np.int64)
 
 
 def nan_to_null(df):

@@ -5,8 +5,8 @@
 """
 from features.events import EVENTS
 from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS
-from pipelines.family import Family, Step
-from pipelines.recall.checks import check_item_neighbors, check_recall
+from pipelines.family import Family, JobContext, Step
+from pipelines.recall.checks import check_item_neighbors, check_item_neighbors_arrow, check_recall, check_recall_arrow
 from pipelines.recall.job import (
     build_item_neighbors_table,
     build_recall_table,
@@ -15,6 +15,30 @@ from pipelines.recall.job import (
     run_recall_items,
 )
 from pipelines.recall.params import RecallSettings
+
+def _in_process(ctx: JobContext, table: str, events: bool = False) -> bool:
+    """Count where the check validates: on Arrow in the process for a table it validates there
+    (``quality.pandas_max_rows``), on Spark above. ``events``: the counter also reads the events
+    up to the cutoff, which must fit too."""
+    from pipelines.recall.job import events_in, partitions_before
+
+    rows = ctx.warehouse.manifest(table).row_count
+    if events:
+        rows = max(rows, events_in(ctx.warehouse, partitions_before(ctx.warehouse, ctx.params.cutoff_ts)))
+    return ctx.settings.quality.in_process(rows)
+
+
+def _neighbors_invariants(ctx: JobContext) -> dict[str, int]:
+    if _in_process(ctx, ITEM_NEIGHBORS.name):
+        return check_item_neighbors_arrow(ctx.warehouse, ctx.params)
+    return check_item_neighbors(ctx.spark, ctx.warehouse, ctx.params)
+
+
+def _recall_invariants(ctx: JobContext) -> dict[str, int]:
+    if _in_process(ctx, RECALL_ITEMS.name, events=True):
+        return check_recall_arrow(ctx.warehouse, ctx.params)
+    return check_recall(ctx.spark, ctx.warehouse, ctx.params)
+
 
 FAMILY = Family(
     name="recall",
@@ -39,13 +63,13 @@ FAMILY = Family(
         ),
     ),
     invariants={
-        ITEM_NEIGHBORS.name: lambda ctx: check_item_neighbors(ctx.spark, ctx.warehouse, ctx.params),
-        RECALL_ITEMS.name: lambda ctx: check_recall(ctx.spark, ctx.warehouse, ctx.params),
+        ITEM_NEIGHBORS.name: _neighbors_invariants,
+        RECALL_ITEMS.name: _recall_invariants,
     },
     docs="docs/lookalike.md",
 )
 
 __all__ = [
     "FAMILY", "RecallSettings", "build_item_neighbors_table", "build_recall_table", "check_item_neighbors",
-    "check_recall", "evaluate_recall", "run_item_neighbors", "run_recall_items",
+    "check_item_neighbors_arrow", "check_recall", "check_recall_arrow", "evaluate_recall", "run_item_neighbors", "run_recall_items",
 ]

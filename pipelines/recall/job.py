@@ -1,4 +1,8 @@
-"""Jobs: ``events`` to ``item_neighbors`` (i2i), then ``recall_items``; recall evaluation (docs/lookalike.md)."""
+"""Jobs: ``events`` to ``item_neighbors`` (i2i), then ``recall_items``; recall evaluation (docs/lookalike.md).
+
+Each job runs on the engine ``recall.engine`` chooses: the Spark kernels
+(:mod:`features.recall.kernels`) or the local ones (:mod:`features.recall.local`), same rows.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,8 +11,9 @@ from features.events import EVENTS
 from features.lookalike.kernels import positive_column
 from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS
 from features.recall.kernels import build_item_neighbors, build_recall_items, popular_items
+from features.recall.local import EVENT_COLUMNS, build_item_neighbors_local, build_recall_items_local, choose_engine
 from features.timeutil import as_utc
-from pipelines.cutoffs import committed_cutoffs, read_input, require_cutoff
+from pipelines.cutoffs import committed_cutoffs, read_input, read_input_arrow, require_cutoff
 from pipelines.family import JobContext, JobResult
 from pipelines.recall.params import RecallSettings
 from pipelines.warehouse import Warehouse
@@ -20,36 +25,90 @@ def window_dates(start: dt.datetime, end: dt.datetime) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
+def partitions_before(warehouse: Warehouse, cutoff: dt.datetime) -> list[str]:
+    """The committed ``events`` partitions (UTC dates, ISO) that can hold instants before ``cutoff``."""
+    last = (as_utc(cutoff) - dt.timedelta(microseconds=1)).date().isoformat()
+    return sorted(p for p in warehouse.manifest(EVENTS.name).partitions if p <= last)
+
+
+def events_in(warehouse: Warehouse, partitions: list[str]) -> int:
+    """Rows of the committed ``events`` in ``partitions`` (from the manifest; nothing is read)."""
+    held = warehouse.manifest(EVENTS.name).partitions
+    return sum(held[p].row_count for p in partitions if p in held)
+
+
+def _engine(warehouse: Warehouse, settings: RecallSettings, partitions: list[str]) -> tuple[str, int]:
+    """``(engine, events read)`` of a recall job reading ``partitions`` of ``events`` (:func:`choose_engine`)."""
+    n = events_in(warehouse, partitions)
+    return choose_engine(settings.engine, n, settings.local_max_events), n
+
+
+def _session(spark):
+    """``spark`` itself, or the session a zero-argument callable returns (started on first use)."""
+    return spark() if callable(spark) else spark
+
+
 def build_item_neighbors_table(spark, warehouse: Warehouse, settings: RecallSettings) -> JobResult:
     """Rebuild ``item_neighbors`` as of ``settings.cutoff_ts``.
 
     Only the ``events`` partitions of the window ``[cutoff - window_days, cutoff)`` are read
-    (the kernel uses no other event; ``event_date`` is the UTC date of ``event_ts``)."""
+    (the kernel uses no other event; ``event_date`` is the UTC date of ``event_ts``). The engine
+    is ``settings.engine`` (``auto``: local up to ``local_max_events`` window events, counted
+    from the manifest). ``spark`` is a session, or a callable returning one: the local engine
+    never calls it. The engine and the events read are recorded in the producer and the stats.
+    """
     cutoff = as_utc(settings.cutoff_ts)
     days = window_dates(cutoff - dt.timedelta(days=settings.window_days), cutoff)
-    events = warehouse.read_spark(spark, EVENTS.name, partitions=days)
-    df = build_item_neighbors(events, settings.cutoff_ts, settings.params())
+    engine, n_events = _engine(warehouse, settings, days)
     producer = {
         "job": "build_item_neighbors_table", "cutoff_ts": settings.cutoff_ts.isoformat(),
         "window_days": str(settings.window_days), "similarity": settings.similarity,
+        "engine": engine, "events_read": str(n_events),
     }
-    manifest = warehouse.write_spark(df.select(*ITEM_NEIGHBORS.columns), ITEM_NEIGHBORS, producer=producer)
-    return JobResult({ITEM_NEIGHBORS.name: manifest}, {ITEM_NEIGHBORS.name: {"cutoff_ts": settings.cutoff_ts.isoformat()}})
+    if engine == "local":
+        events = warehouse.read_arrow(EVENTS.name, columns=list(EVENT_COLUMNS), partitions=days)
+        table = build_item_neighbors_local(events, settings.cutoff_ts, settings.params())
+        manifest = warehouse.write_arrow(ITEM_NEIGHBORS, table, producer=producer)
+    else:
+        session = _session(spark)
+        events = warehouse.read_spark(session, EVENTS.name, partitions=days)
+        df = build_item_neighbors(events, settings.cutoff_ts, settings.params())
+        manifest = warehouse.write_spark(df.select(*ITEM_NEIGHBORS.columns), ITEM_NEIGHBORS, producer=producer)
+    stats = {"cutoff_ts": settings.cutoff_ts.isoformat(), "engine": engine, "events_read": n_events}
+    return JobResult({ITEM_NEIGHBORS.name: manifest}, {ITEM_NEIGHBORS.name: stats})
 
 
 def build_recall_table(spark, warehouse: Warehouse, settings: RecallSettings) -> JobResult:
     """Rebuild ``recall_items`` from ``events`` and the committed ``item_neighbors`` (which must
-    have been built as of ``settings.cutoff_ts``)."""
-    neighbors, provenance = read_input(spark, warehouse, ITEM_NEIGHBORS.name, settings.cutoff_ts)
-    events = warehouse.read_spark(spark, EVENTS.name)
-    df = build_recall_items(events, neighbors, settings.cutoff_ts, settings.params())
+    have been built as of ``settings.cutoff_ts``).
+
+    Reads the ``events`` partitions up to the cutoff's date. The engine is chosen as for
+    :func:`build_item_neighbors_table`, on those events; ``spark`` likewise may be a callable."""
+    days = partitions_before(warehouse, settings.cutoff_ts)
+    engine, n_events = _engine(warehouse, settings, days)
+    params = settings.params()
+    if engine == "local":
+        neighbors, provenance = read_input_arrow(
+            warehouse, ITEM_NEIGHBORS.name, settings.cutoff_ts, columns=["item_id", "neighbor_item_id", "similarity"]
+        )
+        events = warehouse.read_arrow(EVENTS.name, columns=list(EVENT_COLUMNS), partitions=days)
+        out = build_recall_items_local(events, neighbors, settings.cutoff_ts, params)
+    else:
+        session = _session(spark)
+        neighbors, provenance = read_input(session, warehouse, ITEM_NEIGHBORS.name, settings.cutoff_ts)
+        events = warehouse.read_spark(session, EVENTS.name, partitions=days)
+        out = build_recall_items(events, neighbors, settings.cutoff_ts, params).select(*RECALL_ITEMS.columns)
     producer = {
         "job": "build_recall_table", "cutoff_ts": settings.cutoff_ts.isoformat(),
-        "size": str(settings.size), "fill": settings.fill,
+        "size": str(settings.size), "fill": settings.fill, "engine": engine, "events_read": str(n_events),
         **provenance,  # what it was built from: the invariant check compares it with the settings
     }
-    manifest = warehouse.write_spark(df.select(*RECALL_ITEMS.columns), RECALL_ITEMS, producer=producer)
-    return JobResult({RECALL_ITEMS.name: manifest}, {RECALL_ITEMS.name: {"cutoff_ts": settings.cutoff_ts.isoformat()}})
+    if engine == "local":
+        manifest = warehouse.write_arrow(RECALL_ITEMS, out, producer=producer)
+    else:
+        manifest = warehouse.write_spark(out, RECALL_ITEMS, producer=producer)
+    stats = {"cutoff_ts": settings.cutoff_ts.isoformat(), "engine": engine, "events_read": n_events}
+    return JobResult({RECALL_ITEMS.name: manifest}, {RECALL_ITEMS.name: stats})
 
 
 def evaluate_recall(spark, warehouse: Warehouse, settings: RecallSettings, horizon: dt.timedelta = dt.timedelta(days=1)) -> dict:
@@ -104,8 +163,8 @@ def evaluate_recall(spark, warehouse: Warehouse, settings: RecallSettings, horiz
 
 
 def run_item_neighbors(ctx: JobContext) -> JobResult:
-    return build_item_neighbors_table(ctx.spark, ctx.warehouse, ctx.params)
+    return build_item_neighbors_table(lambda: ctx.spark, ctx.warehouse, ctx.params)
 
 
 def run_recall_items(ctx: JobContext) -> JobResult:
-    return build_recall_table(ctx.spark, ctx.warehouse, ctx.params)
+    return build_recall_table(lambda: ctx.spark, ctx.warehouse, ctx.params)

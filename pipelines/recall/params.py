@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from features.recall.kernels import FILLS, SIMILARITIES, RecallParams
+from features.recall.local import ENGINES
 from features.timeutil import as_utc
 from pipelines.config import StrictModel
 
@@ -43,6 +44,17 @@ class RecallSettings(StrictModel):
     size: Annotated[int, Field(ge=1, le=10_000)] = Field(100, description="recall_items: pool size N per user")
     fill: Literal[FILLS] = Field(  # type: ignore[valid-type]
         "none", description="recall_items: top up short pools with the window's popular unseen items (source 'popular')"
+    )
+    engine: Literal[ENGINES] = Field(  # type: ignore[valid-type]
+        "auto",
+        description="who computes item_neighbors and recall_items: local (NumPy and SciPy in the job's process, "
+        "no Spark), spark (the Spark kernels), or auto (local up to local_max_events events read, spark above); "
+        "the same rows (docs/lookalike.md)",
+    )
+    local_max_events: Annotated[int, Field(ge=0, le=100_000_000)] = Field(
+        2_000_000,
+        description="engine auto: the most events a job reads (item_neighbors: its window's partitions; "
+        "recall_items: the partitions up to the cutoff) and still computes locally (about 1.3 KB each at peak)",
     )
 
     @field_validator("cutoff_ts")

@@ -11,7 +11,7 @@ import pyarrow as pa
 from features.events import EVENTS
 from features.sequences import ROTE_FEATURES, USER_SEQUENCES
 from features.sequences.rote import rote_table_schema
-from pipelines.quality.frames import count_true
+from pipelines.quality.frames import count_true, group_ids
 from pipelines.sequences.job import flag_filter
 from pipelines.sequences.params import SequenceSettings
 from pipelines.warehouse import Warehouse
@@ -179,7 +179,7 @@ def check_sequences_arrow(warehouse: Warehouse, settings: SequenceSettings) -> d
         "arrays_misaligned": total(misaligned) if misaligned is not None else 0,
         "hist_len_not_min_seq_pos_max_len": total(pc.not_equal(pc.cast(hist_len, pa.int64()), least)),
     }
-    user = _group_ids(t.column("user_id"))
+    user = group_ids(t.column("user_id"))
     if settings.split == "leave_one_out":
         split = t.column("split")
         per_user = np.bincount(user, minlength=user.max(initial=-1) + 1)
@@ -209,24 +209,9 @@ def _rows_with_future_history(part: pa.Table) -> int:
     return int(np.unique(parents.to_numpy(zero_copy_only=False)[after]).size)
 
 
-def _group_ids(col):
-    """Dense int ids of ``col``'s values, nulls one group of their own (Spark's groupBy)."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if not len(col):
-        return np.zeros(0, dtype=np.int64)
-    enc = pc.dictionary_encode(col)
-    idx = enc.indices.to_numpy(zero_copy_only=False)
-    nulls = pc.is_null(enc).to_numpy(zero_copy_only=False)
-    idx = np.where(nulls, len(enc.dictionary), idx).astype(np.int64)
-    return idx
-
-
 def _coverage_arrow(warehouse: Warehouse, settings: SequenceSettings, seqs: pa.Table, user) -> dict[str, int]:
     """:func:`check_coverage` on Arrow (``seqs``: the ``user_sequences`` read; ``user``: its
-    :func:`_group_ids` of ``user_id``)."""
+    :func:`~pipelines.quality.frames.group_ids` of ``user_id``)."""
     import numpy as np
     import pyarrow.compute as pc
 

@@ -257,6 +257,8 @@ def test_engine_settings_are_validated_naming_the_field(tmp_path):
         ("lookalike: {hnsw: {ef_construction: 100000}}\n", "lookalike.hnsw.ef_construction"),
         ("lookalike: {hnsw: {efsearch: 64}}\n", "lookalike.hnsw.efsearch"),
         ("lookalike: {k: 200}\n", "hnsw.ef_search (128) must be at least k (200)"),
+        ("recall: {engine: gpu}\n", "recall.engine"),
+        ("recall: {local_max_events: -1}\n", "recall.local_max_events"),
     ]
     for text, named in bad:
         path = tmp_path / "recfeat.yaml"
@@ -304,3 +306,63 @@ def test_item_neighbors_from_the_window_partitions_equal_those_from_every_event(
     keys = [("item_id", "ascending"), ("rank", "ascending")]
     assert got.num_rows > 0
     assert got.sort_by(keys).to_pylist() == want.cast(got.schema).sort_by(keys).to_pylist()
+
+
+# ---------------------------------------------------------------------------------------------
+# The recall engines: chosen by the events a job reads, the same tables either way
+
+
+def _sorted_rows(table: pa.Table, key: str) -> list[dict]:
+    return table.sort_by([(key, "ascending"), ("rank", "ascending")]).to_pylist()
+
+
+def _same_rows(a: list[dict], b: list[dict], score: str) -> None:
+    assert [{k: v for k, v in r.items() if k != score} for r in a] == [{k: v for k, v in r.items() if k != score} for r in b]
+    assert all(abs(x[score] - y[score]) <= 2e-12 for x, y in zip(a, b))
+
+
+def test_recall_jobs_choose_their_engine_by_the_events_they_read(spark, warehouse):
+    """``auto`` computes locally up to ``local_max_events`` events read (counted from the
+    manifest), without starting Spark, and on Spark one event above; both commit the same
+    tables, and record the engine and the events read."""
+    from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS
+    from pipelines.recall import build_item_neighbors_table, build_recall_table
+    from pipelines.recall.job import events_in, partitions_before, window_dates
+
+    warehouse.write_arrow(EVENTS, events_table(1500, 7, 0, 200))
+    cutoff = T0 + dt.timedelta(days=5, hours=7)
+    base = small_recall(cutoff, window_days=2, similarity="swing", fill="popular")
+    window = events_in(warehouse, window_dates(cutoff - dt.timedelta(days=2), cutoff))
+    history = events_in(warehouse, partitions_before(warehouse, cutoff))
+    assert 0 < window < history < 1500  # some events lie after the cutoff's day: not read
+
+    def no_spark():
+        raise AssertionError("the local engine asked for Spark")
+
+    built = {}
+    for engine, limits in (("local", (window, history)), ("spark", (window - 1, history - 1))):
+        session = no_spark if engine == "local" else spark
+        nb = build_item_neighbors_table(session, warehouse, base.model_copy(update={"local_max_events": limits[0]}))
+        pool = build_recall_table(session, warehouse, base.model_copy(update={"local_max_events": limits[1]}))
+        for result, table, n in ((nb, ITEM_NEIGHBORS.name, window), (pool, RECALL_ITEMS.name, history)):
+            assert result.stats[table]["engine"] == engine and result.stats[table]["events_read"] == n
+            producer = warehouse.manifest(table).producer
+            assert producer["engine"] == engine and producer["events_read"] == str(n)
+        built[engine] = (_sorted_rows(warehouse.read_arrow(ITEM_NEIGHBORS.name), "item_id"),
+                         _sorted_rows(warehouse.read_arrow(RECALL_ITEMS.name), "user_id"))
+    assert len(built["local"][0]) > 50 and len(built["local"][1]) > 100
+    _same_rows(built["local"][0], built["spark"][0], "similarity")
+    _same_rows(built["local"][1], built["spark"][1], "score")
+    assert {r["source"] for r in built["local"][1]} == {"i2i", "popular"}
+
+
+def test_the_local_recall_table_refuses_neighbours_of_another_cutoff(warehouse):
+    """The Arrow read of ``item_neighbors`` applies the same cutoff rule as the Spark one."""
+    from pipelines.recall import build_item_neighbors_table, build_recall_table
+
+    warehouse.write_arrow(EVENTS, events_table(600, 1, 0, 200))
+    build_item_neighbors_table(None, warehouse, small_recall(OTHER, engine="local"))
+    with pytest.raises(ValueError) as err:
+        build_recall_table(None, warehouse, small_recall(CUTOFF, engine="local"))
+    assert str(err.value).startswith("item_neighbors ") and OTHER.isoformat() in str(err.value)
+    assert not warehouse.exists("recall_items")
