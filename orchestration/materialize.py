@@ -24,7 +24,8 @@ first use, as before). The session is stopped when the run ends, whoever used it
 
 GX preload: a run whose selection holds checked tables starts importing Great Expectations in a
 background thread as its steps start (``pipelines.quality.preload``), so the first check step
-does not pay GX's import (about 2.8 s) after the steps before it.
+does not pay GX's import (about 2.8 s) after the steps before it. Likewise a run that trains
+models imports MLflow and opens its store in the background (``trainers.tracking.preload``).
 
 Startup: this module imports Dagster only when a run is prepared, so the command starts the
 JVM before it imports Dagster, and a selection of tables only is built without the model assets
@@ -253,6 +254,13 @@ def _materialize(settings, config_file, select, start, end, log, log_level, over
         from pipelines.quality.preload import preload_gx
 
         preload_gx()
+    from orchestration.models import MODELS_GROUP
+
+    if any(n.group_name == MODELS_GROUP for n in nodes):
+        # The run trains models: MLflow is imported and its store opened in the background.
+        from trainers.tracking import preload
+
+        preload(settings.training.tracking.model_dump(), settings.training.runs_root)
     t0 = time.perf_counter()
     log(f"run: {len(order)} asset(s){label}, up to {concurrent_steps(settings)} step(s) at a time")
     result = execute_run(run_defs.resolve_job_def(MATERIALIZE_JOB), instance, tags, run_config={

@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,11 +125,61 @@ def describe(tracking: dict[str, Any] | Any, runs_root: str | Path = "var/runs")
 
 
 def _mlflow():
+    wait_for_preload()
+    return _import_mlflow()
+
+
+def _import_mlflow():
     for k, v in MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(k, v)
     import mlflow  # noqa: PLC0415 - slow: only where a run is logged or listed
 
     return mlflow
+
+
+_PRELOAD_LOCK = threading.Lock()
+_PRELOAD: threading.Thread | None = None
+
+
+def preload(tracking: dict[str, Any] | Any, runs_root: str | Path = "var/runs") -> bool:
+    """Import MLflow and open the store of ``tracking`` in a daemon thread, once per process, so
+    that the first run this process tracks does not wait for them (about 1.4 s to import, and
+    1.8 s to create a new local store's schema). ``True`` if this call started the thread.
+
+    A run that trains models calls it as it starts (``recfeat materialize``, ``recfeat demo``);
+    every use of MLflow here waits for the thread first (:func:`wait_for_preload`), so MLflow is
+    never imported by two threads at once. A local store is opened under the same lock file as a
+    run's logging. Tracking off: nothing is started. A failure is not raised: the run's own
+    tracking meets it again and reports it as usual (a warning; the run stands).
+    """
+    global _PRELOAD
+    t = tracking if isinstance(tracking, dict) else tracking.model_dump()
+    if not t.get("enabled", False):
+        return False
+
+    def run() -> None:
+        try:
+            mlflow = _import_mlflow()
+            tg = target(t, runs_root)
+            if tg.local_db is not None:  # a server is not contacted ahead of a run
+                with _locked(tg), _quiet_migrations():
+                    mlflow.MlflowClient(tracking_uri=tg.uri).get_experiment_by_name(tg.experiment)
+        except Exception:  # noqa: BLE001 - the run's tracking reports it
+            _log.debug("MLflow preload failed", exc_info=True)
+
+    with _PRELOAD_LOCK:
+        if _PRELOAD is not None:
+            return False
+        _PRELOAD = threading.Thread(target=run, name="recfeat-mlflow-preload", daemon=True)
+        _PRELOAD.start()
+        return True
+
+
+def wait_for_preload() -> None:
+    """Wait until a started :func:`preload` has finished (at once when none was started)."""
+    thread = _PRELOAD
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()
 
 
 @contextlib.contextmanager
@@ -260,6 +311,7 @@ def log_run(run_dir: str | Path, tracking: dict[str, Any] | Any | None = None,
         _log.debug("run %s was not tracked in MLflow", run_dir, exc_info=True)
         return None
     try:
+        wait_for_preload()  # before the lock: the preload may hold it while it opens the store
         with _locked(tg), _quiet_migrations():
             return _log_run(run_dir, saved, tg, runs_root)
     except Exception as exc:  # noqa: BLE001 - an unreachable or broken store never loses a run

@@ -357,3 +357,42 @@ def test_the_curves_pick_the_selection_metric_exactly():
     assert select_key([{"epoch": 0, "valid/ndcg_at_10": 0.2, "valid/ndcg_at_100": 0.3}], "ndcg@10") == "valid/ndcg_at_10"
     assert select_key([{"epoch": 0, "valid_ndcg@10": 0.2}], "ndcg@10") == "valid_ndcg@10"
     assert select_key(history, None) == "gauc"
+
+
+PRELOAD_SCRIPT = r"""
+import sys, threading, time
+from pathlib import Path
+import torch
+from trainers import tracking
+from trainers.runs import save_run
+from trainers.tracking import tracked_runs
+
+root = Path(sys.argv[1]) / "runs"
+on = {"enabled": True, "uri": None, "dir": None, "experiment": "recfeat"}
+assert not tracking.preload({**on, "enabled": False}, root)  # tracking off: nothing started
+assert "mlflow" not in sys.modules
+assert tracking.preload(on, root) and not tracking.preload(on, root)  # once per process
+# Track a run at once, while the preload may still hold the store's lock: no deadlock, one run.
+metrics = {"history": [{"epoch": 0, "train_loss": 1.0, "gauc": 0.6}], "valid": {"gauc": 0.6},
+           "test": {"gauc": 0.5}, "select_metric": "gauc", "best_epoch": 0, "epochs_run": 1}
+done = []
+worker = threading.Thread(target=lambda: done.append(save_run(root, "m", {"seed": 1, "tracking": on}, None, {},
+                          {"w": torch.zeros(1)}, metrics, sys.argv[1], {})), daemon=True)
+worker.start()
+worker.join(120)
+assert done, "tracking a run during the preload hung"
+assert tracking._PRELOAD is not None and not tracking._PRELOAD.is_alive()
+assert (Path(sys.argv[1]) / "mlflow" / "mlflow.db").is_file()
+(run,) = tracked_runs(on, root, "m")
+assert run.run_id == done[0].name and run.status == "FINISHED"
+print("ok")
+"""
+
+
+def test_the_mlflow_preload_opens_the_store_once_and_a_run_tracked_meanwhile_is_logged(tmp_path):
+    """``preload`` imports MLflow and creates the local store in a thread; a run tracked while it
+    works waits for it (outside the store's lock file) and is logged once. Fresh interpreter:
+    the preload is once per process."""
+    proc = subprocess.run([sys.executable, "-c", PRELOAD_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          env=dict(os.environ), cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
