@@ -1,11 +1,13 @@
-"""The ``user_vectors`` step on a committed warehouse: seconds per build, local ALS against Spark ML.
+"""The ``user_vectors`` step on a committed warehouse: seconds per build, by engine.
 
 Rebuilds ``user_vectors`` (``pipelines.lookalike.build_user_vectors_table``: reads, profile
-block, behaviour block, write and commit) ``--reps`` times with each ALS engine, on a warehouse
+block, behaviour block, write and commit) ``--reps`` times with each engine pair
+(``lookalike.vectors_engine:lookalike.als_engine``; default the local engine, the Spark kernels
+with the local ALS, and the Spark kernels with Spark ML's ALS), on a warehouse
 that already holds ``events`` and ``users`` (by default the one ``benchmarks/lookalike_synthetic.py``
 ingests: the synthetic default of ``make demo``). Prints every build's seconds, the engine
-``auto`` chose and the pairs, and the ratio of the best local build to the best Spark ML build
-(the baseline, measured in the same run, the engines interleaved). The first build of a process
+``auto`` chose and the pairs, and the ratio of each pair's best build to the best all-Spark build
+(``spark:spark``, the baseline, measured in the same run, the engines interleaved). The first build of a process
 also pays the JVM's warm-up, so it is reported but not used for the ratio when there are several.
 
     nice -n 5 .venv/bin/python benchmarks/lookalike_synthetic.py          # once: builds the warehouse
@@ -32,7 +34,8 @@ def main() -> None:
     ap.add_argument("--config", default=os.path.join(ROOT, "recfeat.yaml"), help="its spark: and lookalike: sections are used")
     ap.add_argument("--warehouse", default=os.path.join(ROOT, "var", "lookalike_synthetic", "warehouse"))
     ap.add_argument("--reps", type=int, default=2, help="builds per engine")
-    ap.add_argument("--engines", default="auto,spark", help="comma-separated lookalike.als_engine values to time")
+    ap.add_argument("--engines", default="local:auto,spark:auto,spark:spark",
+                    help="comma-separated vectors_engine:als_engine pairs to time (the last is the baseline)")
     args = ap.parse_args()
 
     project = load_settings(args.config)
@@ -44,17 +47,20 @@ def main() -> None:
     times: dict[str, list[float]] = {e: [] for e in engines}
     for rep in range(args.reps):  # engines interleaved, so that a change in the machine's load hits both
         for engine in engines:
-            settings = LookalikeSettings.model_validate({**project.lookalike.model_dump(), "als_engine": engine})
+            vectors, als = engine.split(":")
+            settings = LookalikeSettings.model_validate(
+                {**project.lookalike.model_dump(), "vectors_engine": vectors, "als_engine": als})
             t = time.perf_counter()
             stats = build_user_vectors_table(spark, wh, settings).stats["user_vectors"]
             times[engine].append(time.perf_counter() - t)
-            print(f"user_vectors als_engine={engine} build {rep}: seconds={times[engine][-1]:.1f} "
-                  f"engine_used={stats.get('als_engine')} pairs={stats.get('als_entries')}", flush=True)
+            print(f"user_vectors engines={engine} build {rep}: seconds={times[engine][-1]:.2f} "
+                  f"vectors_engine={stats.get('vectors_engine')} als_engine={stats.get('als_engine')} "
+                  f"pairs={stats.get('als_entries')}", flush=True)
     first = engines[0]
     best = {e: min(ts[1:] if e == first and len(ts) > 1 else ts) for e, ts in times.items()}
-    line = " ".join(f"best_seconds[{e}]={s:.1f}" for e, s in best.items())
-    if "spark" in best:
-        line += " " + " ".join(f"ratio[{e}/spark]={s / best['spark']:.2f}" for e, s in best.items() if e != "spark")
+    base = engines[-1]
+    line = " ".join(f"best_seconds[{e}]={s:.2f}" for e, s in best.items())
+    line += " " + " ".join(f"ratio[{e}/{base}]={s / best[base]:.2f}" for e, s in best.items() if e != base)
     print(f"RESULT {line}", flush=True)
     stop_spark()
 

@@ -9,8 +9,23 @@ from __future__ import annotations
 
 import datetime as dt
 
-from features.timeutil import from_micros
+from features.events import EVENTS
+from features.timeutil import as_utc, from_micros
 from pipelines.warehouse import Warehouse
+
+
+def partitions_before(warehouse: Warehouse, cutoff: dt.datetime) -> list[str]:
+    """The committed ``events`` partitions (UTC dates, ISO) that can hold instants before ``cutoff``
+    (``event_date`` is the UTC date of ``event_ts``)."""
+    last = (as_utc(cutoff) - dt.timedelta(microseconds=1)).date().isoformat()
+    return sorted(p for p in warehouse.manifest(EVENTS.name).partitions if p <= last)
+
+
+def events_in(warehouse: Warehouse, partitions: list[str]) -> int:
+    """Rows of the committed ``events`` in ``partitions`` (from the manifest; nothing is read):
+    what the engine choices of the local engines weigh."""
+    held = warehouse.manifest(EVENTS.name).partitions
+    return sum(held[p].row_count for p in partitions if p in held)
 
 
 class CutoffMismatchError(ValueError):

@@ -129,6 +129,12 @@ def _same_session_settings(a: SparkSettings, b: SparkSettings) -> bool:
     return a.master == b.master and spark_conf(a) == spark_conf(b)
 
 
+def session_of(spark):
+    """``spark`` itself, or the session a zero-argument callable returns: jobs with a local engine
+    take a callable, so that a build that needs no Spark never starts it."""
+    return spark() if callable(spark) else spark
+
+
 def get_spark(settings: SparkSettings | None = None):
     """Return the process's Spark session, creating it on first use.
 

@@ -32,6 +32,18 @@ def positive_column(min_rating: float):
     return F.coalesce(F.col("is_click"), F.col("rating") >= F.lit(float(min_rating)), F.lit(True))
 
 
+def positive_mask(events, min_rating: float):
+    """Arrow: :func:`positive_column` as a boolean NumPy mask over an Arrow table of events
+    (``is_click``, ``rating``): ``is_click`` where it is set; else ``rating >= min_rating``
+    where a rating is set (NaN counts as at least any number, as Spark orders it); else true."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rating = events["rating"]
+    by_rating = pc.or_(pc.greater_equal(rating, float(min_rating)), pc.is_nan(rating))
+    return pc.coalesce(events["is_click"], by_rating, pa.scalar(True)).to_numpy(zero_copy_only=False).astype(bool)
+
+
 # ---------------------------------------------------------------------------------------------
 # user_vectors
 

@@ -23,7 +23,9 @@ import pyarrow.compute as pc
 
 from features.events import TS_TYPE
 from features.recall.kernels import RecallParams
-from features.timeutil import as_utc
+from features.columns import encode, micros
+from features.lookalike.vectors import positive_mask
+from features.timeutil import as_utc, to_micros
 
 #: Engines of the recall family (``recall.engine``); see :func:`choose_engine`.
 ENGINES = ("auto", "local", "spark")
@@ -40,34 +42,6 @@ def choose_engine(engine: str, events: int, local_max_events: int) -> str:
     if engine != "auto":
         return engine
     return "local" if events <= local_max_events else "spark"
-
-
-def positive_mask(events: pa.Table, min_rating: float) -> np.ndarray:
-    """Boolean mask: is each event positive feedback? As ``positive_column``: ``is_click`` where it
-    is set; else ``rating >= min_rating`` where a rating is set (NaN counts as at least any
-    number, as Spark orders it); else true."""
-    rating = events["rating"]
-    by_rating = pc.or_(pc.greater_equal(rating, float(min_rating)), pc.is_nan(rating))
-    return pc.coalesce(events["is_click"], by_rating, pa.scalar(True)).to_numpy(zero_copy_only=False).astype(bool)
-
-
-def micros(ts) -> np.ndarray:
-    """Microseconds since the epoch (int64) of a UTC timestamp column."""
-    return pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False)
-
-
-def encode(column) -> tuple[np.ndarray, pa.Array]:
-    """``(codes, values)``: dense int64 codes of a string column whose order is the values'
-    byte order (Spark's string order), and the distinct values in that order."""
-    strings = pc.cast(column, pa.string())
-    if isinstance(strings, pa.ChunkedArray):
-        strings = strings.combine_chunks()
-    enc = pc.dictionary_encode(strings)
-    values = enc.dictionary
-    order = pc.array_sort_indices(values).to_numpy()
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    return rank[enc.indices.to_numpy(zero_copy_only=False)], values.take(pa.array(order))
 
 
 def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
@@ -171,15 +145,10 @@ def round12(x: np.ndarray) -> np.ndarray:
 
 def _filtered_events(events: pa.Table, cutoff: dt.datetime, min_rating: float, since: dt.datetime | None):
     ts = micros(events["event_ts"])
-    keep = ts < _us(cutoff)
+    keep = ts < to_micros(cutoff)
     if since is not None:
-        keep &= ts >= _us(since)
+        keep &= ts >= to_micros(since)
     return keep & positive_mask(events, min_rating), ts
-
-
-def _us(t: dt.datetime) -> int:
-    delta = as_utc(t) - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def build_item_neighbors_local(events: pa.Table, cutoff_ts: dt.datetime, params: RecallParams) -> pa.Table:
@@ -225,8 +194,8 @@ def build_item_neighbors_local(events: pa.Table, cutoff_ts: dt.datetime, params:
             "neighbor_item_id": item_ids.take(pa.array(cj)),
             "similarity": pa.array(sim, pa.float64()),
             "co_users": pa.array(cc, pa.int64()),
-            "window_start_ts": pa.array(np.full(n, _us(start), dtype=np.int64), TS_TYPE),
-            "cutoff_ts": pa.array(np.full(n, _us(cutoff), dtype=np.int64), TS_TYPE),
+            "window_start_ts": pa.array(np.full(n, to_micros(start), dtype=np.int64), TS_TYPE),
+            "cutoff_ts": pa.array(np.full(n, to_micros(cutoff), dtype=np.int64), TS_TYPE),
         },
         schema=ITEM_NEIGHBORS.schema,
     )
@@ -243,7 +212,7 @@ def build_recall_items_local(events: pa.Table, neighbors: pa.Table, cutoff_ts: d
     params.validate()
     cutoff = as_utc(cutoff_ts)
     ts = micros(events["event_ts"])
-    past = ts < _us(cutoff)
+    past = ts < to_micros(cutoff)
     events = events.filter(pa.array(past))
     ts = ts[past]
     if not events.num_rows:
@@ -305,7 +274,7 @@ def build_recall_items_local(events: pa.Table, neighbors: pa.Table, cutoff_ts: d
             "item_id": item_ids.take(pa.array(pj)),
             "score": pa.array(score, pa.float64()),
             "source": pa.array(np.array(["i2i", "popular"])[source], pa.string()),
-            "cutoff_ts": pa.array(np.full(n, _us(cutoff), dtype=np.int64), TS_TYPE),
+            "cutoff_ts": pa.array(np.full(n, to_micros(cutoff), dtype=np.int64), TS_TYPE),
         },
         schema=RECALL_ITEMS.schema,
     )
@@ -317,7 +286,7 @@ def _popular_fill(user, item, ts, positive, seen, pu, pj, n_users, n_items, cuto
     that the user has not seen and its pool lacks, ranked after its i2i rows. Returns
     ``(user, item, rank, share)``."""
     start = cutoff - dt.timedelta(days=params.window_days)
-    win = positive & (ts >= _us(start))
+    win = positive & (ts >= to_micros(start))
     pairs = np.unique(user[win] * n_items + item[win])
     n_pop = np.bincount(pairs % n_items, minlength=n_items)
     window_users = len(np.unique(pairs // n_items))

@@ -5,9 +5,12 @@ from features.dimensions import USERS
 from features.events import EVENTS
 from features.lookalike import LOOKALIKE_USERS, USER_VECTORS
 from features.lookalike.kernels import build_user_vectors, hnsw_topk, lookalike_topk, vectors_matrix
-from pipelines.cutoffs import read_input
+from features.lookalike.vectors_local import EVENT_COLUMNS, NeedsSpark, build_user_vectors_local
+from features.lookalike.vectors_local import choose_engine as choose_vectors_engine
+from pipelines.cutoffs import events_in, partitions_before, read_input
 from pipelines.family import JobContext, JobResult
 from pipelines.lookalike.params import LookalikeSettings
+from pipelines.spark import session_of
 from pipelines.warehouse import Warehouse
 
 
@@ -16,18 +19,50 @@ def _producer(s: LookalikeSettings, job: str) -> dict[str, str]:
 
 
 def build_user_vectors_table(spark, warehouse: Warehouse, settings: LookalikeSettings) -> JobResult:
-    """Rebuild ``user_vectors`` as of ``settings.cutoff_ts`` from ``events`` (and ``users`` if committed)."""
-    events = warehouse.read_spark(spark, EVENTS.name)
-    users = warehouse.read_spark(spark, USERS.name) if warehouse.exists(USERS.name) else None
+    """Rebuild ``user_vectors`` as of ``settings.cutoff_ts`` from ``events`` (and ``users`` if committed).
+
+    Reads the ``events`` partitions up to the cutoff's UTC date. The engine is
+    ``settings.vectors_engine``: ``auto`` builds locally (:mod:`features.lookalike.vectors_local`)
+    up to ``vectors_local_max_events`` events read (counted from the manifest) and where the local
+    engine can, else with the Spark kernels. ``spark`` is a session, or a callable returning one:
+    a local build never calls it. The producer and the stats record ``vectors_engine``,
+    ``events_read``, and (``auto`` falling back to Spark) ``vectors_engine_fallback``.
+    """
+    cutoff = settings.cutoff_ts
+    days = partitions_before(warehouse, cutoff)
+    n_events = events_in(warehouse, days)
+    engine = choose_vectors_engine(settings.vectors_engine, n_events, settings.vectors_local_max_events)
+    params = settings.vector_params()
     als: dict = {}
-    df = build_user_vectors(events, users, settings.cutoff_ts, settings.vector_params(), report=als)
+    record: dict = {}
+    table = None
+    if engine == "local":
+        try:
+            users = warehouse.read_arrow(USERS.name) if warehouse.exists(USERS.name) else None
+            events = warehouse.read_arrow(EVENTS.name, columns=list(EVENT_COLUMNS), partitions=days)
+            table = build_user_vectors_local(events, users, cutoff, params, report=als)
+        except NeedsSpark as why:
+            if settings.vectors_engine == "local":
+                raise ValueError(f"lookalike.vectors_engine local cannot build these vectors: {why}") from None
+            engine, record["vectors_engine_fallback"] = "spark", str(why)
+            als = {}
+    record.update(vectors_engine=engine, events_read=n_events)
     producer = {
         **_producer(settings, "build_user_vectors_table"),
         "als_rank": str(settings.als_rank),
-        **{k: str(v) for k, v in als.items()},  # als_entries (pairs) and als_engine (the engine used)
+        **{k: str(v) for k, v in {**als, **record}.items()},  # als_entries, als_engine, the vectors engine
     }
-    manifest = warehouse.write_spark(df.select(*USER_VECTORS.columns), USER_VECTORS, producer=producer)
-    return JobResult({USER_VECTORS.name: manifest}, {USER_VECTORS.name: {"cutoff_ts": settings.cutoff_ts.isoformat(), **als}})
+    if table is not None:
+        manifest = warehouse.write_arrow(USER_VECTORS, table, producer=producer)
+    else:
+        session = session_of(spark)
+        events = warehouse.read_spark(session, EVENTS.name, partitions=days)
+        users = warehouse.read_spark(session, USERS.name) if warehouse.exists(USERS.name) else None
+        df = build_user_vectors(events, users, cutoff, params, report=als)
+        producer.update({k: str(v) for k, v in als.items()})
+        manifest = warehouse.write_spark(df.select(*USER_VECTORS.columns), USER_VECTORS, producer=producer)
+    return JobResult({USER_VECTORS.name: manifest},
+                     {USER_VECTORS.name: {"cutoff_ts": cutoff.isoformat(), **als, **record}})
 
 
 def build_lookalike_table(spark, warehouse: Warehouse, settings: LookalikeSettings) -> JobResult:
@@ -103,7 +138,7 @@ def lsh_recall_summary(warehouse: Warehouse, settings: LookalikeSettings) -> str
 
 
 def run_user_vectors(ctx: JobContext) -> JobResult:
-    return build_user_vectors_table(ctx.spark, ctx.warehouse, ctx.params)
+    return build_user_vectors_table(lambda: ctx.spark, ctx.warehouse, ctx.params)
 
 
 def run_lookalike_users(ctx: JobContext) -> JobResult:

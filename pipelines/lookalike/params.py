@@ -141,6 +141,16 @@ class LookalikeSettings(StrictModel):
         description="als_engine auto: the most positive (user, item) pairs factorised locally (the driver holds "
         "them: a few hundred bytes each)",
     )
+    vectors_engine: Literal["auto", "local", "spark"] = Field(
+        "auto",
+        description="who builds user_vectors: local (Arrow and NumPy in the job's process, no Spark), spark (the "
+        "Spark kernels), or auto (local up to vectors_local_max_events events read, spark above, or where the "
+        "local engine cannot: a float32, timestamp or decimal categorical column, ALS pairs for Spark ML); the same rows",
+    )
+    vectors_local_max_events: Annotated[int, Field(ge=0, le=100_000_000)] = Field(
+        2_000_000,
+        description="vectors_engine auto: the most events read (the partitions up to the cutoff) built locally",
+    )
     k: Annotated[int, Field(ge=1, le=1000)] = Field(50, description="look-alike users kept per user")
     candidates: Literal["hnsw", "simhash"] = Field(
         "hnsw",

@@ -20,7 +20,7 @@ def _in_process(ctx: JobContext, table: str, events: bool = False) -> bool:
     """Count where the check validates: on Arrow in the process for a table it validates there
     (``quality.pandas_max_rows``), on Spark above. ``events``: the counter also reads the events
     up to the cutoff, which must fit too."""
-    from pipelines.recall.job import events_in, partitions_before
+    from pipelines.cutoffs import events_in, partitions_before
 
     rows = ctx.warehouse.manifest(table).row_count
     if events:

@@ -147,7 +147,7 @@ def check_recall_arrow(warehouse: Warehouse, settings: RecallSettings) -> dict[s
     import pyarrow.compute as pc
 
     from pipelines.quality.frames import count_true
-    from pipelines.recall.job import partitions_before
+    from pipelines.cutoffs import partitions_before
 
     t = warehouse.read_arrow(RECALL_ITEMS.name)
     cutoff = pa.scalar(settings.cutoff_ts, t.schema.field("cutoff_ts").type)

@@ -13,9 +13,10 @@ from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS
 from features.recall.kernels import build_item_neighbors, build_recall_items, popular_items
 from features.recall.local import EVENT_COLUMNS, build_item_neighbors_local, build_recall_items_local, choose_engine
 from features.timeutil import as_utc
-from pipelines.cutoffs import committed_cutoffs, read_input, read_input_arrow, require_cutoff
+from pipelines.cutoffs import committed_cutoffs, events_in, partitions_before, read_input, read_input_arrow, require_cutoff
 from pipelines.family import JobContext, JobResult
 from pipelines.recall.params import RecallSettings
+from pipelines.spark import session_of
 from pipelines.warehouse import Warehouse
 
 
@@ -25,27 +26,10 @@ def window_dates(start: dt.datetime, end: dt.datetime) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-def partitions_before(warehouse: Warehouse, cutoff: dt.datetime) -> list[str]:
-    """The committed ``events`` partitions (UTC dates, ISO) that can hold instants before ``cutoff``."""
-    last = (as_utc(cutoff) - dt.timedelta(microseconds=1)).date().isoformat()
-    return sorted(p for p in warehouse.manifest(EVENTS.name).partitions if p <= last)
-
-
-def events_in(warehouse: Warehouse, partitions: list[str]) -> int:
-    """Rows of the committed ``events`` in ``partitions`` (from the manifest; nothing is read)."""
-    held = warehouse.manifest(EVENTS.name).partitions
-    return sum(held[p].row_count for p in partitions if p in held)
-
-
 def _engine(warehouse: Warehouse, settings: RecallSettings, partitions: list[str]) -> tuple[str, int]:
     """``(engine, events read)`` of a recall job reading ``partitions`` of ``events`` (:func:`choose_engine`)."""
     n = events_in(warehouse, partitions)
     return choose_engine(settings.engine, n, settings.local_max_events), n
-
-
-def _session(spark):
-    """``spark`` itself, or the session a zero-argument callable returns (started on first use)."""
-    return spark() if callable(spark) else spark
 
 
 def build_item_neighbors_table(spark, warehouse: Warehouse, settings: RecallSettings) -> JobResult:
@@ -70,7 +54,7 @@ def build_item_neighbors_table(spark, warehouse: Warehouse, settings: RecallSett
         table = build_item_neighbors_local(events, settings.cutoff_ts, settings.params())
         manifest = warehouse.write_arrow(ITEM_NEIGHBORS, table, producer=producer)
     else:
-        session = _session(spark)
+        session = session_of(spark)
         events = warehouse.read_spark(session, EVENTS.name, partitions=days)
         df = build_item_neighbors(events, settings.cutoff_ts, settings.params())
         manifest = warehouse.write_spark(df.select(*ITEM_NEIGHBORS.columns), ITEM_NEIGHBORS, producer=producer)
@@ -94,7 +78,7 @@ def build_recall_table(spark, warehouse: Warehouse, settings: RecallSettings) ->
         events = warehouse.read_arrow(EVENTS.name, columns=list(EVENT_COLUMNS), partitions=days)
         out = build_recall_items_local(events, neighbors, settings.cutoff_ts, params)
     else:
-        session = _session(spark)
+        session = session_of(spark)
         neighbors, provenance = read_input(session, warehouse, ITEM_NEIGHBORS.name, settings.cutoff_ts)
         events = warehouse.read_spark(session, EVENTS.name, partitions=days)
         out = build_recall_items(events, neighbors, settings.cutoff_ts, params).select(*RECALL_ITEMS.columns)

@@ -15,13 +15,9 @@ from hypothesis import strategies as st
 from features.events import TS_TYPE
 from features.timeutil import as_utc
 from features.recall.kernels import RecallParams, build_item_neighbors, build_recall_items
-from features.recall.local import (
-    build_item_neighbors_local,
-    build_recall_items_local,
-    choose_engine,
-    encode,
-    positive_mask,
-)
+from features.columns import encode
+from features.lookalike.vectors import positive_mask
+from features.recall.local import build_item_neighbors_local, build_recall_items_local, choose_engine
 
 T0 = dt.datetime(2022, 4, 8, tzinfo=dt.timezone.utc)
 CUTOFF = T0 + dt.timedelta(days=3)

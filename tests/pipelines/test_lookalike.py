@@ -258,6 +258,8 @@ def test_engine_settings_are_validated_naming_the_field(tmp_path):
         ("lookalike: {hnsw: {efsearch: 64}}\n", "lookalike.hnsw.efsearch"),
         ("lookalike: {k: 200}\n", "hnsw.ef_search (128) must be at least k (200)"),
         ("recall: {engine: gpu}\n", "recall.engine"),
+        ("lookalike: {vectors_engine: gpu}\n", "lookalike.vectors_engine"),
+        ("lookalike: {vectors_local_max_events: -1}\n", "lookalike.vectors_local_max_events"),
         ("recall: {local_max_events: -1}\n", "recall.local_max_events"),
     ]
     for text, named in bad:
@@ -327,7 +329,8 @@ def test_recall_jobs_choose_their_engine_by_the_events_they_read(spark, warehous
     tables, and record the engine and the events read."""
     from features.recall import ITEM_NEIGHBORS, RECALL_ITEMS
     from pipelines.recall import build_item_neighbors_table, build_recall_table
-    from pipelines.recall.job import events_in, partitions_before, window_dates
+    from pipelines.cutoffs import events_in, partitions_before
+    from pipelines.recall.job import window_dates
 
     warehouse.write_arrow(EVENTS, events_table(1500, 7, 0, 200))
     cutoff = T0 + dt.timedelta(days=5, hours=7)
@@ -366,3 +369,65 @@ def test_the_local_recall_table_refuses_neighbours_of_another_cutoff(warehouse):
         build_recall_table(None, warehouse, small_recall(CUTOFF, engine="local"))
     assert str(err.value).startswith("item_neighbors ") and OTHER.isoformat() in str(err.value)
     assert not warehouse.exists("recall_items")
+
+
+# ---------------------------------------------------------------------------------------------
+# The user_vectors engines
+
+
+def users_table(n: int, seed: int, extra: dict | None = None) -> pa.Table:
+    from features.dimensions import USERS  # noqa: F401 - the open contract these columns extend
+
+    rng = np.random.default_rng(seed)
+    cols = {
+        "user_id": pa.array([f"u{i}" for i in range(n)]),
+        "source": pa.array(["test"] * n),
+        "age": pa.array(rng.integers(10, 70, n), pa.int64()),
+        "onehot_feat1": pa.array([None if x == 0 else float(x) for x in rng.integers(0, 6, n)], pa.float64()),
+        **(extra or {}),
+    }
+    return pa.table(cols)
+
+
+def _vector_rows(wh) -> list[dict]:
+    return wh.read_arrow("user_vectors").sort_by("user_id").to_pylist()
+
+
+def test_user_vectors_choose_their_engine_and_fall_back_to_spark_where_needed(spark, warehouse):
+    """``auto`` builds locally (no Spark) up to ``vectors_local_max_events`` events read, with the
+    Spark engine's rows; a float32 category column sends ``auto`` to Spark with the reason
+    recorded, and makes ``local`` fail naming the field."""
+    from features.dimensions import USERS
+    from pipelines.cutoffs import events_in, partitions_before
+    from pipelines.lookalike import build_user_vectors_table
+
+    warehouse.write_arrow(EVENTS, events_table(1500, 7, 0, 200))
+    warehouse.write_arrow(USERS, users_table(40, 1))
+    read = events_in(warehouse, partitions_before(warehouse, CUTOFF))
+    assert 0 < read < 1500
+
+    def no_spark():
+        raise AssertionError("the local engine asked for Spark")
+
+    base = small_settings(CUTOFF).model_copy(update={"als_rank": 4, "als_iterations": 3})
+    local = build_user_vectors_table(no_spark, warehouse, base.model_copy(update={"vectors_local_max_events": read}))
+    stats = local.stats["user_vectors"]
+    assert stats["vectors_engine"] == "local" and stats["events_read"] == read and stats["als_engine"] == "local"
+    producer = warehouse.manifest("user_vectors").producer
+    assert producer["vectors_engine"] == "local" and producer["events_read"] == str(read)
+    local_rows = _vector_rows(warehouse)
+    on_spark = build_user_vectors_table(spark, warehouse, base.model_copy(update={"vectors_local_max_events": read - 1}))
+    assert on_spark.stats["user_vectors"]["vectors_engine"] == "spark"
+    spark_rows = _vector_rows(warehouse)
+    assert len(local_rows) == len(spark_rows) > 20
+    for a, b in zip(local_rows, spark_rows):
+        assert {k: v for k, v in a.items() if k != "vector"} == {k: v for k, v in b.items() if k != "vector"}
+        assert np.abs(np.array(a["vector"]) - np.array(b["vector"])).max() <= 1e-6
+
+    warehouse.write_arrow(USERS, users_table(40, 1, {"onehot_feat2": pa.array(np.arange(40, dtype=np.float32))}))
+    fallback = build_user_vectors_table(spark, warehouse, base)
+    stats = fallback.stats["user_vectors"]
+    assert stats["vectors_engine"] == "spark" and "onehot_feat2" in stats["vectors_engine_fallback"]
+    assert "onehot_feat2" in warehouse.manifest("user_vectors").producer["vectors_engine_fallback"]
+    with pytest.raises(ValueError, match="lookalike.vectors_engine local cannot build these vectors: .*onehot_feat2"):
+        build_user_vectors_table(no_spark, warehouse, base.model_copy(update={"vectors_engine": "local"}))

@@ -157,7 +157,7 @@ def test_the_check_counts_on_arrow_in_the_process_and_on_spark_above(built, monk
     Spark above; the recall counter also weighs the events it reads."""
     import pipelines.recall as family
     from pipelines.family import JobContext
-    from pipelines.recall.job import events_in, partitions_before
+    from pipelines.cutoffs import events_in, partitions_before
     from pipelines.settings import Settings
 
     wh, settings = built
